@@ -1,0 +1,242 @@
+//! The vocabulary of the roster: ids, versions, liveness, and the events that change them.
+//!
+//! Every event names the node it is about and that node's `generation`. Data events
+//! (`NewNode`, `ActorAdded`, `ActorRemoved`) are written only by the node they describe and
+//! carry its `version`; liveness events carry a SWIM `incarnation`. See `roster.rs` for how
+//! they merge.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// A node's name in the cluster. Stable across restarts that keep the data dir.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(pub String);
+
+impl NodeId {
+    pub fn new(id: impl Into<String>) -> Self {
+        NodeId(id.into())
+    }
+
+    /// A fresh random id (`n-` and 12 hex digits), used when none is given.
+    pub fn random() -> Self {
+        NodeId(format!(
+            "n-{:012x}",
+            rand::random::<u64>() & 0xffff_ffff_ffff
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// Changes only when a node starts over without its data dir. A higher generation replaces
+/// everything known about the node's earlier life. We use the unix time in ms at creation.
+pub type Generation = u64;
+/// Grows with every change a node makes to its own record (address, actors).
+pub type Version = u64;
+/// SWIM incarnation: only the node itself raises it, to refute suspicion.
+pub type Incarnation = u64;
+/// Log sequence number of a WAL record: dense, starting at 1.
+pub type Lsn = u64;
+
+/// The liveness of a member as one node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    Alive,
+    Suspect,
+    Dead,
+    Left,
+}
+
+impl MemberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Dead => "dead",
+            MemberState::Left => "left",
+        }
+    }
+
+    /// Dead and left members are kept only as tombstones.
+    pub fn is_tombstone(self) -> bool {
+        matches!(self, MemberState::Dead | MemberState::Left)
+    }
+}
+
+impl fmt::Display for MemberState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A change to the roster. The variants are the unit of the WAL and of gossip.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ClusterEvent {
+    /// A node announces itself: its address and the actors it hosts at `version`.
+    NewNode {
+        node: NodeId,
+        generation: Generation,
+        version: Version,
+        addr: String,
+        actors: BTreeSet<String>,
+    },
+    ActorAdded {
+        node: NodeId,
+        generation: Generation,
+        version: Version,
+        actor: String,
+    },
+    ActorRemoved {
+        node: NodeId,
+        generation: Generation,
+        version: Version,
+        actor: String,
+    },
+    NodeSuspected {
+        node: NodeId,
+        generation: Generation,
+        incarnation: Incarnation,
+    },
+    NodeAlive {
+        node: NodeId,
+        generation: Generation,
+        incarnation: Incarnation,
+    },
+    NodeDead {
+        node: NodeId,
+        generation: Generation,
+        incarnation: Incarnation,
+    },
+    /// A graceful leave; final for this generation.
+    NodeLeft {
+        node: NodeId,
+        generation: Generation,
+        incarnation: Incarnation,
+    },
+}
+
+impl ClusterEvent {
+    /// The node this event is about.
+    pub fn node(&self) -> &NodeId {
+        match self {
+            ClusterEvent::NewNode { node, .. }
+            | ClusterEvent::ActorAdded { node, .. }
+            | ClusterEvent::ActorRemoved { node, .. }
+            | ClusterEvent::NodeSuspected { node, .. }
+            | ClusterEvent::NodeAlive { node, .. }
+            | ClusterEvent::NodeDead { node, .. }
+            | ClusterEvent::NodeLeft { node, .. } => node,
+        }
+    }
+
+    pub fn generation(&self) -> Generation {
+        match self {
+            ClusterEvent::NewNode { generation, .. }
+            | ClusterEvent::ActorAdded { generation, .. }
+            | ClusterEvent::ActorRemoved { generation, .. }
+            | ClusterEvent::NodeSuspected { generation, .. }
+            | ClusterEvent::NodeAlive { generation, .. }
+            | ClusterEvent::NodeDead { generation, .. }
+            | ClusterEvent::NodeLeft { generation, .. } => *generation,
+        }
+    }
+
+    /// The event's name as it appears in `gossip-log dump`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClusterEvent::NewNode { .. } => "NewNode",
+            ClusterEvent::ActorAdded { .. } => "ActorAdded",
+            ClusterEvent::ActorRemoved { .. } => "ActorRemoved",
+            ClusterEvent::NodeSuspected { .. } => "NodeSuspected",
+            ClusterEvent::NodeAlive { .. } => "NodeAlive",
+            ClusterEvent::NodeDead { .. } => "NodeDead",
+            ClusterEvent::NodeLeft { .. } => "NodeLeft",
+        }
+    }
+
+    /// The event as one flat JSON object: `kind` plus its fields.
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::json;
+        let mut m = serde_json::Map::new();
+        m.insert("kind".into(), json!(self.kind()));
+        m.insert("node".into(), json!(self.node().as_str()));
+        m.insert("generation".into(), json!(self.generation()));
+        match self {
+            ClusterEvent::NewNode {
+                version,
+                addr,
+                actors,
+                ..
+            } => {
+                m.insert("version".into(), json!(version));
+                m.insert("addr".into(), json!(addr));
+                m.insert("actors".into(), json!(actors));
+            }
+            ClusterEvent::ActorAdded { version, actor, .. }
+            | ClusterEvent::ActorRemoved { version, actor, .. } => {
+                m.insert("version".into(), json!(version));
+                m.insert("actor".into(), json!(actor));
+            }
+            ClusterEvent::NodeSuspected { incarnation, .. }
+            | ClusterEvent::NodeAlive { incarnation, .. }
+            | ClusterEvent::NodeDead { incarnation, .. }
+            | ClusterEvent::NodeLeft { incarnation, .. } => {
+                m.insert("incarnation".into(), json!(incarnation));
+            }
+        }
+        m
+    }
+}
+
+impl fmt::Display for ClusterEvent {
+    /// One human line: `Kind node=.. gen=.. field=..`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} node={} gen={}",
+            self.kind(),
+            self.node(),
+            self.generation()
+        )?;
+        match self {
+            ClusterEvent::NewNode {
+                version,
+                addr,
+                actors,
+                ..
+            } => {
+                let actors: Vec<&str> = actors.iter().map(String::as_str).collect();
+                write!(
+                    f,
+                    " version={version} addr={addr} actors=[{}]",
+                    actors.join(",")
+                )
+            }
+            ClusterEvent::ActorAdded { version, actor, .. }
+            | ClusterEvent::ActorRemoved { version, actor, .. } => {
+                write!(f, " version={version} actor={actor}")
+            }
+            ClusterEvent::NodeSuspected { incarnation, .. }
+            | ClusterEvent::NodeAlive { incarnation, .. }
+            | ClusterEvent::NodeDead { incarnation, .. }
+            | ClusterEvent::NodeLeft { incarnation, .. } => write!(f, " incarnation={incarnation}"),
+        }
+    }
+}

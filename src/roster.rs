@@ -1,0 +1,834 @@
+//! The roster and its merge rule: pure, deterministic, no IO.
+//!
+//! Each node's record is a join-semilattice, so applying any set of events in any order,
+//! with duplicates, ends in the same roster (the property tests below check exactly that):
+//!
+//! * **generation**: the highest wins; a higher one resets the record (the node started over).
+//! * **data** (address, actors): each entry is last-writer-wins by the owner's `version`.
+//!   The owner is the only writer, so two different values never share a version; removed
+//!   actors stay as versioned tombstones within the generation so an old `ActorAdded` cannot
+//!   bring them back.
+//! * **liveness**: SWIM's incarnation rules are a total order on `(left, incarnation, rank)`
+//!   with `alive < suspect < dead`; the merge keeps the maximum. That yields exactly
+//!   "alive(i) beats suspect(j) iff i > j, suspect(i) beats alive(j) iff i >= j, dead(i) beats
+//!   both iff i >= j", and `left` is final for the generation.
+//!
+//! `apply` reports `Changed` only when the join moved the state; only those events are logged
+//! and re-gossiped, which is what stops message storms.
+
+use crate::event::{ClusterEvent, Generation, Incarnation, MemberState, NodeId, Version};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Whether an event moved the roster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Changed,
+    Stale,
+}
+
+/// Liveness of a member; merged by taking the maximum of [`Liveness::order_key`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Liveness {
+    pub state: MemberState,
+    pub incarnation: Incarnation,
+}
+
+impl Liveness {
+    pub const INITIAL: Liveness = Liveness {
+        state: MemberState::Alive,
+        incarnation: 0,
+    };
+
+    /// The SWIM precedence as one total order (see the module doc).
+    fn order_key(self) -> (bool, Incarnation, u8) {
+        let rank = match self.state {
+            MemberState::Alive => 0,
+            MemberState::Suspect => 1,
+            MemberState::Dead => 2,
+            MemberState::Left => 3,
+        };
+        (self.state == MemberState::Left, self.incarnation, rank)
+    }
+
+    /// True when `self` takes precedence over `other`.
+    pub fn beats(self, other: Liveness) -> bool {
+        self.order_key() > other.order_key()
+    }
+}
+
+/// One actor name on one node, versioned so removals win over older adds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ActorEntry {
+    pub version: Version,
+    pub present: bool,
+}
+
+/// Everything known about one node (one generation of it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub generation: Generation,
+    /// Highest owner version seen in any entry of this generation.
+    pub version: Version,
+    /// The address others dial; empty until the node's `NewNode` arrives.
+    pub addr: String,
+    pub addr_version: Version,
+    pub actors: BTreeMap<String, ActorEntry>,
+    pub liveness: Liveness,
+}
+
+impl NodeRecord {
+    fn empty(generation: Generation) -> Self {
+        NodeRecord {
+            generation,
+            version: 0,
+            addr: String::new(),
+            addr_version: 0,
+            actors: BTreeMap::new(),
+            liveness: Liveness::INITIAL,
+        }
+    }
+
+    /// Names of the actors currently hosted (tombstones left out).
+    pub fn hosted_actors(&self) -> impl Iterator<Item = &str> {
+        self.actors
+            .iter()
+            .filter(|(_, e)| e.present)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// A node is listed once its own announcement (address) has arrived.
+    pub fn is_announced(&self) -> bool {
+        self.addr_version > 0
+    }
+
+    /// Joins an actor entry; true if it moved.
+    fn merge_actor(&mut self, actor: &str, entry: ActorEntry) -> bool {
+        match self.actors.get_mut(actor) {
+            Some(cur) if *cur >= entry => false,
+            Some(cur) => {
+                *cur = entry;
+                true
+            }
+            None => {
+                self.actors.insert(actor.to_owned(), entry);
+                true
+            }
+        }
+    }
+
+    fn merge_addr(&mut self, version: Version, addr: &str) -> bool {
+        if (version, addr) > (self.addr_version, self.addr.as_str()) {
+            self.addr_version = version;
+            self.addr = addr.to_owned();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn merge_liveness(&mut self, l: Liveness) -> bool {
+        if l.beats(self.liveness) {
+            self.liveness = l;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A read-only view of one member, the shape `members --json` prints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: NodeId,
+    pub addr: String,
+    pub state: MemberState,
+    pub actors: Vec<String>,
+    pub incarnation: Incarnation,
+    pub generation: Generation,
+    pub version: Version,
+}
+
+/// What a peer knows of one node, for anti-entropy: compare, then send only what it lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDigest {
+    pub generation: Generation,
+    pub version: Version,
+    pub liveness: Liveness,
+}
+
+/// The cluster roster: node records plus a derived actor index for `locate`.
+#[derive(Clone, Debug, Default)]
+pub struct Roster {
+    nodes: HashMap<NodeId, NodeRecord>,
+    /// actor -> nodes whose record lists it as present (any liveness). Derived.
+    actor_index: HashMap<String, BTreeSet<NodeId>>,
+}
+
+impl PartialEq for Roster {
+    fn eq(&self, other: &Self) -> bool {
+        self.nodes == other.nodes
+    }
+}
+impl Eq for Roster {}
+
+impl Roster {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rebuilds a roster from stored records (a snapshot).
+    pub fn from_records(records: impl IntoIterator<Item = (NodeId, NodeRecord)>) -> Self {
+        let mut roster = Roster::new();
+        for (id, rec) in records {
+            roster.index_add(&id, &rec);
+            roster.nodes.insert(id, rec);
+        }
+        roster
+    }
+
+    /// Merges one event. Pure: the same roster and event always give the same result.
+    pub fn apply(&mut self, event: &ClusterEvent) -> Applied {
+        let id = event.node();
+        let generation = event.generation();
+        let current_generation = self.nodes.get(id).map(|r| r.generation);
+        match current_generation {
+            Some(g) if generation < g => return Applied::Stale,
+            Some(g) if generation == g => {}
+            _ => {
+                // Unknown node, or it started over: a fresh record for this generation.
+                if let Some(old) = self.nodes.remove(id) {
+                    self.index_remove(id, &old);
+                }
+                self.nodes.insert(id.clone(), NodeRecord::empty(generation));
+                self.merge_into(event);
+                return Applied::Changed;
+            }
+        }
+        if self.merge_into(event) {
+            Applied::Changed
+        } else {
+            Applied::Stale
+        }
+    }
+
+    /// Joins `event` into the record of its node, which exists with the same generation.
+    fn merge_into(&mut self, event: &ClusterEvent) -> bool {
+        let id = event.node();
+        let rec = self.nodes.get_mut(id).expect("record exists");
+        let bump = |rec: &mut NodeRecord, v: Version| rec.version = rec.version.max(v);
+        match event {
+            ClusterEvent::NewNode {
+                version,
+                addr,
+                actors,
+                ..
+            } => {
+                let mut changed = rec.merge_addr(*version, addr);
+                let entry = ActorEntry {
+                    version: *version,
+                    present: true,
+                };
+                let mut added = Vec::new();
+                for actor in actors {
+                    let was = rec.actors.get(actor).is_some_and(|e| e.present);
+                    if rec.merge_actor(actor, entry) {
+                        changed = true;
+                        if !was {
+                            added.push(actor.clone());
+                        }
+                    }
+                }
+                bump(rec, *version);
+                for actor in added {
+                    self.index_insert(&actor, id);
+                }
+                changed
+            }
+            ClusterEvent::ActorAdded { version, actor, .. }
+            | ClusterEvent::ActorRemoved { version, actor, .. } => {
+                let present = matches!(event, ClusterEvent::ActorAdded { .. });
+                let was = rec.actors.get(actor).is_some_and(|e| e.present);
+                let changed = rec.merge_actor(
+                    actor,
+                    ActorEntry {
+                        version: *version,
+                        present,
+                    },
+                );
+                bump(rec, *version);
+                let now = rec.actors.get(actor).is_some_and(|e| e.present);
+                match (was, now) {
+                    (false, true) => self.index_insert(actor, id),
+                    (true, false) => self.index_delete(actor, id),
+                    _ => {}
+                }
+                changed
+            }
+            ClusterEvent::NodeSuspected { incarnation, .. }
+            | ClusterEvent::NodeAlive { incarnation, .. }
+            | ClusterEvent::NodeDead { incarnation, .. }
+            | ClusterEvent::NodeLeft { incarnation, .. } => {
+                let state = match event {
+                    ClusterEvent::NodeSuspected { .. } => MemberState::Suspect,
+                    ClusterEvent::NodeAlive { .. } => MemberState::Alive,
+                    ClusterEvent::NodeDead { .. } => MemberState::Dead,
+                    _ => MemberState::Left,
+                };
+                rec.merge_liveness(Liveness {
+                    state,
+                    incarnation: *incarnation,
+                })
+            }
+        }
+    }
+
+    fn index_add(&mut self, id: &NodeId, rec: &NodeRecord) {
+        for actor in rec.hosted_actors() {
+            self.index_insert(actor, id);
+        }
+    }
+
+    fn index_remove(&mut self, id: &NodeId, rec: &NodeRecord) {
+        for actor in rec.hosted_actors() {
+            self.index_delete(actor, id);
+        }
+    }
+
+    fn index_insert(&mut self, actor: &str, id: &NodeId) {
+        match self.actor_index.get_mut(actor) {
+            Some(hosts) => {
+                hosts.insert(id.clone());
+            }
+            None => {
+                self.actor_index
+                    .insert(actor.to_owned(), BTreeSet::from([id.clone()]));
+            }
+        }
+    }
+
+    fn index_delete(&mut self, actor: &str, id: &NodeId) {
+        if let Some(hosts) = self.actor_index.get_mut(actor) {
+            hosts.remove(id);
+            if hosts.is_empty() {
+                self.actor_index.remove(actor);
+            }
+        }
+    }
+
+    /// Forgets a node entirely (tombstone reaping). Returns its last record.
+    pub fn remove(&mut self, id: &NodeId) -> Option<NodeRecord> {
+        let rec = self.nodes.remove(id)?;
+        self.index_remove(id, &rec);
+        Some(rec)
+    }
+
+    pub fn record(&self, id: &NodeId) -> Option<&NodeRecord> {
+        self.nodes.get(id)
+    }
+
+    /// All records, including ones not yet announced, in no particular order.
+    pub fn iter_records(&self) -> impl Iterator<Item = (&NodeId, &NodeRecord)> {
+        self.nodes.iter()
+    }
+
+    pub fn num_records(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// One member's view, if it has announced itself.
+    pub fn member(&self, id: &NodeId) -> Option<Member> {
+        let rec = self.nodes.get(id)?;
+        rec.is_announced().then(|| Self::view(id, rec))
+    }
+
+    /// Announced members sorted by id.
+    pub fn members(&self) -> Vec<Member> {
+        let mut out: Vec<Member> = self
+            .nodes
+            .iter()
+            .filter(|(_, r)| r.is_announced())
+            .map(|(id, r)| Self::view(id, r))
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    fn view(id: &NodeId, rec: &NodeRecord) -> Member {
+        Member {
+            id: id.clone(),
+            addr: rec.addr.clone(),
+            state: rec.liveness.state,
+            actors: rec.hosted_actors().map(str::to_owned).collect(),
+            incarnation: rec.liveness.incarnation,
+            generation: rec.generation,
+            version: rec.version,
+        }
+    }
+
+    /// Nodes that host `actor` and are not dead or gone (alive or merely suspected), sorted.
+    pub fn locate(&self, actor: &str) -> Vec<NodeId> {
+        let Some(hosts) = self.actor_index.get(actor) else {
+            return Vec::new();
+        };
+        hosts
+            .iter()
+            .filter(|id| {
+                self.nodes
+                    .get(*id)
+                    .is_some_and(|r| r.is_announced() && !r.liveness.state.is_tombstone())
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Counts of announced members by state, in the order alive, suspect, dead, left.
+    pub fn count_by_state(&self) -> [usize; 4] {
+        let mut counts = [0; 4];
+        for rec in self.nodes.values().filter(|r| r.is_announced()) {
+            counts[rec.liveness.state as usize] += 1;
+        }
+        counts
+    }
+
+    /// What this roster knows, per node, for anti-entropy.
+    pub fn digest(&self) -> BTreeMap<NodeId, NodeDigest> {
+        self.nodes
+            .iter()
+            .map(|(id, r)| {
+                (
+                    id.clone(),
+                    NodeDigest {
+                        generation: r.generation,
+                        version: r.version,
+                        liveness: r.liveness,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Events that bring a peer holding `(generation, version)` of `id` up to our record.
+    /// With `since = None` (the peer knows nothing or an older generation) the whole record.
+    pub fn events_since(
+        &self,
+        id: &NodeId,
+        since: Option<(Generation, Version)>,
+    ) -> Vec<ClusterEvent> {
+        let Some(rec) = self.nodes.get(id) else {
+            return Vec::new();
+        };
+        let since_version = match since {
+            Some((g, v)) if g == rec.generation => v,
+            Some((g, _)) if g > rec.generation => return Vec::new(),
+            _ => 0,
+        };
+        let generation = rec.generation;
+        let mut out = Vec::new();
+        if rec.addr_version > since_version {
+            out.push(ClusterEvent::NewNode {
+                node: id.clone(),
+                generation,
+                version: rec.addr_version,
+                addr: rec.addr.clone(),
+                actors: BTreeSet::new(),
+            });
+        }
+        for (actor, e) in rec.actors.iter().filter(|(_, e)| e.version > since_version) {
+            let (node, actor, version) = (id.clone(), actor.clone(), e.version);
+            out.push(if e.present {
+                ClusterEvent::ActorAdded {
+                    node,
+                    generation,
+                    version,
+                    actor,
+                }
+            } else {
+                ClusterEvent::ActorRemoved {
+                    node,
+                    generation,
+                    version,
+                    actor,
+                }
+            });
+        }
+        if out.is_empty() && since.is_some_and(|(g, _)| g == generation) {
+            // Data is current; liveness is compared separately by the caller's digest.
+            return out;
+        }
+        if rec.liveness != Liveness::INITIAL || out.is_empty() {
+            out.push(Self::liveness_event(id, generation, rec.liveness));
+        }
+        out
+    }
+
+    /// The event that carries `liveness` for a node.
+    pub fn liveness_event(id: &NodeId, generation: Generation, l: Liveness) -> ClusterEvent {
+        let (node, incarnation) = (id.clone(), l.incarnation);
+        match l.state {
+            MemberState::Alive => ClusterEvent::NodeAlive {
+                node,
+                generation,
+                incarnation,
+            },
+            MemberState::Suspect => ClusterEvent::NodeSuspected {
+                node,
+                generation,
+                incarnation,
+            },
+            MemberState::Dead => ClusterEvent::NodeDead {
+                node,
+                generation,
+                incarnation,
+            },
+            MemberState::Left => ClusterEvent::NodeLeft {
+                node,
+                generation,
+                incarnation,
+            },
+        }
+    }
+
+    /// Every record as events; applying them to an empty roster rebuilds this one.
+    pub fn to_events(&self) -> Vec<ClusterEvent> {
+        let mut ids: Vec<&NodeId> = self.nodes.keys().collect();
+        ids.sort();
+        ids.into_iter()
+            .flat_map(|id| self.events_since(id, None))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId::new(format!("n{n}"))
+    }
+
+    fn new_node(n: u8, generation: u64, version: u64, actors: &[&str]) -> ClusterEvent {
+        ClusterEvent::NewNode {
+            node: id(n),
+            generation,
+            version,
+            addr: format!("ws://127.0.0.1:{}", 7000 + n as u16),
+            actors: actors.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn add(n: u8, generation: u64, version: u64, actor: &str) -> ClusterEvent {
+        ClusterEvent::ActorAdded {
+            node: id(n),
+            generation,
+            version,
+            actor: actor.into(),
+        }
+    }
+
+    fn remove(n: u8, generation: u64, version: u64, actor: &str) -> ClusterEvent {
+        ClusterEvent::ActorRemoved {
+            node: id(n),
+            generation,
+            version,
+            actor: actor.into(),
+        }
+    }
+
+    fn live(n: u8, generation: u64, state: MemberState, incarnation: u64) -> ClusterEvent {
+        Roster::liveness_event(&id(n), generation, Liveness { state, incarnation })
+    }
+
+    #[test]
+    fn new_node_then_actor_changes_are_visible() {
+        let mut r = Roster::new();
+        assert_eq!(r.apply(&new_node(1, 1, 1, &["a"])), Applied::Changed);
+        assert_eq!(r.apply(&add(1, 1, 2, "b")), Applied::Changed);
+        assert_eq!(r.locate("a"), vec![id(1)]);
+        assert_eq!(r.apply(&remove(1, 1, 3, "a")), Applied::Changed);
+        assert!(r.locate("a").is_empty());
+        assert_eq!(r.member(&id(1)).unwrap().actors, vec!["b".to_string()]);
+        assert_eq!(r.member(&id(1)).unwrap().version, 3);
+    }
+
+    #[test]
+    fn duplicates_and_old_versions_are_stale() {
+        let mut r = Roster::new();
+        r.apply(&new_node(1, 1, 1, &[]));
+        r.apply(&add(1, 1, 2, "a"));
+        r.apply(&remove(1, 1, 3, "a"));
+        let before = r.clone();
+        assert_eq!(r.apply(&add(1, 1, 2, "a")), Applied::Stale);
+        assert_eq!(r.apply(&remove(1, 1, 3, "a")), Applied::Stale);
+        assert_eq!(r.apply(&new_node(1, 1, 1, &[])), Applied::Stale);
+        assert_eq!(r, before);
+        assert!(
+            r.locate("a").is_empty(),
+            "an old add cannot resurrect a removed actor"
+        );
+    }
+
+    #[test]
+    fn higher_generation_replaces_the_record_and_lower_is_stale() {
+        let mut r = Roster::new();
+        r.apply(&new_node(1, 1, 5, &["old"]));
+        r.apply(&live(1, 1, MemberState::Dead, 3));
+        assert_eq!(r.apply(&new_node(1, 2, 1, &["new"])), Applied::Changed);
+        let m = r.member(&id(1)).unwrap();
+        assert_eq!(
+            (m.generation, m.state, m.actors.clone()),
+            (2, MemberState::Alive, vec!["new".into()])
+        );
+        assert!(r.locate("old").is_empty());
+        assert_eq!(r.apply(&add(1, 1, 9, "zombie")), Applied::Stale);
+        assert_eq!(r.apply(&live(1, 1, MemberState::Dead, 9)), Applied::Stale);
+    }
+
+    #[test]
+    fn swim_incarnation_rules() {
+        use MemberState::*;
+        let l = |state, incarnation| Liveness { state, incarnation };
+        for i in 0..4u64 {
+            for j in 0..4u64 {
+                assert_eq!(
+                    l(Alive, i).beats(l(Suspect, j)),
+                    i > j,
+                    "alive({i}) vs suspect({j})"
+                );
+                assert_eq!(
+                    l(Suspect, i).beats(l(Alive, j)),
+                    i >= j,
+                    "suspect({i}) vs alive({j})"
+                );
+                assert_eq!(
+                    l(Dead, i).beats(l(Alive, j)),
+                    i >= j,
+                    "dead({i}) vs alive({j})"
+                );
+                assert_eq!(
+                    l(Dead, i).beats(l(Suspect, j)),
+                    i >= j,
+                    "dead({i}) vs suspect({j})"
+                );
+                assert_eq!(l(Alive, i).beats(l(Alive, j)), i > j);
+                assert_eq!(l(Suspect, i).beats(l(Suspect, j)), i > j);
+                // Left is final for the generation: nothing else beats it.
+                for s in [Alive, Suspect, Dead] {
+                    assert!(!l(s, i).beats(l(Left, j)));
+                    assert!(l(Left, j).beats(l(s, i)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refutation_brings_a_suspect_back_and_dead_hosts_are_not_located() {
+        let mut r = Roster::new();
+        r.apply(&new_node(1, 1, 1, &["a"]));
+        r.apply(&live(1, 1, MemberState::Suspect, 0));
+        assert_eq!(r.locate("a"), vec![id(1)], "a suspect still hosts");
+        assert_eq!(r.apply(&live(1, 1, MemberState::Alive, 0)), Applied::Stale);
+        assert_eq!(
+            r.apply(&live(1, 1, MemberState::Alive, 1)),
+            Applied::Changed
+        );
+        r.apply(&live(1, 1, MemberState::Dead, 1));
+        assert!(r.locate("a").is_empty());
+        assert_eq!(r.count_by_state(), [0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn liveness_before_announcement_is_kept_but_not_listed() {
+        let mut r = Roster::new();
+        assert_eq!(r.apply(&live(1, 1, MemberState::Dead, 0)), Applied::Changed);
+        assert!(r.members().is_empty());
+        r.apply(&new_node(1, 1, 1, &[]));
+        assert_eq!(r.member(&id(1)).unwrap().state, MemberState::Dead);
+    }
+
+    #[test]
+    fn events_since_sends_only_what_the_peer_lacks() {
+        let mut r = Roster::new();
+        r.apply(&new_node(1, 1, 1, &["a"]));
+        r.apply(&add(1, 1, 2, "b"));
+        r.apply(&remove(1, 1, 3, "a"));
+        let delta = r.events_since(&id(1), Some((1, 2)));
+        assert_eq!(delta, vec![remove(1, 1, 3, "a")]);
+        assert!(r.events_since(&id(1), Some((1, 3))).is_empty());
+        assert!(
+            r.events_since(&id(1), Some((2, 0))).is_empty(),
+            "peer is ahead"
+        );
+        let mut peer = Roster::new();
+        for e in r.events_since(&id(1), None) {
+            peer.apply(&e);
+        }
+        assert_eq!(peer, r);
+    }
+
+    // ---- properties ----
+
+    fn arb_event() -> impl Strategy<Value = ClusterEvent> {
+        let node = 0u8..4;
+        let generation = 1u64..3;
+        let version = 1u64..6;
+        let actor = prop::sample::select(vec!["a", "b", "c"]);
+        let state = prop::sample::select(vec![
+            MemberState::Alive,
+            MemberState::Suspect,
+            MemberState::Dead,
+            MemberState::Left,
+        ]);
+        prop_oneof![
+            (
+                node.clone(),
+                generation.clone(),
+                version.clone(),
+                prop::collection::vec(actor.clone(), 0..3)
+            )
+                .prop_map(|(n, g, v, a)| new_node(n, g, v, &a)),
+            (
+                node.clone(),
+                generation.clone(),
+                version.clone(),
+                actor.clone()
+            )
+                .prop_map(|(n, g, v, a)| add(n, g, v, a)),
+            (node.clone(), generation.clone(), version, actor)
+                .prop_map(|(n, g, v, a)| remove(n, g, v, a)),
+            (node, generation, state, 0u64..4).prop_map(|(n, g, s, i)| live(n, g, s, i)),
+        ]
+    }
+
+    /// Owner-consistent streams: one owner never writes two different values at one version.
+    /// Real owners never do; arbitrary events can, so we derive versions from the position.
+    fn owner_consistent(events: Vec<ClusterEvent>) -> Vec<ClusterEvent> {
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let v = i as u64 + 1;
+                match e {
+                    ClusterEvent::NewNode {
+                        node,
+                        generation,
+                        addr,
+                        actors,
+                        ..
+                    } => ClusterEvent::NewNode {
+                        node,
+                        generation,
+                        version: v,
+                        addr,
+                        actors,
+                    },
+                    ClusterEvent::ActorAdded {
+                        node,
+                        generation,
+                        actor,
+                        ..
+                    } => ClusterEvent::ActorAdded {
+                        node,
+                        generation,
+                        version: v,
+                        actor,
+                    },
+                    ClusterEvent::ActorRemoved {
+                        node,
+                        generation,
+                        actor,
+                        ..
+                    } => ClusterEvent::ActorRemoved {
+                        node,
+                        generation,
+                        version: v,
+                        actor,
+                    },
+                    other => other,
+                }
+            })
+            .collect()
+    }
+
+    fn build(events: &[ClusterEvent]) -> Roster {
+        let mut r = Roster::new();
+        for e in events {
+            r.apply(e);
+        }
+        r
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_order_with_duplicates_converges(
+            events in prop::collection::vec(arb_event(), 0..40),
+            seed in any::<u64>(),
+            dup in prop::collection::vec(any::<prop::sample::Index>(), 0..20),
+        ) {
+            let events = owner_consistent(events);
+            let reference = build(&events);
+            let mut shuffled = events.clone();
+            for d in &dup {
+                if !events.is_empty() {
+                    shuffled.push(d.get(&events).clone());
+                }
+            }
+            use rand::{seq::SliceRandom, SeedableRng};
+            shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            let other = build(&shuffled);
+            prop_assert_eq!(&other, &reference);
+            // The derived index agrees with the records.
+            for actor in ["a", "b", "c"] {
+                prop_assert_eq!(other.locate(actor), reference.locate(actor));
+            }
+        }
+
+        #[test]
+        fn stale_events_never_change_state(events in prop::collection::vec(arb_event(), 0..40)) {
+            let mut r = Roster::new();
+            for e in &owner_consistent(events) {
+                let before = r.clone();
+                if r.apply(e) == Applied::Stale {
+                    prop_assert_eq!(&r, &before);
+                } else {
+                    prop_assert_ne!(&r, &before);
+                }
+                // Applying the same event again is always stale (idempotence).
+                prop_assert_eq!(r.apply(e), Applied::Stale);
+            }
+        }
+
+        #[test]
+        fn liveness_only_moves_up_the_swim_order(events in prop::collection::vec(arb_event(), 0..40)) {
+            let mut r = Roster::new();
+            for e in &events {
+                let before = r.record(e.node()).cloned();
+                r.apply(e);
+                let after = r.record(e.node()).unwrap();
+                if let Some(b) = before.filter(|b| b.generation == after.generation) {
+                    prop_assert!(b.liveness == after.liveness || after.liveness.beats(b.liveness));
+                    prop_assert!(after.version >= b.version);
+                }
+            }
+        }
+
+        #[test]
+        fn to_events_and_deltas_rebuild_the_roster(events in prop::collection::vec(arb_event(), 0..40)) {
+            let r = build(&owner_consistent(events));
+            prop_assert_eq!(&build(&r.to_events()), &r);
+            // A peer that has a prefix catches up from our per-node deltas.
+            let mut peer = Roster::new();
+            let digest = peer.digest();
+            for (id, _) in r.iter_records() {
+                let since = digest.get(id).map(|d| (d.generation, d.version));
+                for e in r.events_since(id, since) {
+                    peer.apply(&e);
+                }
+            }
+            prop_assert_eq!(&peer, &r);
+        }
+    }
+}
