@@ -1,2 +1,32 @@
+//! gossip-roster: a gossip node that keeps a durable cluster roster.
+//!
+//! The roster (which nodes exist, where they live, which actors each hosts, who is alive)
+//! is a join-semilattice ([`roster`]): events merge in any order to the same result. Every
+//! change a node applies is written to a write-ahead log and compacted into a sled snapshot
+//! ([`store`]), so a restarted node comes back with its last known roster.
+//!
+//! ```
+//! use gossip_roster::{ClusterEvent, NodeId, Roster, Applied};
+//!
+//! let mut roster = Roster::new();
+//! let hello = ClusterEvent::NewNode {
+//!     node: NodeId::new("n1"),
+//!     generation: 1,
+//!     version: 1,
+//!     addr: "ws://127.0.0.1:7001".into(),
+//!     actors: ["billing".to_string()].into(),
+//! };
+//! assert_eq!(roster.apply(&hello), Applied::Changed);
+//! assert_eq!(roster.apply(&hello), Applied::Stale); // duplicates change nothing
+//! assert_eq!(roster.locate("billing"), vec![NodeId::new("n1")]);
+//! ```
+
+pub mod error;
 pub mod event;
 pub mod roster;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use event::{ClusterEvent, Generation, Incarnation, Lsn, MemberState, NodeId, Version};
+pub use roster::{Applied, Member, Roster};
+pub use store::{FsyncPolicy, Recovered, Store, StoreConfig};

@@ -1,0 +1,97 @@
+//! Schema versions of the data dir, and the steps that move an older one forward.
+//!
+//! The version lives in two places: `DIR/SCHEMA` (one line, readable without opening sled,
+//! so that a dir from a newer release is refused before a single byte of it is touched; sled
+//! writes housekeeping files even on a read-only open) and `meta.schema_version` in the
+//! snapshot, which is authoritative. History and fixtures: `migrations/` at the repo root.
+
+use super::snapshot::Snapshot;
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// The schema this build writes.
+pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_FILE: &str = "SCHEMA";
+
+/// A step from version `n` to `n + 1`, run with the dir locked and the snapshot open.
+type Step = fn(dir: &Path, snapshot: &Snapshot) -> Result<()>;
+
+/// `STEPS[i]` moves version `i + 1` to `i + 2`. Version 1 is the first; none exist yet.
+const STEPS: &[Step] = &[];
+const _: () = assert!(STEPS.len() as u32 + 1 == SCHEMA_VERSION);
+
+/// Reads `DIR/SCHEMA`; refuses a newer version before anything else is opened.
+pub fn check_marker(dir: &Path) -> Result<Option<u32>> {
+    let path = dir.join(SCHEMA_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path)(e)),
+    };
+    let found: u32 = text.trim().parse().map_err(|_| Error::BadDataDir {
+        dir: dir.to_path_buf(),
+        reason: format!(
+            "{SCHEMA_FILE} holds {:?}, not a schema version",
+            text.trim()
+        ),
+    })?;
+    refuse_newer(dir, found)?;
+    Ok(Some(found))
+}
+
+fn refuse_newer(dir: &Path, found: u32) -> Result<()> {
+    if found > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            dir: dir.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found == 0 {
+        return Err(Error::BadDataDir {
+            dir: dir.to_path_buf(),
+            reason: "schema version 0 does not exist".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Brings an opened data dir to [`SCHEMA_VERSION`]: stamps a new one, migrates an older one
+/// step by step, refuses a newer one. With `read_only`, only checks.
+pub fn bring_up_to_date(dir: &Path, snapshot: &Snapshot, read_only: bool) -> Result<u32> {
+    let stored = snapshot.meta()?.schema_version;
+    let mut version = match stored {
+        Some(v) => {
+            refuse_newer(dir, v)?;
+            v
+        }
+        None => SCHEMA_VERSION,
+    };
+    if read_only {
+        return Ok(version);
+    }
+    while version < SCHEMA_VERSION {
+        tracing::info!(from = version, to = version + 1, "migrating data dir");
+        STEPS[version as usize - 1](dir, snapshot)?;
+        version += 1;
+        snapshot.set_schema_version(version)?;
+    }
+    if stored.is_none() {
+        snapshot.set_schema_version(version)?;
+    }
+    write_marker(dir, version)?;
+    Ok(version)
+}
+
+fn write_marker(dir: &Path, version: u32) -> Result<()> {
+    let path = dir.join(SCHEMA_FILE);
+    if std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == version.to_string()) {
+        return Ok(());
+    }
+    let tmp = dir.join(format!("{SCHEMA_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{version}\n"))
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(Error::io(&path))?;
+    super::recovery::sync_dir(dir)
+}

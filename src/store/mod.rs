@@ -1,0 +1,217 @@
+//! The durable store of a data dir: lock, schema check, sled snapshot, WAL, compaction.
+//!
+//! ```text
+//! DIR/LOCK                        held by the running process (pid inside)
+//! DIR/SCHEMA                      schema version, readable without opening sled
+//! DIR/wal/<20-digit LSN>.log      WAL segments (see segment.rs)
+//! DIR/snapshot/                   sled database (see snapshot.rs)
+//! ```
+//! Recovery = load the snapshot, replay WAL records after `snapshot_lsn`, cut a torn tail
+//! (after copying it to `.broken`), refuse anything else that is damaged.
+
+pub mod compaction;
+pub mod failpoint;
+pub mod lock;
+pub mod migrate;
+pub mod recovery;
+pub mod segment;
+pub mod snapshot;
+pub mod wal;
+
+#[cfg(test)]
+mod tests;
+
+pub use compaction::CompactionReport;
+pub use recovery::{TornTail, WalScan};
+pub use wal::{FsyncPolicy, Pending, Wal, WalConfig, WalStats};
+
+use crate::error::{Error, Result};
+use crate::event::{ClusterEvent, Generation, Lsn, NodeId};
+use crate::roster::Roster;
+use lock::DirLock;
+use snapshot::{Meta, Snapshot};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub wal: WalConfig,
+    /// Compact once this many records were logged since the last snapshot...
+    pub compact_after_records: u64,
+    /// ...or once the WAL since the last snapshot passes this many bytes.
+    pub compact_after_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            wal: WalConfig::default(),
+            compact_after_records: 100_000,
+            compact_after_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What recovery found and did.
+#[derive(Clone, Debug)]
+pub struct Recovered {
+    pub roster: Roster,
+    pub snapshot_lsn: Lsn,
+    /// Highest LSN in the data dir; the next record gets `last_lsn + 1`.
+    pub last_lsn: Lsn,
+    /// WAL records applied on top of the snapshot.
+    pub replayed: u64,
+    /// A torn tail that was cut, and where the damaged file was copied first.
+    pub repaired: Option<(TornTail, PathBuf)>,
+    pub schema_version: u32,
+}
+
+/// An open, locked data dir.
+pub struct Store {
+    dir: PathBuf,
+    _lock: DirLock,
+    snapshot: Snapshot,
+    wal: Wal,
+    config: StoreConfig,
+    /// `(snapshot_lsn, WAL bytes written when it was taken)`, for the compaction trigger.
+    last_compaction: Mutex<(Lsn, u64)>,
+}
+
+impl Store {
+    /// Opens `dir`, creating it if missing, and recovers the roster.
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<(Store, Recovered)> {
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        Self::open_existing(dir, config)
+    }
+
+    /// Opens a data dir that must already exist.
+    pub fn open_existing(dir: &Path, config: StoreConfig) -> Result<(Store, Recovered)> {
+        if !dir.is_dir() {
+            return Err(Error::NoDataDir(dir.to_path_buf()));
+        }
+        let lock = DirLock::acquire(dir)?;
+        migrate::check_marker(dir)?;
+        let wal_dir = dir.join("wal");
+        std::fs::create_dir_all(&wal_dir).map_err(Error::io(&wal_dir))?;
+        // A newer release's segments are refused before sled is opened.
+        recovery::check_segment_versions(dir)?;
+        let snapshot = Snapshot::open(&dir.join("snapshot"))?;
+        let schema_version = migrate::bring_up_to_date(dir, &snapshot, false)?;
+        let meta = snapshot.meta()?;
+        let mut roster = snapshot.load_roster()?;
+        let mut replayed = 0;
+        let scan = recovery::scan_wal(
+            dir,
+            meta.snapshot_lsn,
+            meta.snapshot_lsn,
+            |_, _, rec| {
+                roster.apply(&rec.event);
+                replayed += 1;
+            },
+            |_| {},
+        )?;
+        let repaired = match &scan.torn {
+            Some(torn) => {
+                let broken = recovery::repair_torn_tail(torn)?;
+                tracing::warn!(
+                    file = %torn.path.display(),
+                    offset = torn.valid_len,
+                    lsn = torn.lsn,
+                    reason = %torn.reason,
+                    copy = %broken.display(),
+                    "torn WAL tail truncated at the last good record"
+                );
+                Some((torn.clone(), broken))
+            }
+            None => None,
+        };
+        let last_lsn = scan.last_lsn.max(meta.snapshot_lsn);
+        // The newest segment that still exists after repair, to append to.
+        let last_segment = scan
+            .segments
+            .last()
+            .map(|s| (s.path.as_path(), s.last_lsn()));
+        let wal = Wal::start(&wal_dir, last_lsn + 1, last_segment, config.wal.clone())?;
+        let recovered = Recovered {
+            roster,
+            snapshot_lsn: meta.snapshot_lsn,
+            last_lsn,
+            replayed,
+            repaired,
+            schema_version,
+        };
+        let store = Store {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            snapshot,
+            wal,
+            config,
+            last_compaction: Mutex::new((meta.snapshot_lsn, 0)),
+        };
+        Ok((store, recovered))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn meta(&self) -> Result<Meta> {
+        self.snapshot.meta()
+    }
+
+    /// The node id and generation stored in this dir, if any.
+    pub fn identity(&self) -> Result<Option<(NodeId, Generation)>> {
+        let meta = self.snapshot.meta()?;
+        Ok(meta.node_id.zip(meta.generation))
+    }
+
+    /// Stores the identity, durably. Called once, when the data dir is new.
+    pub fn set_identity(&self, id: &NodeId, generation: Generation) -> Result<()> {
+        self.snapshot.set_identity(id, generation)
+    }
+
+    /// Logs events; the result resolves once they are durable under the policy.
+    pub fn append(&self, events: Vec<ClusterEvent>) -> Pending {
+        self.wal.append(events)
+    }
+
+    /// Forces everything logged so far to disk.
+    pub fn sync(&self) -> Pending {
+        self.wal.sync()
+    }
+
+    pub fn wal_stats(&self) -> &Arc<WalStats> {
+        self.wal.stats()
+    }
+
+    /// Whether the log since the last snapshot passed a compaction threshold.
+    pub fn needs_compaction(&self) -> bool {
+        let (snap_lsn, bytes_then) = *self.last_compaction.lock().unwrap();
+        let stats = self.wal.stats();
+        let records = stats
+            .last_lsn
+            .load(Ordering::Relaxed)
+            .saturating_sub(snap_lsn);
+        let bytes = stats.bytes_written.load(Ordering::Relaxed) - bytes_then;
+        records >= self.config.compact_after_records || bytes >= self.config.compact_after_bytes
+    }
+
+    /// Snapshots `roster` and drops covered WAL segments. `roster` must hold every event
+    /// logged so far (it may hold more: replay is idempotent). Blocking: run it off the
+    /// async executor.
+    pub fn compact(&self, roster: &Roster) -> Result<CompactionReport> {
+        let lsn = self.wal.sync().wait()?;
+        let bytes = self.wal.stats().bytes_written.load(Ordering::Relaxed);
+        let report = compaction::compact(&self.dir, &self.snapshot, roster, lsn)?;
+        *self.last_compaction.lock().unwrap() = (report.snapshot_lsn, bytes);
+        tracing::info!(?report, "compacted");
+        Ok(report)
+    }
+
+    /// Syncs the WAL, flushes the snapshot and releases the lock.
+    pub fn close(self) -> Result<()> {
+        self.wal.close()?;
+        self.snapshot.make_durable()
+    }
+}

@@ -1,0 +1,309 @@
+//! The sled snapshot: the roster as of `snapshot_lsn`, plus the node's identity.
+//!
+//! Trees: `meta` (schema_version, node_id, generation, snapshot_lsn, prev_snapshot_lsn),
+//! `nodes` (node id -> rmp-serde `NodeRecord`), `actors` (`actor \0 node` -> empty; derived,
+//! for offline look-ups). A snapshot is written in one cross-tree transaction.
+//!
+//! sled 0.34's `flush()` ends in `sync_file_range`, which does not flush the drive's cache
+//! (sled issue #1452), so [`Snapshot::make_durable`] also fsyncs every file and directory
+//! of the database itself.
+
+use crate::error::{Error, Result};
+use crate::event::{Generation, Lsn, NodeId};
+use crate::roster::{NodeRecord, Roster};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// What the `meta` tree holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// `None` only for a database that was never initialised.
+    pub schema_version: Option<u32>,
+    pub node_id: Option<NodeId>,
+    pub generation: Option<Generation>,
+    /// The roster in `nodes` includes every record up to here.
+    pub snapshot_lsn: Lsn,
+    /// The snapshot before this one; the WAL is kept back to here.
+    pub prev_snapshot_lsn: Lsn,
+}
+
+pub struct Snapshot {
+    dir: PathBuf,
+    db: sled::Db,
+    meta: sled::Tree,
+    nodes: sled::Tree,
+    actors: sled::Tree,
+    /// Keeps a read-only copy's files alive for as long as the database is open.
+    _copy: Option<tempfile::TempDir>,
+}
+
+const K_SCHEMA: &str = "schema_version";
+const K_NODE_ID: &str = "node_id";
+const K_GENERATION: &str = "generation";
+const K_SNAPSHOT_LSN: &str = "snapshot_lsn";
+const K_PREV_SNAPSHOT_LSN: &str = "prev_snapshot_lsn";
+
+impl Snapshot {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Snapshot> {
+        Self::open_at(dir, None)
+    }
+
+    /// Opens a private copy, so that reading never changes a byte of `dir` (sled writes
+    /// housekeeping files even when only read). For the offline read-only tools.
+    pub fn open_copy(dir: &Path) -> Result<Snapshot> {
+        let copy = tempfile::tempdir().map_err(Error::io(std::env::temp_dir()))?;
+        let target = copy.path().join("snapshot");
+        copy_dir(dir, &target)?;
+        let mut snap = Self::open_at(&target, Some(copy))?;
+        snap.dir = dir.to_path_buf();
+        Ok(snap)
+    }
+
+    fn open_at(dir: &Path, copy: Option<tempfile::TempDir>) -> Result<Snapshot> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::LowSpace)
+            .open()?;
+        Ok(Snapshot {
+            dir: dir.to_path_buf(),
+            meta: db.open_tree("meta")?,
+            nodes: db.open_tree("nodes")?,
+            actors: db.open_tree("actors")?,
+            db,
+            _copy: copy,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn meta(&self) -> Result<Meta> {
+        Ok(Meta {
+            schema_version: self.get_u64(K_SCHEMA)?.map(|v| v as u32),
+            node_id: self
+                .meta
+                .get(K_NODE_ID)?
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .map(NodeId),
+            generation: self.get_u64(K_GENERATION)?,
+            snapshot_lsn: self.get_u64(K_SNAPSHOT_LSN)?.unwrap_or(0),
+            prev_snapshot_lsn: self.get_u64(K_PREV_SNAPSHOT_LSN)?.unwrap_or(0),
+        })
+    }
+
+    fn get_u64(&self, key: &str) -> Result<Option<u64>> {
+        match self.meta.get(key)? {
+            None => Ok(None),
+            Some(v) => {
+                let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| Error::BadSnapshot {
+                    key: format!("meta/{key}"),
+                    reason: format!("expected 8 bytes, found {}", v.len()),
+                })?;
+                Ok(Some(u64::from_be_bytes(bytes)))
+            }
+        }
+    }
+
+    pub fn set_schema_version(&self, version: u32) -> Result<()> {
+        self.meta
+            .insert(K_SCHEMA, &(version as u64).to_be_bytes())?;
+        self.make_durable()
+    }
+
+    /// Records who this data dir belongs to; durable before it returns.
+    pub fn set_identity(&self, id: &NodeId, generation: Generation) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        batch.insert(K_NODE_ID, id.as_str().as_bytes());
+        batch.insert(K_GENERATION, &generation.to_be_bytes());
+        self.meta.apply_batch(batch)?;
+        self.make_durable()
+    }
+
+    /// Reads the stored roster. A record that does not decode is an error, never skipped.
+    pub fn load_roster(&self) -> Result<Roster> {
+        let mut records = Vec::with_capacity(self.nodes.len());
+        for item in self.nodes.iter() {
+            let (k, v) = item?;
+            let id = NodeId(String::from_utf8_lossy(&k).into_owned());
+            let rec: NodeRecord = rmp_serde::from_slice(&v).map_err(|e| Error::BadSnapshot {
+                key: format!("nodes/{id}"),
+                reason: e.to_string(),
+            })?;
+            records.push((id, rec));
+        }
+        Ok(Roster::from_records(records))
+    }
+
+    /// Replaces the stored roster with `roster` as of `lsn`, all in one transaction.
+    /// Not durable until [`Snapshot::make_durable`].
+    pub fn write(&self, roster: &Roster, lsn: Lsn, prev_lsn: Lsn) -> Result<()> {
+        let mut nodes = sled::Batch::default();
+        let mut live_keys = BTreeSet::new();
+        for (id, rec) in roster.iter_records() {
+            nodes.insert(
+                id.as_str().as_bytes(),
+                rmp_serde::to_vec(rec).expect("encodes"),
+            );
+            live_keys.insert(id.as_str().as_bytes().to_vec());
+        }
+        for key in self.nodes.iter().keys() {
+            let key = key?;
+            if !live_keys.contains(key.as_ref()) {
+                nodes.remove(key);
+            }
+        }
+        let mut actors = sled::Batch::default();
+        let mut index_keys = BTreeSet::new();
+        for (id, rec) in roster.iter_records() {
+            for actor in rec.hosted_actors() {
+                let mut key = actor.as_bytes().to_vec();
+                key.push(0);
+                key.extend_from_slice(id.as_str().as_bytes());
+                index_keys.insert(key);
+            }
+        }
+        for key in self.actors.iter().keys() {
+            let key = key?;
+            if !index_keys.contains(key.as_ref()) {
+                actors.remove(key);
+            }
+        }
+        for key in index_keys {
+            actors.insert(key, &[][..]);
+        }
+        let mut meta = sled::Batch::default();
+        meta.insert(K_SNAPSHOT_LSN, &lsn.to_be_bytes());
+        meta.insert(K_PREV_SNAPSHOT_LSN, &prev_lsn.to_be_bytes());
+        (&self.meta, &self.nodes, &self.actors)
+            .transaction(|(m, n, a)| {
+                m.apply_batch(&meta)?;
+                n.apply_batch(&nodes)?;
+                a.apply_batch(&actors)?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => Error::Snapshot(e),
+                TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+            })
+    }
+
+    /// Hosts of `actor` according to the stored index.
+    pub fn indexed_hosts(&self, actor: &str) -> Result<Vec<NodeId>> {
+        let mut prefix = actor.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for key in self.actors.scan_prefix(&prefix).keys() {
+            let key = key?;
+            out.push(NodeId(
+                String::from_utf8_lossy(&key[prefix.len()..]).into_owned(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// sled flush, then fsync every file and directory of the database (see module doc).
+    pub fn make_durable(&self) -> Result<()> {
+        self.db.flush()?;
+        sync_tree(&self.dir)
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+        let entry = entry.map_err(Error::io(dir))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(Error::io(&path))?;
+        if kind.is_dir() {
+            sync_tree(&path)?;
+        } else if kind.is_file() {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(Error::io(&path))?;
+        }
+    }
+    super::recovery::sync_dir(dir)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(Error::io(to))?;
+    for entry in std::fs::read_dir(from).map_err(Error::io(from))? {
+        let entry = entry.map_err(Error::io(from))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type().map_err(Error::io(&src))?.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(Error::io(&src))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::event::ClusterEvent;
+
+    fn roster(actors: &[&str]) -> Roster {
+        let mut r = Roster::new();
+        r.apply(&ClusterEvent::NewNode {
+            node: NodeId::new("a"),
+            generation: 1,
+            version: 1,
+            addr: "ws://127.0.0.1:1".into(),
+            actors: actors.iter().map(|s| s.to_string()).collect(),
+        });
+        r
+    }
+
+    #[test]
+    fn write_replaces_roster_index_and_lsn_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = Snapshot::open(dir.path()).unwrap();
+        snap.write(&roster(&["x", "y"]), 10, 0).unwrap();
+        snap.write(&roster(&["y"]), 20, 10).unwrap();
+        snap.make_durable().unwrap();
+        drop(snap);
+        let snap = Snapshot::open(dir.path()).unwrap();
+        assert_eq!(snap.load_roster().unwrap(), roster(&["y"]));
+        assert_eq!(snap.indexed_hosts("x").unwrap(), Vec::<NodeId>::new());
+        assert_eq!(snap.indexed_hosts("y").unwrap(), vec![NodeId::new("a")]);
+        let meta = snap.meta().unwrap();
+        assert_eq!((meta.snapshot_lsn, meta.prev_snapshot_lsn), (20, 10));
+    }
+
+    #[test]
+    fn a_copy_reads_the_same_and_leaves_the_original_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = Snapshot::open(dir.path()).unwrap();
+        snap.set_identity(&NodeId::new("me"), 7).unwrap();
+        drop(snap);
+        let before = dir_fingerprint(dir.path());
+        let copy = Snapshot::open_copy(dir.path()).unwrap();
+        assert_eq!(copy.meta().unwrap().generation, Some(7));
+        drop(copy);
+        assert_eq!(dir_fingerprint(dir.path()), before);
+    }
+
+    pub(crate) fn dir_fingerprint(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                out.extend(dir_fingerprint(&p));
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+        out.sort();
+        out
+    }
+}
