@@ -65,6 +65,9 @@ pub enum Error {
     #[error("node id mismatch: the data dir belongs to {stored}, but --node-id is {given}")]
     NodeIdMismatch { stored: String, given: String },
 
+    #[error("shutdown needs the last handle to the node; other clones are still alive")]
+    StillShared,
+
     #[error("aborted at failure point {0}")]
     FailPoint(&'static str),
 }

@@ -23,10 +23,14 @@
 
 pub mod error;
 pub mod event;
+pub mod local;
+pub mod node;
 pub mod roster;
 pub mod store;
 
 pub use error::{Error, Result};
 pub use event::{ClusterEvent, Generation, Incarnation, Lsn, MemberState, NodeId, Version};
+pub use local::Identity;
+pub use node::{Node, NodeConfig, StartInfo};
 pub use roster::{Applied, Member, Roster};
 pub use store::{FsyncPolicy, Recovered, Store, StoreConfig};

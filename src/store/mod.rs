@@ -13,6 +13,7 @@ pub mod compaction;
 pub mod failpoint;
 pub mod lock;
 pub mod migrate;
+pub mod offline;
 pub mod recovery;
 pub mod segment;
 pub mod snapshot;
@@ -197,13 +198,15 @@ impl Store {
         records >= self.config.compact_after_records || bytes >= self.config.compact_after_bytes
     }
 
-    /// Snapshots `roster` and drops covered WAL segments. `roster` must hold every event
-    /// logged so far (it may hold more: replay is idempotent). Blocking: run it off the
-    /// async executor.
-    pub fn compact(&self, roster: &Roster) -> Result<CompactionReport> {
+    /// Snapshots the roster and drops covered WAL segments. `roster` is called once the WAL
+    /// is synced, and must return a roster holding every event logged so far (events are
+    /// applied before they are appended, so a copy taken then does; it may hold more, as
+    /// replay is idempotent). Blocking: run it off the async executor.
+    pub fn compact(&self, roster: impl FnOnce() -> Roster) -> Result<CompactionReport> {
         let lsn = self.wal.sync().wait()?;
         let bytes = self.wal.stats().bytes_written.load(Ordering::Relaxed);
-        let report = compaction::compact(&self.dir, &self.snapshot, roster, lsn)?;
+        let roster = roster();
+        let report = compaction::compact(&self.dir, &self.snapshot, &roster, lsn)?;
         *self.last_compaction.lock().unwrap() = (report.snapshot_lsn, bytes);
         tracing::info!(?report, "compacted");
         Ok(report)

@@ -240,7 +240,7 @@ fn compaction_keeps_the_roster_and_one_snapshot_of_wal() {
             roster.apply(e);
         }
         store.append(chunk.to_vec()).wait().unwrap();
-        let report = store.compact(&roster).unwrap();
+        let report = store.compact(|| roster.clone()).unwrap();
         assert_eq!(report.snapshot_lsn, 100 * (i as u64 + 1));
         assert_eq!(report.prev_snapshot_lsn, 100 * i as u64);
         // The WAL still reaches back to the previous snapshot.
@@ -263,9 +263,9 @@ fn a_crash_at_every_compaction_step_recovers_the_same_roster() {
         let evs = events(300);
         let (store, _) = Store::open(dir.path(), config(700)).unwrap();
         store.append(evs[..150].to_vec()).wait().unwrap();
-        store.compact(&roster_of(&evs[..150])).unwrap();
+        store.compact(|| roster_of(&evs[..150])).unwrap();
         store.append(evs[150..].to_vec()).wait().unwrap();
-        let result = failpoint::fail_at(point, || store.compact(&roster_of(&evs)));
+        let result = failpoint::fail_at(point, || store.compact(|| roster_of(&evs)));
         assert!(
             matches!(result, Err(Error::FailPoint(p)) if p == *point),
             "{point}: {result:?}"
@@ -283,16 +283,16 @@ fn a_snapshot_that_never_reached_the_disk_is_rebuilt_from_the_kept_wal() {
     let evs = events(300);
     let (store, _) = Store::open(dir.path(), config(500)).unwrap();
     store.append(evs[..100].to_vec()).wait().unwrap();
-    store.compact(&roster_of(&evs[..100])).unwrap();
+    store.compact(|| roster_of(&evs[..100])).unwrap();
     store.append(evs[100..200].to_vec()).wait().unwrap();
-    store.compact(&roster_of(&evs[..200])).unwrap();
+    store.compact(|| roster_of(&evs[..200])).unwrap();
     store.close().unwrap();
     let saved = tempfile::tempdir().unwrap();
     copy_tree(&dir.path().join("snapshot"), saved.path());
 
     let (store, _) = Store::open(dir.path(), config(500)).unwrap();
     store.append(evs[200..].to_vec()).wait().unwrap();
-    store.compact(&roster_of(&evs)).unwrap();
+    store.compact(|| roster_of(&evs)).unwrap();
     store.close().unwrap();
     // The drive "lost" the newest snapshot: put the previous one back.
     std::fs::remove_dir_all(dir.path().join("snapshot")).unwrap();

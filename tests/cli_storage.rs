@@ -1,0 +1,284 @@
+//! The real binaries on real data dirs: identity, durability across restarts, the lock,
+//! a busy port, and `gossip-log` on clean, torn, corrupt, missing and locked dirs.
+
+mod common;
+use common::*;
+use serde_json::Value;
+
+fn member<'a>(roster: &'a Value, id: &str) -> &'a Value {
+    roster
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in {roster}"))
+}
+
+#[test]
+fn node_persists_identity_and_actors_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(
+        dir.path(),
+        &["--node-id", "alpha", "--actor", "a", "--actor", "b"],
+    )
+    .unwrap();
+    assert_eq!(node.stop(), 0, "SIGTERM exits 0");
+
+    let roster = replay_json(dir.path());
+    let me = member(&roster, "alpha");
+    assert_eq!(me["actors"], serde_json::json!(["a", "b"]));
+    assert_eq!(me["state"], "alive");
+    let generation = me["generation"].clone();
+    let version = me["version"].as_u64().unwrap();
+
+    // Restart without --node-id: same id and generation, versions continue, actors kept.
+    let node = NodeProc::start(dir.path(), &["--actor", "c", "--fsync", "always"]).unwrap();
+    assert_eq!(node.stop(), 0);
+    let roster = replay_json(dir.path());
+    let me = member(&roster, "alpha");
+    assert_eq!(me["actors"], serde_json::json!(["a", "b", "c"]));
+    assert_eq!(me["generation"], generation);
+    assert!(me["version"].as_u64().unwrap() > version);
+
+    // A different --node-id on this dir is refused.
+    let err = NodeProc::start(dir.path(), &["--node-id", "beta"])
+        .err()
+        .unwrap();
+    assert!(err.contains("belongs to alpha"), "{err}");
+
+    // dump shows the events, in LSN order, with the contract's fields.
+    let out = gossip_log(&["dump", "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["lsn"], 1);
+    assert_eq!(lines[0]["kind"], "NewNode");
+    assert_eq!(lines[0]["node"], "alpha");
+    assert!(lines
+        .iter()
+        .any(|l| l["kind"] == "ActorAdded" && l["actor"] == "c"));
+    let plain = stdout(&gossip_log(
+        &["dump", "--from", "2", "--to", "2"],
+        dir.path(),
+    ));
+    assert_eq!(plain.lines().count(), 1, "{plain}");
+    assert!(
+        plain.contains("ActorAdded") && plain.contains("actor=c"),
+        "{plain}"
+    );
+}
+
+#[test]
+fn a_second_node_on_the_same_dir_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = NodeProc::start(dir.path(), &[]).unwrap();
+    let err = NodeProc::start(dir.path(), &[]).err().unwrap();
+    assert!(err.contains("in use by another process"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.child.id())), "{err}");
+    // gossip-log refuses a live node's dir too.
+    let out = gossip_log(&["stats"], dir.path());
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("in use by another process"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(first.stop(), 0);
+}
+
+#[test]
+fn a_busy_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(NODE)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot listen on") && err.contains("in use"),
+        "{err}"
+    );
+}
+
+#[test]
+fn gossip_log_on_missing_and_foreign_dirs_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    for cmd in ["dump", "verify", "replay", "stats", "compact"] {
+        let out = gossip_log(&[cmd], &missing);
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        assert!(
+            stderr(&out).contains("does not exist"),
+            "{cmd}: {}",
+            stderr(&out)
+        );
+    }
+    let out = gossip_log(&["verify"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not a gossip-roster data dir"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Writes a data dir with a few records through the real node.
+fn node_dir(actors: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--node-id", "n1", "--fsync", "always"];
+    for a in actors {
+        args.extend(["--actor", a]);
+    }
+    let node = NodeProc::start(dir.path(), &args).unwrap();
+    assert_eq!(node.stop(), 0);
+    // Restarts add one record each, so the WAL holds several.
+    for extra in ["x1", "x2", "x3"] {
+        let node = NodeProc::start(dir.path(), &["--actor", extra]).unwrap();
+        assert_eq!(node.stop(), 0);
+    }
+    dir
+}
+
+fn segment(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut segs: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    segs.sort();
+    segs.pop().unwrap()
+}
+
+#[test]
+fn verify_reports_clean_torn_and_corrupt_and_the_node_agrees() {
+    let dir = node_dir(&["a"]);
+    let out = gossip_log(&["verify"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("clean: 1 segments, 4 records"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Torn tail: cut the last record short.
+    let seg = segment(dir.path());
+    let bytes = std::fs::read(&seg).unwrap();
+    std::fs::write(&seg, &bytes[..bytes.len() - 5]).unwrap();
+    let out = gossip_log(&["verify", "--json"], dir.path());
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "torn");
+    assert_eq!(v["detail"]["lsn"], 4);
+    // The node cuts it (keeping a .broken copy) and starts; verify is clean again.
+    let node = NodeProc::start(dir.path(), &[]).unwrap();
+    assert!(
+        node.lines
+            .iter()
+            .any(|l| l.contains("torn WAL tail truncated")),
+        "{:?}",
+        node.lines
+    );
+    assert_eq!(node.stop(), 0);
+    assert!(seg.with_extension("log.broken").exists());
+    assert_eq!(gossip_log(&["verify"], dir.path()).status.code(), Some(0));
+
+    // Corruption: a flipped byte in the first record, followed by good ones.
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[32 + 12] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = gossip_log(&["verify"], dir.path());
+    assert_eq!(out.status.code(), Some(4), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("offset 32 (LSN 1)"),
+        "{}",
+        stdout(&out)
+    );
+    let err = NodeProc::start(dir.path(), &[]).err().unwrap();
+    assert!(
+        err.contains("WAL corruption")
+            && err.contains("offset 32")
+            && err.contains("gossip-log verify"),
+        "{err}"
+    );
+    // dump prints nothing past the damage and fails.
+    let out = gossip_log(&["dump"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("WAL corruption"));
+}
+
+#[test]
+fn compact_then_replay_and_stats_agree() {
+    let dir = node_dir(&["a", "b"]);
+    let before = replay_json(dir.path());
+    let out = gossip_log(&["compact", "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["snapshot_lsn"], 4);
+    assert_eq!(replay_json(dir.path()), before);
+    let stats: Value =
+        serde_json::from_slice(&gossip_log(&["stats", "--json"], dir.path()).stdout).unwrap();
+    assert_eq!(stats["snapshot_lsn"], 4);
+    assert_eq!(stats["last_lsn"], 4);
+    assert_eq!(stats["node_id"], "n1");
+    assert_eq!(stats["schema_version"], 1);
+    // --upto before the snapshot still works while the WAL reaches back to LSN 1.
+    let out = gossip_log(&["replay", "--json", "--upto", "1"], dir.path());
+    let early: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        member(&early, "n1")["actors"],
+        serde_json::json!(["a", "b"])
+    );
+}
+
+#[test]
+fn gossip_log_compact_killed_at_every_step_leaves_a_dir_that_replays_the_same() {
+    let points = [
+        "compact-start",
+        "compact-after-snapshot-write",
+        "compact-after-snapshot-sync",
+        "compact-after-segment-delete",
+        "compact-done",
+    ];
+    for point in points {
+        // Small segments so that compaction has segments to delete.
+        let dir = tempfile::tempdir().unwrap();
+        let node =
+            NodeProc::start(dir.path(), &["--node-id", "n1", "--segment-bytes", "64"]).unwrap();
+        assert_eq!(node.stop(), 0);
+        for i in 0..6 {
+            let node = NodeProc::start(
+                dir.path(),
+                &["--actor", &format!("a{i}"), "--segment-bytes", "64"],
+            )
+            .unwrap();
+            assert_eq!(node.stop(), 0);
+            if i == 2 {
+                assert!(gossip_log(&["compact"], dir.path()).status.success());
+            }
+        }
+        let before = replay_json(dir.path());
+        let out = std::process::Command::new(LOG)
+            .args(["compact", "--data-dir"])
+            .arg(dir.path())
+            .env("GOSSIP_ROSTER_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{point}: the process should have aborted"
+        );
+        assert_eq!(replay_json(dir.path()), before, "after a crash at {point}");
+        assert_eq!(
+            gossip_log(&["verify"], dir.path()).status.code(),
+            Some(0),
+            "{point}"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Helpers for tests that run the real binaries.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const NODE: &str = env!("CARGO_BIN_EXE_gossip-node");
+pub const LOG: &str = env!("CARGO_BIN_EXE_gossip-log");
+
+/// A `gossip-node` process; killed on drop if still running.
+pub struct NodeProc {
+    pub child: Child,
+    pub stderr: mpsc::Receiver<String>,
+    pub lines: Vec<String>,
+}
+
+impl NodeProc {
+    /// Starts a node and waits until it logs that it started (or exits).
+    /// Without `--advertise` in `extra`, a fixed one is used so that restarts on a new free
+    /// port do not re-announce the address (storage tests count records).
+    pub fn start(dir: &Path, extra: &[&str]) -> Result<NodeProc, String> {
+        let mut cmd = Command::new(NODE);
+        cmd.arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra);
+        if !extra.contains(&"--advertise") {
+            cmd.args(["--advertise", "ws://127.0.0.1:7000"]);
+        }
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gossip-node");
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut node = NodeProc {
+            child,
+            stderr: rx,
+            lines: Vec::new(),
+        };
+        match node.wait_for("node started") {
+            Ok(_) => Ok(node),
+            Err(_) => {
+                let _ = node.child.kill();
+                let _ = node.child.wait();
+                node.drain();
+                Err(node.lines.join("\n"))
+            }
+        }
+    }
+
+    /// Waits (bounded, so a bug cannot hang the suite) for a stderr line containing `needle`.
+    pub fn wait_for(&mut self, needle: &str) -> Result<String, ()> {
+        loop {
+            match self.stderr.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    self.lines.push(line.clone());
+                    if line.contains(needle) {
+                        return Ok(line);
+                    }
+                }
+                Err(_) => return Err(()),
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
+            self.lines.push(line);
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then the exit code.
+    pub fn stop(mut self) -> i32 {
+        self.signal("TERM");
+        let status = self.child.wait().unwrap();
+        status.code().unwrap_or(-1)
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `gossip-log` with the given args.
+pub fn gossip_log(args: &[&str], dir: &Path) -> Output {
+    Command::new(LOG)
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .expect("run gossip-log")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `gossip-log replay --json`, parsed.
+pub fn replay_json(dir: &Path) -> serde_json::Value {
+    let out = gossip_log(&["replay", "--json"], dir);
+    assert!(out.status.success(), "replay failed: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("replay --json is JSON")
+}
