@@ -16,17 +16,67 @@ fn v1_events() -> Vec<ClusterEvent> {
     let n = NodeId::new;
     let actors = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
     vec![
-        ClusterEvent::NewNode { node: n("alpha"), generation: 100, version: 1, addr: "ws://10.0.0.1:7000".into(), actors: actors(&["billing", "audit"]) },
-        ClusterEvent::NewNode { node: n("beta"), generation: 200, version: 1, addr: "ws://10.0.0.2:7000".into(), actors: actors(&["billing"]) },
-        ClusterEvent::ActorAdded { node: n("alpha"), generation: 100, version: 2, actor: "search".into() },
-        ClusterEvent::ActorRemoved { node: n("alpha"), generation: 100, version: 3, actor: "audit".into() },
-        ClusterEvent::NodeSuspected { node: n("beta"), generation: 200, incarnation: 0 },
-        ClusterEvent::NodeAlive { node: n("beta"), generation: 200, incarnation: 1 },
-        ClusterEvent::NewNode { node: n("gamma"), generation: 300, version: 1, addr: "ws://10.0.0.3:7000".into(), actors: actors(&["cache"]) },
+        ClusterEvent::NewNode {
+            node: n("alpha"),
+            generation: 100,
+            version: 1,
+            addr: "ws://10.0.0.1:7000".into(),
+            actors: actors(&["billing", "audit"]),
+        },
+        ClusterEvent::NewNode {
+            node: n("beta"),
+            generation: 200,
+            version: 1,
+            addr: "ws://10.0.0.2:7000".into(),
+            actors: actors(&["billing"]),
+        },
+        ClusterEvent::ActorAdded {
+            node: n("alpha"),
+            generation: 100,
+            version: 2,
+            actor: "search".into(),
+        },
+        ClusterEvent::ActorRemoved {
+            node: n("alpha"),
+            generation: 100,
+            version: 3,
+            actor: "audit".into(),
+        },
+        ClusterEvent::NodeSuspected {
+            node: n("beta"),
+            generation: 200,
+            incarnation: 0,
+        },
+        ClusterEvent::NodeAlive {
+            node: n("beta"),
+            generation: 200,
+            incarnation: 1,
+        },
+        ClusterEvent::NewNode {
+            node: n("gamma"),
+            generation: 300,
+            version: 1,
+            addr: "ws://10.0.0.3:7000".into(),
+            actors: actors(&["cache"]),
+        },
         // -- the snapshot is taken here; what follows stays in the WAL --
-        ClusterEvent::NodeDead { node: n("gamma"), generation: 300, incarnation: 0 },
-        ClusterEvent::NewNode { node: n("beta"), generation: 201, version: 1, addr: "ws://10.0.0.2:7001".into(), actors: actors(&["ledger"]) },
-        ClusterEvent::NodeLeft { node: n("alpha"), generation: 100, incarnation: 0 },
+        ClusterEvent::NodeDead {
+            node: n("gamma"),
+            generation: 300,
+            incarnation: 0,
+        },
+        ClusterEvent::NewNode {
+            node: n("beta"),
+            generation: 201,
+            version: 1,
+            addr: "ws://10.0.0.2:7001".into(),
+            actors: actors(&["ledger"]),
+        },
+        ClusterEvent::NodeLeft {
+            node: n("alpha"),
+            generation: 100,
+            incarnation: 0,
+        },
     ]
 }
 const V1_SNAPSHOT_AT: usize = 7;
@@ -66,9 +116,18 @@ fn v1_fixture_opens_with_the_same_roster() {
     assert_eq!((id.as_str(), generation), ("alpha", 100));
     // Spot checks, so the fixture cannot silently drift into something trivial.
     let beta = rec.roster.member(&NodeId::new("beta")).unwrap();
-    assert_eq!((beta.generation, beta.actors.clone()), (201, vec!["ledger".to_string()]));
-    assert_eq!(rec.roster.member(&NodeId::new("gamma")).unwrap().state, MemberState::Dead);
-    assert_eq!(rec.roster.member(&NodeId::new("alpha")).unwrap().state, MemberState::Left);
+    assert_eq!(
+        (beta.generation, beta.actors.clone()),
+        (201, vec!["ledger".to_string()])
+    );
+    assert_eq!(
+        rec.roster.member(&NodeId::new("gamma")).unwrap().state,
+        MemberState::Dead
+    );
+    assert_eq!(
+        rec.roster.member(&NodeId::new("alpha")).unwrap().state,
+        MemberState::Left
+    );
     assert!(rec.roster.locate("cache").is_empty());
     assert_eq!(rec.roster.locate("ledger"), vec![NodeId::new("beta")]);
 }
@@ -82,7 +141,12 @@ fn v1_fixture_verifies_clean_with_gossip_log() {
         .arg(work.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -94,9 +158,17 @@ fn regenerate_v1_fixture() {
     {
         let (store, _) = Store::open(&dir, StoreConfig::default()).unwrap();
         store.set_identity(&NodeId::new("alpha"), 100).unwrap();
-        store.append(events[..V1_SNAPSHOT_AT].to_vec()).wait().unwrap();
-        store.compact(|| roster_of(&events[..V1_SNAPSHOT_AT])).unwrap();
-        store.append(events[V1_SNAPSHOT_AT..].to_vec()).wait().unwrap();
+        store
+            .append(events[..V1_SNAPSHOT_AT].to_vec())
+            .wait()
+            .unwrap();
+        store
+            .compact(|| roster_of(&events[..V1_SNAPSHOT_AT]))
+            .unwrap();
+        store
+            .append(events[V1_SNAPSHOT_AT..].to_vec())
+            .wait()
+            .unwrap();
         store.close().unwrap();
     }
     std::fs::remove_file(dir.join("LOCK")).unwrap();

@@ -1,5 +1,10 @@
 //! `gossip-node`: run a gossip-roster node in the foreground.
 
+/// mimalloc: recovery and merge are allocation-heavy, and glibc's arenas contend across the
+/// WAL reader and apply threads (measured: ~30% of replay time in malloc/free).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context, Result};
 use clap::Parser;
 use gossip_roster::store::{FsyncPolicy, StoreConfig, WalConfig};

@@ -28,7 +28,7 @@ pub use wal::{FsyncPolicy, Pending, Wal, WalConfig, WalStats};
 
 use crate::error::{Error, Result};
 use crate::event::{ClusterEvent, Generation, Lsn, NodeId};
-use crate::roster::Roster;
+use crate::roster::{Roster, RosterBuilder};
 use lock::DirLock;
 use snapshot::{Meta, Snapshot};
 use std::path::{Path, PathBuf};
@@ -100,7 +100,7 @@ impl Store {
         let snapshot = Snapshot::open(&dir.join("snapshot"))?;
         let schema_version = migrate::bring_up_to_date(dir, &snapshot, false)?;
         let meta = snapshot.meta()?;
-        let mut roster = snapshot.load_roster()?;
+        let mut roster = RosterBuilder::new(snapshot.load_roster()?);
         let mut replayed = 0;
         let scan = recovery::scan_wal(
             dir,
@@ -127,6 +127,7 @@ impl Store {
             }
             None => None,
         };
+        let roster = roster.finish();
         let last_lsn = scan.last_lsn.max(meta.snapshot_lsn);
         // The newest segment that still exists after repair, to append to.
         let last_segment = scan

@@ -8,7 +8,7 @@ use super::segment::WalRecord;
 use super::snapshot::{Meta, Snapshot};
 use crate::error::{Error, Result};
 use crate::event::Lsn;
-use crate::roster::Roster;
+use crate::roster::{Roster, RosterBuilder};
 use std::path::{Path, PathBuf};
 
 pub struct Offline {
@@ -54,7 +54,7 @@ impl Offline {
         &self,
         after_lsn: Lsn,
         on_record: impl FnMut(&Path, u64, WalRecord),
-        progress: impl FnMut(u64),
+        progress: impl FnMut(u64) + Send,
     ) -> Result<WalScan> {
         recovery::scan_wal(
             &self.dir,
@@ -82,14 +82,15 @@ impl Offline {
     pub fn replay(
         &self,
         upto: Option<Lsn>,
-        progress: impl FnMut(u64),
+        progress: impl FnMut(u64) + Send,
     ) -> Result<(Roster, Lsn, WalScan)> {
         let upto = upto.unwrap_or(Lsn::MAX);
-        let (mut roster, base) = if upto >= self.meta.snapshot_lsn {
+        let (roster, base) = if upto >= self.meta.snapshot_lsn {
             (self.snapshot.load_roster()?, self.meta.snapshot_lsn)
         } else {
             (Roster::new(), 0)
         };
+        let mut roster = RosterBuilder::new(roster);
         let mut last = base;
         let scan = self.scan(
             base,
@@ -110,6 +111,6 @@ impl Offline {
                 });
             }
         }
-        Ok((roster, last, scan))
+        Ok((roster.finish(), last, scan))
     }
 }
