@@ -260,3 +260,83 @@ impl Node {
             .expect("close does not panic")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path) -> NodeConfig {
+        NodeConfig {
+            data_dir: dir.to_path_buf(),
+            advertise: "ws://127.0.0.1:7001".into(),
+            actors: vec!["boot".into()],
+            ..NodeConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn register_locate_restart_and_leave_starts_a_new_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, info) = Node::start(config(dir.path())).await.unwrap();
+        assert!(info.created);
+        let me = info.identity.id.clone();
+        assert!(node.register_actor("billing").await.unwrap());
+        assert!(
+            !node.register_actor("billing").await.unwrap(),
+            "already hosted"
+        );
+        assert_eq!(node.locate("billing"), vec![me.clone()]);
+        assert!(node.unregister_actor("boot").await.unwrap());
+        assert!(node.locate("boot").is_empty());
+        node.shutdown().await.unwrap();
+
+        // Restart: same identity, registered actors kept, `boot` re-added (it is a start actor).
+        let (node, info) = Node::start(config(dir.path())).await.unwrap();
+        assert!(!info.created);
+        assert_eq!(info.identity.id, me);
+        let member = node.members().into_iter().find(|m| m.id == me).unwrap();
+        assert_eq!(member.actors, vec!["billing", "boot"]);
+        let generation = node.generation();
+
+        // Recorded as left: the next start is a new generation with a fresh record.
+        let left = ClusterEvent::NodeLeft {
+            node: me.clone(),
+            generation,
+            incarnation: 0,
+        };
+        node.apply_and_log(vec![left]).await.unwrap();
+        node.shutdown().await.unwrap();
+        let (node, info) = Node::start(config(dir.path())).await.unwrap();
+        assert!(info.identity.generation > generation);
+        let member = node.members().into_iter().find(|m| m.id == me).unwrap();
+        assert_eq!(
+            (member.state, member.actors),
+            (crate::MemberState::Alive, vec!["boot".to_string()])
+        );
+        node.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn compaction_runs_off_the_executor_and_keeps_the_roster() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.store.compact_after_records = 10;
+        let (node, _) = Node::start(cfg.clone()).await.unwrap();
+        for i in 0..25 {
+            node.register_actor(&format!("a{i}")).await.unwrap();
+        }
+        let report = node
+            .compact_if_needed()
+            .await
+            .unwrap()
+            .expect("threshold passed");
+        assert_eq!(report.snapshot_lsn, 26);
+        assert!(node.compact_if_needed().await.unwrap().is_none());
+        let before = node.roster();
+        node.shutdown().await.unwrap();
+        let (node, info) = Node::start(cfg).await.unwrap();
+        assert_eq!(info.replayed, 0);
+        assert_eq!(node.roster(), before);
+        node.shutdown().await.unwrap();
+    }
+}
