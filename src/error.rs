@@ -14,6 +14,13 @@ pub enum Error {
     #[error("data dir {dir} is in use by another process{}: stop it first", pid_suffix(*.pid))]
     Locked { dir: PathBuf, pid: Option<u32> },
 
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -65,8 +72,14 @@ pub enum Error {
     #[error("node id mismatch: the data dir belongs to {stored}, but --node-id is {given}")]
     NodeIdMismatch { stored: String, given: String },
 
-    #[error("shutdown needs the last handle to the node; other clones are still alive")]
-    StillShared,
+    #[error("secret file {0} is empty")]
+    EmptySecret(PathBuf),
+
+    #[error("{0}")]
+    Transport(Box<crate::transport::TransportError>),
+
+    #[error("the node answered with an error: {0}")]
+    Remote(String),
 
     #[error("aborted at failure point {0}")]
     FailPoint(&'static str),
@@ -80,5 +93,11 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { path, source }
+    }
+}
+
+impl From<crate::transport::TransportError> for Error {
+    fn from(e: crate::transport::TransportError) -> Self {
+        Error::Transport(Box::new(e))
     }
 }

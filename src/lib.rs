@@ -21,16 +21,21 @@
 //! assert_eq!(roster.locate("billing"), vec![NodeId::new("n1")]);
 //! ```
 
+pub mod admin;
 pub mod error;
 pub mod event;
+pub mod gossip;
 pub mod local;
+pub mod message;
 pub mod node;
+mod peers;
 pub mod roster;
 pub mod store;
+pub mod transport;
 
 pub use error::{Error, Result};
 pub use event::{ClusterEvent, Generation, Incarnation, Lsn, MemberState, NodeId, Version};
 pub use local::Identity;
-pub use node::{Node, NodeConfig, StartInfo};
+pub use node::{GossipConfig, Node, NodeConfig, StartInfo};
 pub use roster::{Applied, Member, Roster};
 pub use store::{FsyncPolicy, Recovered, Store, StoreConfig};

@@ -2,7 +2,7 @@
 //! out. The node is the only writer of its record, so each event takes the next version.
 
 use crate::event::{ClusterEvent, Generation, NodeId};
-use crate::roster::{Liveness, Roster};
+use crate::roster::{Liveness, NodeRecord, Roster};
 use crate::MemberState;
 
 /// Who we are: the owner of one record in the roster.
@@ -79,6 +79,27 @@ impl Identity {
             }
         }
         out
+    }
+
+    /// Events for a node that left in its previous generation and comes back as
+    /// `self.generation`: one announcement that carries its actors (registered ones stay
+    /// registered) and continues its versions, so they never regress.
+    pub fn rejoin_events(
+        &self,
+        previous: &NodeRecord,
+        addr: &str,
+        actors: &[String],
+    ) -> Vec<ClusterEvent> {
+        let mut all: std::collections::BTreeSet<String> =
+            previous.hosted_actors().map(str::to_owned).collect();
+        all.extend(actors.iter().cloned());
+        vec![ClusterEvent::NewNode {
+            node: self.id.clone(),
+            generation: self.generation,
+            version: previous.version + 1,
+            addr: addr.to_owned(),
+            actors: all,
+        }]
     }
 
     /// Whether our own record says we left: a graceful leave ends this generation for good.

@@ -1,30 +1,79 @@
-//! The node runtime: the pure roster and the durable store wired with tokio.
+//! The node runtime: the pure core (roster, gossip decisions) and the IO shell (store,
+//! WebSocket connections, timers) wired with tokio. Read top to bottom:
 //!
-//! Discipline (raft-rs's persist-before-send): a change is applied to the in-memory roster,
-//! appended to the WAL, and only acknowledged (or, with the network, gossiped) once the
-//! append resolves under the fsync policy. The roster lock is a `std` mutex that is never
-//! held across an `.await`, so no caller can deadlock on it.
+//! * `start`: bind, recover from the data dir, bring our own record up to date, spawn tasks.
+//! * tasks: accept loop, gossip flusher, anti-entropy, join (seeds or remembered peers),
+//!   compaction. All stop on `shutdown`.
+//! * `receive`: apply incoming events; those that changed the roster are logged and, only once
+//!   durable, re-gossiped and published to subscribers (raft-rs's persist-before-send).
+//!
+//! The roster lock is a `std` mutex never held across an `.await`: no caller can deadlock on it.
 
 use crate::error::{Error, Result};
-use crate::event::{ClusterEvent, Generation, Lsn, NodeId};
+use crate::event::{ClusterEvent, Generation, Lsn, MemberState, NodeId};
+use crate::gossip::{self, Broadcasts, Delta};
 use crate::local::Identity;
-use crate::roster::{Applied, Member, Roster};
+use crate::message::{AdminReply, AdminRequest, Frame, Status};
+use crate::peers::Peers;
+use crate::roster::{Applied, Member, NodeDigest, Roster};
 use crate::store::{CompactionReport, Store, StoreConfig};
+use crate::transport::TransportConfig;
+use rand::Rng;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Dissemination knobs. Defaults are tuned for a LAN.
+#[derive(Clone, Debug)]
+pub struct GossipConfig {
+    /// How long a new event waits for others to share its frame (batching window).
+    pub window: Duration,
+    /// Peers each gossip round goes to.
+    pub fanout: usize,
+    /// Each event is sent about `mult * ceil(log2(N + 1))` times in all.
+    pub retransmit_mult: u32,
+    /// Digest exchange with one random peer this often (repairs what gossip missed).
+    pub anti_entropy_interval: Duration,
+    /// Most events in one frame (frames stay well under the 1 MiB cap).
+    pub max_events_per_frame: usize,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            window: Duration::from_millis(2),
+            fanout: 3,
+            retransmit_mult: 3,
+            anti_entropy_interval: Duration::from_millis(500),
+            max_events_per_frame: 2048,
+        }
+    }
+}
 
 /// Everything needed to start a node. `Default` gives documented defaults.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub data_dir: PathBuf,
-    /// The address others dial (`ws://host:port`).
-    pub advertise: String,
+    /// `HOST:PORT` to listen on; port 0 picks a free one.
+    pub listen: String,
+    /// The address others dial; default `ws://<bound listen address>`.
+    pub advertise: Option<String>,
     /// `None`: use the id stored in the data dir, or generate one on first start.
     pub node_id: Option<NodeId>,
     /// Actors hosted from the start (added if not already registered).
     pub actors: Vec<String>,
+    /// `ws://HOST:PORT` of any members; empty: rejoin through the peers the data dir knows.
+    pub seeds: Vec<String>,
+    pub transport: TransportConfig,
+    pub gossip: GossipConfig,
     pub store: StoreConfig,
+    /// Most inbound connections at once; more are closed at once.
+    pub max_connections: usize,
     /// How often the compaction thresholds are checked.
     pub compaction_check: Duration,
 }
@@ -33,10 +82,15 @@ impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             data_dir: PathBuf::from("gossip-data"),
-            advertise: "ws://127.0.0.1:7000".into(),
+            listen: "127.0.0.1:0".into(),
+            advertise: None,
             node_id: None,
             actors: Vec::new(),
+            seeds: Vec::new(),
+            transport: TransportConfig::default(),
+            gossip: GossipConfig::default(),
             store: StoreConfig::default(),
+            max_connections: 1024,
             compaction_check: Duration::from_secs(1),
         }
     }
@@ -46,6 +100,8 @@ impl Default for NodeConfig {
 #[derive(Clone, Debug)]
 pub struct StartInfo {
     pub identity: Identity,
+    pub addr: String,
+    pub listen: std::net::SocketAddr,
     /// True when the data dir was new.
     pub created: bool,
     pub recovered_members: usize,
@@ -54,121 +110,119 @@ pub struct StartInfo {
     pub repaired_torn_tail: bool,
 }
 
-struct Shared {
-    store: Store,
-    roster: Mutex<Roster>,
-    identity: Identity,
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) roster: Mutex<Roster>,
+    pub(crate) identity: Identity,
+    pub(crate) addr: String,
+    pub(crate) config: NodeConfig,
+    pub(crate) peers: Peers,
+    broadcasts: Mutex<Broadcasts>,
+    flush: Notify,
+    joined: Notify,
+    changes: broadcast::Sender<ClusterEvent>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    started: Instant,
 }
 
 /// A running node. Cheap to clone; all clones drive the same node.
 #[derive(Clone)]
 pub struct Node {
-    shared: Arc<Shared>,
+    inner: Arc<Inner>,
 }
 
 impl Node {
-    /// Opens (or creates) the data dir, recovers the roster, and brings our own record up to
-    /// date. Must be called inside a tokio runtime.
+    /// Binds the listener, opens (or creates) the data dir, recovers the roster, brings our
+    /// own record up to date, and starts gossiping. Must be called inside a tokio runtime.
     pub async fn start(config: NodeConfig) -> Result<(Node, StartInfo)> {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| Error::Listen {
+                addr: config.listen.clone(),
+                source: e,
+            })?;
+        let local = listener.local_addr().map_err(Error::io(&config.data_dir))?;
+        let addr = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("ws://{local}"));
+
         let store_config = config.store.clone();
         let dir = config.data_dir.clone();
         let (store, recovered) =
             tokio::task::spawn_blocking(move || Store::open(&dir, store_config))
                 .await
                 .expect("store open does not panic")?;
-        let mut created = false;
-        let identity = match store.identity()? {
-            Some((stored, generation)) => {
-                if let Some(given) = config.node_id.as_ref().filter(|g| **g != stored) {
-                    return Err(Error::NodeIdMismatch {
-                        stored: stored.to_string(),
-                        given: given.to_string(),
-                    });
-                }
-                Identity {
-                    id: stored,
-                    generation,
-                }
-            }
-            None => {
-                created = true;
-                let identity = Identity {
-                    id: config.node_id.clone().unwrap_or_else(NodeId::random),
-                    generation: crate::store::wal::unix_ms(),
-                };
-                store.set_identity(&identity.id, identity.generation)?;
-                identity
-            }
-        };
-        // A graceful leave ends a generation for good; coming back is a new life.
-        let identity = if identity.has_left(&recovered.roster) {
-            let generation = crate::store::wal::unix_ms().max(identity.generation + 1);
-            store.set_identity(&identity.id, generation)?;
-            tracing::info!(
-                generation,
-                "left the cluster last time; rejoining as a new generation"
-            );
-            Identity {
-                generation,
-                ..identity
-            }
-        } else {
-            identity
-        };
+        let (identity, created) = resolve_identity(&store, &config, &recovered.roster)?;
         let info = StartInfo {
             identity: identity.clone(),
+            addr: addr.clone(),
+            listen: local,
             created,
             recovered_members: recovered.roster.members().len(),
             replayed: recovered.replayed,
             last_lsn: recovered.last_lsn,
             repaired_torn_tail: recovered.repaired.is_some(),
         };
-        let node = Node {
-            shared: Arc::new(Shared {
-                store,
-                roster: Mutex::new(recovered.roster),
-                identity,
-            }),
-        };
+        let previous = recovered.roster.record(&identity.id).cloned();
+        let inner = Arc::new(Inner {
+            store,
+            roster: Mutex::new(recovered.roster),
+            identity,
+            addr: addr.clone(),
+            peers: Peers::new(config.max_connections),
+            config,
+            broadcasts: Mutex::new(Broadcasts::default()),
+            flush: Notify::new(),
+            joined: Notify::new(),
+            changes: broadcast::channel(4096).0,
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            started: Instant::now(),
+        });
+        let node = Node { inner };
         let events = {
-            let roster = node.shared.roster.lock().unwrap();
-            node.shared
-                .identity
-                .startup_events(&roster, &config.advertise, &config.actors)
+            let roster = node.inner.roster.lock().unwrap();
+            let me = &node.inner.identity;
+            match previous.filter(|p| p.generation != me.generation) {
+                // We left last time: a new generation that carries our actors and versions on.
+                Some(prev) => me.rejoin_events(&prev, &addr, &node.inner.config.actors),
+                None => me.startup_events(&roster, &addr, &node.inner.config.actors),
+            }
         };
-        node.apply_and_log(events).await?;
+        node.inner.commit_local(events).await?;
+
+        let inner = &node.inner;
+        inner
+            .tasks
+            .spawn(crate::peers::accept_loop(inner.clone(), listener));
+        inner.tasks.spawn(flush_loop(inner.clone()));
+        inner.tasks.spawn(anti_entropy_loop(inner.clone()));
+        inner.tasks.spawn(join_loop(inner.clone()));
+        inner.tasks.spawn(compaction_loop(inner.clone()));
         Ok((node, info))
     }
 
     pub fn id(&self) -> &NodeId {
-        &self.shared.identity.id
+        &self.inner.identity.id
     }
 
     pub fn generation(&self) -> Generation {
-        self.shared.identity.generation
+        self.inner.identity.generation
+    }
+
+    /// The address others dial.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
     }
 
     pub fn store(&self) -> &Store {
-        &self.shared.store
+        &self.inner.store
     }
 
-    /// Applies events and logs those that changed the roster; resolves once durable.
-    /// Returns the events that were new.
-    pub async fn apply_and_log(&self, events: Vec<ClusterEvent>) -> Result<Vec<ClusterEvent>> {
-        let changed: Vec<ClusterEvent> = {
-            let mut roster = self.shared.roster.lock().unwrap();
-            events
-                .into_iter()
-                .filter(|e| roster.apply(e) == Applied::Changed)
-                .collect()
-        };
-        if !changed.is_empty() {
-            self.shared.store.append(changed.clone()).await?;
-        }
-        Ok(changed)
-    }
-
-    /// Registers an actor on this node; resolves once durable. False if already hosted.
+    /// Registers an actor on this node; resolves once durable (it is then gossiped).
+    /// False if it was already hosted.
     pub async fn register_actor(&self, actor: &str) -> Result<bool> {
         self.change_own_record(|id, roster| id.add_actor(roster, actor))
             .await
@@ -184,9 +238,10 @@ impl Node {
         &self,
         change: impl FnOnce(&Identity, &Roster) -> Option<ClusterEvent>,
     ) -> Result<bool> {
+        // Computed and applied under one lock, so concurrent changes get distinct versions.
         let event = {
-            let mut roster = self.shared.roster.lock().unwrap();
-            match change(&self.shared.identity, &roster) {
+            let mut roster = self.inner.roster.lock().unwrap();
+            match change(&self.inner.identity, &roster) {
                 Some(e) => {
                     roster.apply(&e);
                     e
@@ -194,149 +249,562 @@ impl Node {
                 None => return Ok(false),
             }
         };
-        self.shared.store.append(vec![event]).await?;
+        self.inner.log_and_spread(vec![event], true).await?;
         Ok(true)
     }
 
-    /// Live hosts of an actor.
+    /// Live hosts of an actor (alive or suspected members; never dead or gone ones).
     pub fn locate(&self, actor: &str) -> Vec<NodeId> {
-        self.shared.roster.lock().unwrap().locate(actor)
+        self.inner.roster.lock().unwrap().locate(actor)
     }
 
     pub fn members(&self) -> Vec<Member> {
-        self.shared.roster.lock().unwrap().members()
+        self.inner.roster.lock().unwrap().members()
     }
 
     /// A copy of the whole roster.
     pub fn roster(&self) -> Roster {
-        self.shared.roster.lock().unwrap().clone()
+        self.inner.roster.lock().unwrap().clone()
+    }
+
+    /// Every change to the roster, as it becomes durable here. Dropping the receiver
+    /// unsubscribes. A receiver that falls more than 4096 events behind gets `Lagged`.
+    pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Applies events as if received from a peer (tests and embedding); resolves once the
+    /// changed ones are durable. Returns them.
+    pub async fn apply_and_log(&self, events: Vec<ClusterEvent>) -> Result<Vec<ClusterEvent>> {
+        self.inner.receive(events).await
+    }
+
+    pub fn status(&self) -> Status {
+        self.inner.status()
     }
 
     /// Compacts now if a threshold was passed. Blocking work runs off the executor.
     pub async fn compact_if_needed(&self) -> Result<Option<CompactionReport>> {
-        if !self.shared.store.needs_compaction() {
+        self.inner.clone().compact_if_needed().await
+    }
+
+    pub async fn compact(&self) -> Result<CompactionReport> {
+        self.inner.clone().compact().await
+    }
+
+    /// Announces a graceful leave: `NodeLeft` is logged, then pushed to a few peers right
+    /// away (bounded wait). The node keeps running until [`Node::shutdown`].
+    pub async fn leave(&self) -> Result<()> {
+        let event = {
+            let roster = self.inner.roster.lock().unwrap();
+            let incarnation = roster
+                .record(self.id())
+                .map_or(0, |r| r.liveness.incarnation);
+            ClusterEvent::NodeLeft {
+                node: self.id().clone(),
+                generation: self.generation(),
+                incarnation,
+            }
+        };
+        let changed = self.inner.commit_local(vec![event]).await?;
+        let targets = self
+            .inner
+            .gossip_targets(self.inner.config.gossip.fanout * 2);
+        for m in &targets {
+            self.inner
+                .peers
+                .send(&self.inner, m, Frame::Events(changed.clone()));
+        }
+        self.inner.peers.drain(Duration::from_millis(500)).await;
+        Ok(())
+    }
+
+    /// Stops every task, syncs the WAL and flushes the snapshot. The data dir is released
+    /// when the last handle is dropped.
+    pub async fn shutdown(self) -> Result<()> {
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        self.inner.peers.clear();
+        let inner = self.inner;
+        tokio::task::spawn_blocking(move || match Arc::try_unwrap(inner) {
+            Ok(inner) => inner.store.close(),
+            Err(shared) => {
+                shared.store.sync().wait()?;
+                Ok(())
+            }
+        })
+        .await
+        .expect("close does not panic")
+    }
+}
+
+/// Our identity: stored, or new (generation = now), or a new generation after a leave.
+fn resolve_identity(
+    store: &Store,
+    config: &NodeConfig,
+    roster: &Roster,
+) -> Result<(Identity, bool)> {
+    let (identity, created) = match store.identity()? {
+        Some((stored, generation)) => {
+            if let Some(given) = config.node_id.as_ref().filter(|g| **g != stored) {
+                return Err(Error::NodeIdMismatch {
+                    stored: stored.to_string(),
+                    given: given.to_string(),
+                });
+            }
+            (
+                Identity {
+                    id: stored,
+                    generation,
+                },
+                false,
+            )
+        }
+        None => {
+            let identity = Identity {
+                id: config.node_id.clone().unwrap_or_else(NodeId::random),
+                generation: crate::store::wal::unix_ms(),
+            };
+            store.set_identity(&identity.id, identity.generation)?;
+            (identity, true)
+        }
+    };
+    if !identity.has_left(roster) {
+        return Ok((identity, created));
+    }
+    // `left` is final for a generation, so coming back after a graceful leave is a new one.
+    let generation = crate::store::wal::unix_ms().max(identity.generation + 1);
+    store.set_identity(&identity.id, generation)?;
+    tracing::info!(
+        generation,
+        "left the cluster last time; rejoining as a new generation"
+    );
+    Ok((
+        Identity {
+            generation,
+            ..identity
+        },
+        created,
+    ))
+}
+
+impl Inner {
+    pub(crate) fn me(&self) -> &NodeId {
+        &self.identity.id
+    }
+
+    /// Our own changes (start-up, leave): applied, logged, then gossiped and published.
+    /// Returns the changed ones, once durable.
+    pub(crate) async fn commit_local(
+        &self,
+        events: Vec<ClusterEvent>,
+    ) -> Result<Vec<ClusterEvent>> {
+        let changed: Vec<ClusterEvent> = {
+            let mut roster = self.roster.lock().unwrap();
+            events
+                .into_iter()
+                .filter(|e| roster.apply(e) == Applied::Changed)
+                .collect()
+        };
+        self.log_and_spread(changed.clone(), true).await?;
+        Ok(changed)
+    }
+
+    /// Events from a peer: the acceptable ones are applied; those that changed the roster are
+    /// logged, then re-gossiped and published. Returns them, once durable.
+    pub(crate) async fn receive(&self, events: Vec<ClusterEvent>) -> Result<Vec<ClusterEvent>> {
+        let changed: Vec<ClusterEvent> = {
+            let mut roster = self.roster.lock().unwrap();
+            events
+                .into_iter()
+                .filter(|e| self.accept_event(e))
+                .filter(|e| roster.apply(e) == Applied::Changed)
+                .collect()
+        };
+        self.log_and_spread(changed.clone(), true).await?;
+        self.refute_if_accused().await?;
+        Ok(changed)
+    }
+
+    /// Events already applied to the roster: make them durable, then let them out.
+    async fn log_and_spread(&self, changed: Vec<ClusterEvent>, spread: bool) -> Result<()> {
+        if changed.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.store.append(changed.clone()).await {
+            if matches!(e, Error::WalFailed(_)) {
+                // Never retried: stop, and recover from the log on restart.
+                tracing::error!(error = %e, "the WAL failed; stopping the node");
+                self.cancel.cancel();
+            }
+            return Err(e);
+        }
+        if spread {
+            let n = self.roster.lock().unwrap().count_by_state()[0].max(1);
+            let budget = gossip::retransmit_budget(self.config.gossip.retransmit_mult, n);
+            let mut q = self.broadcasts.lock().unwrap();
+            for e in &changed {
+                q.push(e.clone(), budget);
+            }
+            self.flush.notify_one();
+        }
+        for e in changed {
+            let _ = self.changes.send(e);
+        }
+        Ok(())
+    }
+
+    /// Drops events no peer may send: data about our own record (we are its only writer, so
+    /// a peer can only echo what we wrote, or forge), and anything claiming our id under
+    /// another generation. What others say about our liveness is accepted (and refuted).
+    fn accept_event(&self, e: &ClusterEvent) -> bool {
+        if e.node() != self.me() {
+            return true;
+        }
+        if e.generation() > self.identity.generation {
+            tracing::warn!(event = %e, "ignoring an event that claims our id with a newer generation");
+            return false;
+        }
+        e.generation() == self.identity.generation
+            && matches!(
+                e,
+                ClusterEvent::NodeSuspected { .. }
+                    | ClusterEvent::NodeDead { .. }
+                    | ClusterEvent::NodeAlive { .. }
+                    | ClusterEvent::NodeLeft { .. }
+            )
+    }
+
+    /// SWIM refutation: if the roster says we are suspect or dead, announce ourselves alive
+    /// with a higher incarnation.
+    async fn refute_if_accused(&self) -> Result<()> {
+        let refutation = {
+            let mut roster = self.roster.lock().unwrap();
+            let rec = roster.record(self.me());
+            match rec.map(|r| (r.generation, r.liveness)) {
+                Some((g, l))
+                    if g == self.identity.generation
+                        && matches!(l.state, MemberState::Suspect | MemberState::Dead) =>
+                {
+                    let e = ClusterEvent::NodeAlive {
+                        node: self.me().clone(),
+                        generation: g,
+                        incarnation: l.incarnation + 1,
+                    };
+                    roster.apply(&e);
+                    Some(e)
+                }
+                _ => None,
+            }
+        };
+        match refutation {
+            Some(e) => {
+                tracing::info!(event = %e, "refuting a suspicion about us");
+                Box::pin(self.log_and_spread(vec![e], true)).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Members we may gossip to: announced, not dead or gone, not us. Random order, at most `n`.
+    pub(crate) fn gossip_targets(&self, n: usize) -> Vec<Member> {
+        let candidates: Vec<Member> = self
+            .roster
+            .lock()
+            .unwrap()
+            .members()
+            .into_iter()
+            .filter(|m| m.id != *self.me() && !m.state.is_tombstone())
+            .collect();
+        gossip::choose_peers(&mut rand::thread_rng(), &candidates, n)
+    }
+
+    pub(crate) fn digest(&self) -> Vec<(NodeId, NodeDigest)> {
+        self.roster.lock().unwrap().digest().into_iter().collect()
+    }
+
+    fn delta_for(&self, theirs: Vec<(NodeId, NodeDigest)>) -> Delta {
+        let theirs: BTreeMap<NodeId, NodeDigest> = theirs.into_iter().collect();
+        gossip::delta_for(&self.roster.lock().unwrap(), &theirs)
+    }
+
+    /// Applies an anti-entropy delta (not re-gossiped: it is repair, not news).
+    async fn receive_delta(&self, delta: Delta) -> Result<()> {
+        let changed = {
+            let mut roster = self.roster.lock().unwrap();
+            let events: Vec<ClusterEvent> = delta
+                .events
+                .into_iter()
+                .filter(|e| self.accept_event(e))
+                .collect();
+            Delta {
+                events,
+                covers: delta.covers,
+            }
+            .apply_to(&mut roster)
+        };
+        self.log_and_spread(changed, false).await?;
+        self.refute_if_accused().await
+    }
+
+    /// Splits a delta into frames under the size cap; the last one is built by `last`.
+    fn delta_frames(&self, delta: Delta, last: impl FnOnce(Delta) -> Frame) -> Vec<Frame> {
+        let mut chunks = gossip::chunks(delta.events, self.config.gossip.max_events_per_frame);
+        let tail = chunks.pop().unwrap_or_default();
+        let mut frames: Vec<Frame> = chunks
+            .into_iter()
+            .map(|events| {
+                Frame::Delta(Delta {
+                    events,
+                    covers: Vec::new(),
+                })
+            })
+            .collect();
+        frames.push(last(Delta {
+            events: tail,
+            covers: delta.covers,
+        }));
+        frames
+    }
+
+    /// Handles one frame from a member; returns frames to send back on the same connection.
+    pub(crate) async fn handle_member_frame(
+        &self,
+        from: &NodeId,
+        frame: Frame,
+    ) -> Result<Vec<Frame>, String> {
+        let result = match frame {
+            Frame::Events(events) => self.receive(events).await.map(|_| Vec::new()),
+            Frame::Digest(theirs) => {
+                let delta = self.delta_for(theirs);
+                let digest = self.digest();
+                Ok(self.delta_frames(delta, |d| Frame::Sync { delta: d, digest }))
+            }
+            Frame::Sync { delta, digest } => {
+                self.joined.notify_waiters();
+                let r = self.receive_delta(delta).await;
+                let back = self.delta_for(digest);
+                r.map(|_| {
+                    if back.is_empty() {
+                        Vec::new()
+                    } else {
+                        self.delta_frames(back, Frame::Delta)
+                    }
+                })
+            }
+            Frame::Delta(delta) => self.receive_delta(delta).await.map(|_| Vec::new()),
+            other => {
+                return Err(format!(
+                    "unexpected {} frame from member {from}",
+                    crate::transport::frame_name(&other)
+                ))
+            }
+        };
+        result.map_err(|e| format!("while handling a frame from {from}: {e}"))
+    }
+
+    pub(crate) async fn handle_admin(self: &Arc<Self>, req: AdminRequest) -> AdminReply {
+        let node = Node {
+            inner: self.clone(),
+        };
+        match req {
+            AdminRequest::Members => AdminReply::Members(node.members()),
+            AdminRequest::Locate { actor } => {
+                let roster = self.roster.lock().unwrap();
+                AdminReply::Located(
+                    roster
+                        .locate(&actor)
+                        .iter()
+                        .filter_map(|id| roster.member(id))
+                        .collect(),
+                )
+            }
+            AdminRequest::AddActors { actors } | AdminRequest::RemoveActors { actors }
+                if actors.iter().any(|a| a.is_empty() || a.len() > 1024) =>
+            {
+                AdminReply::Error("actor names must be 1 to 1024 bytes".into())
+            }
+            AdminRequest::AddActors { actors } => {
+                let mut changed = Vec::new();
+                for a in actors {
+                    match node.register_actor(&a).await {
+                        Ok(true) => changed.push(a),
+                        Ok(false) => {}
+                        Err(e) => return AdminReply::Error(e.to_string()),
+                    }
+                }
+                AdminReply::ActorsChanged { changed }
+            }
+            AdminRequest::RemoveActors { actors } => {
+                let mut changed = Vec::new();
+                for a in actors {
+                    match node.unregister_actor(&a).await {
+                        Ok(true) => changed.push(a),
+                        Ok(false) => {}
+                        Err(e) => return AdminReply::Error(e.to_string()),
+                    }
+                }
+                AdminReply::ActorsChanged { changed }
+            }
+            AdminRequest::Status => AdminReply::Status(self.status()),
+        }
+    }
+
+    fn status(&self) -> Status {
+        let roster = self.roster.lock().unwrap();
+        let [alive, suspect, dead, left] = roster.count_by_state();
+        let incarnation = roster
+            .record(self.me())
+            .map_or(0, |r| r.liveness.incarnation);
+        drop(roster);
+        let wal = self.store.wal_stats();
+        Status {
+            node_id: self.me().clone(),
+            generation: self.identity.generation,
+            incarnation,
+            addr: self.addr.clone(),
+            cluster: self.config.transport.cluster.clone(),
+            alive,
+            suspect,
+            dead,
+            left,
+            connections: self.peers.len(),
+            wal_last_lsn: wal.last_lsn.load(Ordering::Relaxed),
+            wal_durable_lsn: wal.durable_lsn.load(Ordering::Relaxed),
+            wal_bytes_written: wal.bytes_written.load(Ordering::Relaxed),
+            fsync_policy: self.config.store.wal.policy.to_string(),
+            snapshot_lsn: self.store.meta().map(|m| m.snapshot_lsn).unwrap_or(0),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+
+    async fn compact_if_needed(self: Arc<Self>) -> Result<Option<CompactionReport>> {
+        if !self.store.needs_compaction() {
             return Ok(None);
         }
         self.compact().await.map(Some)
     }
 
-    pub async fn compact(&self) -> Result<CompactionReport> {
-        let node = self.clone();
+    async fn compact(self: Arc<Self>) -> Result<CompactionReport> {
         tokio::task::spawn_blocking(move || {
-            let shared = &node.shared;
-            shared
-                .store
-                .compact(|| shared.roster.lock().unwrap().clone())
+            self.store.compact(|| self.roster.lock().unwrap().clone())
         })
         .await
         .expect("compaction does not panic")
     }
+}
 
-    /// Runs the periodic compaction check until `stop` resolves.
-    pub async fn run_compaction(
-        &self,
-        every: Duration,
-        stop: impl std::future::Future<Output = ()>,
-    ) {
-        tokio::pin!(stop);
-        let mut tick = tokio::time::interval(every);
+/// Sends queued events to `fanout` random peers, a batching window after they arrive, until
+/// their retransmit budgets are spent.
+async fn flush_loop(inner: Arc<Inner>) {
+    let cfg = inner.config.gossip.clone();
+    loop {
+        tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            _ = inner.flush.notified() => {}
+        }
         loop {
             tokio::select! {
-                _ = &mut stop => return,
-                _ = tick.tick() => {
-                    if let Err(e) = self.compact_if_needed().await {
-                        tracing::error!(error = %e, "compaction failed");
-                    }
+                _ = inner.cancel.cancelled() => return,
+                _ = tokio::time::sleep(cfg.window) => {}
+            }
+            let targets = inner.gossip_targets(cfg.fanout);
+            let batch = {
+                let mut q = inner.broadcasts.lock().unwrap();
+                if q.is_empty() {
+                    break;
                 }
+                if targets.is_empty() {
+                    // Nobody to tell yet; keep the events until someone joins.
+                    break;
+                }
+                q.take_round(cfg.max_events_per_frame, targets.len() as u32)
+            };
+            for m in &targets {
+                inner.peers.send(&inner, m, Frame::Events(batch.clone()));
             }
         }
     }
+}
 
-    /// Syncs the WAL and releases the data dir. Other clones must be dropped first.
-    pub async fn shutdown(self) -> Result<()> {
-        let shared = Arc::try_unwrap(self.shared).map_err(|_| Error::StillShared)?;
-        tokio::task::spawn_blocking(move || shared.store.close())
-            .await
-            .expect("close does not panic")
+/// Digest exchange with one random peer per interval (jittered, so nodes do not sync up).
+async fn anti_entropy_loop(inner: Arc<Inner>) {
+    let every = inner.config.gossip.anti_entropy_interval;
+    loop {
+        let jitter = rand::thread_rng().gen_range(0.75..1.25);
+        tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            _ = tokio::time::sleep(every.mul_f64(jitter)) => {}
+        }
+        // Undelivered events wait for a peer: let the flusher retry them too.
+        if !inner.broadcasts.lock().unwrap().is_empty() {
+            inner.flush.notify_one();
+        }
+        if let Some(peer) = inner.gossip_targets(1).pop() {
+            inner
+                .peers
+                .send(&inner, &peer, Frame::Digest(inner.digest()));
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(dir: &std::path::Path) -> NodeConfig {
-        NodeConfig {
-            data_dir: dir.to_path_buf(),
-            advertise: "ws://127.0.0.1:7001".into(),
-            actors: vec!["boot".into()],
-            ..NodeConfig::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn register_locate_restart_and_leave_starts_a_new_generation() {
-        let dir = tempfile::tempdir().unwrap();
-        let (node, info) = Node::start(config(dir.path())).await.unwrap();
-        assert!(info.created);
-        let me = info.identity.id.clone();
-        assert!(node.register_actor("billing").await.unwrap());
-        assert!(
-            !node.register_actor("billing").await.unwrap(),
-            "already hosted"
-        );
-        assert_eq!(node.locate("billing"), vec![me.clone()]);
-        assert!(node.unregister_actor("boot").await.unwrap());
-        assert!(node.locate("boot").is_empty());
-        node.shutdown().await.unwrap();
-
-        // Restart: same identity, registered actors kept, `boot` re-added (it is a start actor).
-        let (node, info) = Node::start(config(dir.path())).await.unwrap();
-        assert!(!info.created);
-        assert_eq!(info.identity.id, me);
-        let member = node.members().into_iter().find(|m| m.id == me).unwrap();
-        assert_eq!(member.actors, vec!["billing", "boot"]);
-        let generation = node.generation();
-
-        // Recorded as left: the next start is a new generation with a fresh record.
-        let left = ClusterEvent::NodeLeft {
-            node: me.clone(),
-            generation,
-            incarnation: 0,
-        };
-        node.apply_and_log(vec![left]).await.unwrap();
-        node.shutdown().await.unwrap();
-        let (node, info) = Node::start(config(dir.path())).await.unwrap();
-        assert!(info.identity.generation > generation);
-        let member = node.members().into_iter().find(|m| m.id == me).unwrap();
-        assert_eq!(
-            (member.state, member.actors),
-            (crate::MemberState::Alive, vec!["boot".to_string()])
-        );
-        node.shutdown().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn compaction_runs_off_the_executor_and_keeps_the_roster() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = config(dir.path());
-        cfg.store.compact_after_records = 10;
-        let (node, _) = Node::start(cfg.clone()).await.unwrap();
-        for i in 0..25 {
-            node.register_actor(&format!("a{i}")).await.unwrap();
-        }
-        let report = node
-            .compact_if_needed()
-            .await
+/// Joins through the seeds (or, without seeds, the peers the data dir remembers): a digest to
+/// each, retried with backoff and jitter until one answers with a full sync.
+async fn join_loop(inner: Arc<Inner>) {
+    let mut seeds = inner.config.seeds.clone();
+    if seeds.is_empty() {
+        seeds = inner
+            .roster
+            .lock()
             .unwrap()
-            .expect("threshold passed");
-        assert_eq!(report.snapshot_lsn, 26);
-        assert!(node.compact_if_needed().await.unwrap().is_none());
-        let before = node.roster();
-        node.shutdown().await.unwrap();
-        let (node, info) = Node::start(cfg).await.unwrap();
-        assert_eq!(info.replayed, 0);
-        assert_eq!(node.roster(), before);
-        node.shutdown().await.unwrap();
+            .members()
+            .into_iter()
+            .filter(|m| m.id != *inner.me() && !m.state.is_tombstone())
+            .map(|m| m.addr)
+            .collect();
+        if seeds.is_empty() {
+            tracing::info!("no seeds and no remembered peers: this node starts a new cluster");
+            return;
+        }
+        tracing::info!(peers = seeds.len(), "rejoining through remembered peers");
+    }
+    seeds.retain(|s| *s != inner.addr);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let joined = inner.joined.notified();
+        tokio::pin!(joined);
+        joined.as_mut().enable();
+        for seed in &seeds {
+            inner
+                .peers
+                .dial_addr(&inner, seed, vec![Frame::Digest(inner.digest())]);
+        }
+        let wait = delay.mul_f64(rand::thread_rng().gen_range(0.8..1.2));
+        tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            _ = &mut joined => {
+                tracing::info!(members = inner.roster.lock().unwrap().members().len(), "joined the cluster");
+                return;
+            }
+            _ = tokio::time::sleep(wait) => {
+                tracing::debug!(?seeds, "no seed answered yet; retrying");
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn compaction_loop(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(inner.config.compaction_check);
+    loop {
+        tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = inner.clone().compact_if_needed().await {
+                    tracing::error!(error = %e, "compaction failed");
+                }
+            }
+        }
     }
 }

@@ -68,7 +68,12 @@ pub struct ActorEntry {
 }
 
 /// Everything known about one node (one generation of it).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Besides the content, a record keeps `known`: every owner version up to it has been seen
+/// (or superseded). Gossip can deliver versions out of order and lose some, so the highest
+/// version seen says nothing about completeness; anti-entropy digests carry `known`, and a
+/// peer sends everything above it. Equality compares content only.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub generation: Generation,
     /// Highest owner version seen in any entry of this generation.
@@ -80,7 +85,38 @@ pub struct NodeRecord {
     /// comparisons otherwise (measured: 2x slower replay). Unordered; views sort.
     pub actors: FastMap<String, ActorEntry>,
     pub liveness: Liveness,
+    /// All owner versions `<= known` are accounted for.
+    #[serde(default)]
+    pub known: Version,
+    /// Versions seen above `known + 1`, waiting for the gap to close. Bookkeeping only:
+    /// losing it costs a redundant resend, never correctness.
+    #[serde(skip)]
+    pending: BTreeSet<Version>,
 }
+
+impl PartialEq for NodeRecord {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            self.generation,
+            self.version,
+            &self.addr,
+            self.addr_version,
+            &self.actors,
+            self.liveness,
+        ) == (
+            o.generation,
+            o.version,
+            &o.addr,
+            o.addr_version,
+            &o.actors,
+            o.liveness,
+        )
+    }
+}
+impl Eq for NodeRecord {}
+
+/// Most out-of-order versions remembered per node before anti-entropy must close the gap.
+const MAX_PENDING: usize = 1024;
 
 impl NodeRecord {
     fn empty(generation: Generation) -> Self {
@@ -91,6 +127,33 @@ impl NodeRecord {
             addr_version: 0,
             actors: FastMap::default(),
             liveness: Liveness::INITIAL,
+            known: 0,
+            pending: BTreeSet::new(),
+        }
+    }
+
+    /// Accounts for owner version `v` (applied now, or already superseded).
+    fn note_version(&mut self, v: Version) {
+        self.version = self.version.max(v);
+        if v == self.known + 1 {
+            self.known = v;
+            while self.pending.remove(&(self.known + 1)) {
+                self.known += 1;
+            }
+        } else if v > self.known + 1 && self.pending.len() < MAX_PENDING {
+            self.pending.insert(v);
+        }
+    }
+
+    /// A peer sent everything it had above `since`, and it had all versions up to `upto`.
+    fn note_coverage(&mut self, since: Version, upto: Version) {
+        if self.known >= since && upto > self.known {
+            self.known = upto;
+            self.version = self.version.max(upto);
+            self.pending = self.pending.split_off(&(upto + 1));
+            while self.pending.remove(&(self.known + 1)) {
+                self.known += 1;
+            }
         }
     }
 
@@ -158,7 +221,8 @@ pub struct Member {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeDigest {
     pub generation: Generation,
-    pub version: Version,
+    /// The completeness watermark (`NodeRecord::known`), not the highest version seen.
+    pub known: Version,
     pub liveness: Liveness,
 }
 
@@ -263,7 +327,6 @@ impl Roster {
     fn merge_into(&mut self, event: &ClusterEvent) -> bool {
         let id = event.node();
         let rec = self.nodes.get_mut(id).expect("record exists");
-        let bump = |rec: &mut NodeRecord, v: Version| rec.version = rec.version.max(v);
         match event {
             ClusterEvent::NewNode {
                 version,
@@ -286,7 +349,7 @@ impl Roster {
                         }
                     }
                 }
-                bump(rec, *version);
+                rec.note_version(*version);
                 for actor in added {
                     self.index_insert(&actor, id);
                 }
@@ -299,7 +362,7 @@ impl Roster {
                     version: *version,
                     present,
                 };
-                bump(rec, *version);
+                rec.note_version(*version);
                 let was = match rec.actors.get_mut(actor.as_str()) {
                     Some(cur) if *cur >= entry => return false,
                     Some(cur) => std::mem::replace(cur, entry).present,
@@ -369,6 +432,24 @@ impl Roster {
             if hosts.is_empty() {
                 self.actor_index.remove(actor);
             }
+        }
+    }
+
+    /// Records that a peer's delta for `id` covered every owner version up to `upto` above
+    /// `since` (see [`NodeRecord`]). No effect on content.
+    pub fn note_coverage(
+        &mut self,
+        id: &NodeId,
+        generation: Generation,
+        since: Version,
+        upto: Version,
+    ) {
+        if let Some(rec) = self
+            .nodes
+            .get_mut(id)
+            .filter(|r| r.generation == generation)
+        {
+            rec.note_coverage(since, upto);
         }
     }
 
@@ -460,7 +541,7 @@ impl Roster {
                     id.clone(),
                     NodeDigest {
                         generation: r.generation,
-                        version: r.version,
+                        known: r.known,
                         liveness: r.liveness,
                     },
                 )
@@ -468,8 +549,9 @@ impl Roster {
             .collect()
     }
 
-    /// Events that bring a peer holding `(generation, version)` of `id` up to our record.
-    /// With `since = None` (the peer knows nothing or an older generation) the whole record.
+    /// Data events that bring a peer holding `(generation, known)` of `id` up to our record
+    /// (every entry above `known`). With `since = None` (the peer knows nothing, or an older
+    /// generation) the whole record, liveness included.
     pub fn events_since(
         &self,
         id: &NodeId,
@@ -512,11 +594,10 @@ impl Roster {
                 }
             });
         }
-        if out.is_empty() && since.is_some_and(|(g, _)| g == generation) {
-            // Data is current; liveness is compared separately by the caller's digest.
-            return out;
-        }
-        if rec.liveness != Liveness::INITIAL || out.is_empty() {
+        // A peer of the same generation compares liveness through its digest; a peer without
+        // the record needs it (and an empty record still says the node exists).
+        let full = since.is_none_or(|(g, _)| g != generation);
+        if full && (rec.liveness != Liveness::INITIAL || out.is_empty()) {
             out.push(Self::liveness_event(id, generation, rec.liveness));
         }
         out
@@ -890,7 +971,7 @@ mod tests {
             let mut peer = Roster::new();
             let digest = peer.digest();
             for (id, _) in r.iter_records() {
-                let since = digest.get(id).map(|d| (d.generation, d.version));
+                let since = digest.get(id).map(|d| (d.generation, d.known));
                 for e in r.events_since(id, since) {
                     peer.apply(&e);
                 }

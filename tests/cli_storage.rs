@@ -24,21 +24,34 @@ fn node_persists_identity_and_actors_across_restarts() {
     .unwrap();
     assert_eq!(node.stop(), 0, "SIGTERM exits 0");
 
+    // SIGTERM is a graceful leave, recorded durably.
     let roster = replay_json(dir.path());
     let me = member(&roster, "alpha");
     assert_eq!(me["actors"], serde_json::json!(["a", "b"]));
-    assert_eq!(me["state"], "alive");
-    let generation = me["generation"].clone();
+    assert_eq!(me["state"], "left");
+    let generation = me["generation"].as_u64().unwrap();
     let version = me["version"].as_u64().unwrap();
 
-    // Restart without --node-id: same id and generation, versions continue, actors kept.
+    // Restart without --node-id: same id; `left` is final for a generation, so a new one,
+    // whose versions continue from the old; registered actors kept.
     let node = NodeProc::start(dir.path(), &["--actor", "c", "--fsync", "always"]).unwrap();
-    assert_eq!(node.stop(), 0);
+    let mut node = node;
+    node.signal("KILL");
+    node.child.wait().unwrap();
     let roster = replay_json(dir.path());
     let me = member(&roster, "alpha");
     assert_eq!(me["actors"], serde_json::json!(["a", "b", "c"]));
-    assert_eq!(me["generation"], generation);
+    assert_eq!(me["state"], "alive");
+    let new_generation = me["generation"].as_u64().unwrap();
+    assert!(new_generation > generation);
     assert!(me["version"].as_u64().unwrap() > version);
+
+    // After a crash (no leave), the same generation continues.
+    let node = NodeProc::start(dir.path(), &[]).unwrap();
+    assert_eq!(node.stop(), 0);
+    let me = member(&replay_json(dir.path()), "alpha").clone();
+    assert_eq!(me["generation"].as_u64().unwrap(), new_generation);
+    assert_eq!(me["state"], "left");
 
     // A different --node-id on this dir is refused.
     let err = NodeProc::start(dir.path(), &["--node-id", "beta"])
@@ -56,16 +69,16 @@ fn node_persists_identity_and_actors_across_restarts() {
     assert_eq!(lines[0]["lsn"], 1);
     assert_eq!(lines[0]["kind"], "NewNode");
     assert_eq!(lines[0]["node"], "alpha");
-    assert!(lines
-        .iter()
-        .any(|l| l["kind"] == "ActorAdded" && l["actor"] == "c"));
+    assert_eq!(lines[1]["kind"], "NodeLeft");
+    assert_eq!(lines[2]["kind"], "NewNode");
+    assert_eq!(lines[2]["actors"], serde_json::json!(["a", "b", "c"]));
     let plain = stdout(&gossip_log(
         &["dump", "--from", "2", "--to", "2"],
         dir.path(),
     ));
     assert_eq!(plain.lines().count(), 1, "{plain}");
     assert!(
-        plain.contains("ActorAdded") && plain.contains("actor=c"),
+        plain.contains("NodeLeft") && plain.contains("node=alpha"),
         "{plain}"
     );
 }
@@ -138,7 +151,7 @@ fn node_dir(actors: &[&str]) -> tempfile::TempDir {
     }
     let node = NodeProc::start(dir.path(), &args).unwrap();
     assert_eq!(node.stop(), 0);
-    // Restarts add one record each, so the WAL holds several.
+    // Each run logs its announcement and, on SIGTERM, its leave: 8 records in all.
     for extra in ["x1", "x2", "x3"] {
         let node = NodeProc::start(dir.path(), &["--actor", extra]).unwrap();
         assert_eq!(node.stop(), 0);
@@ -162,7 +175,7 @@ fn verify_reports_clean_torn_and_corrupt_and_the_node_agrees() {
     let out = gossip_log(&["verify"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(
-        stdout(&out).starts_with("clean: 1 segments, 4 records"),
+        stdout(&out).starts_with("clean: 1 segments, 8 records"),
         "{}",
         stdout(&out)
     );
@@ -175,7 +188,7 @@ fn verify_reports_clean_torn_and_corrupt_and_the_node_agrees() {
     assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "torn");
-    assert_eq!(v["detail"]["lsn"], 4);
+    assert_eq!(v["detail"]["lsn"], 8);
     // The node cuts it (keeping a .broken copy) and starts; verify is clean again.
     let node = NodeProc::start(dir.path(), &[]).unwrap();
     assert!(
@@ -220,12 +233,12 @@ fn compact_then_replay_and_stats_agree() {
     let out = gossip_log(&["compact", "--json"], dir.path());
     assert!(out.status.success(), "{}", stderr(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["snapshot_lsn"], 4);
+    assert_eq!(report["snapshot_lsn"], 8);
     assert_eq!(replay_json(dir.path()), before);
     let stats: Value =
         serde_json::from_slice(&gossip_log(&["stats", "--json"], dir.path()).stdout).unwrap();
-    assert_eq!(stats["snapshot_lsn"], 4);
-    assert_eq!(stats["last_lsn"], 4);
+    assert_eq!(stats["snapshot_lsn"], 8);
+    assert_eq!(stats["last_lsn"], 8);
     assert_eq!(stats["node_id"], "n1");
     assert_eq!(stats["schema_version"], 1);
     // --upto before the snapshot still works while the WAL reaches back to LSN 1.

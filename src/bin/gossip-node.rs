@@ -1,4 +1,4 @@
-//! `gossip-node`: run a gossip-roster node in the foreground.
+//! `gossip-node`: run a gossip-roster node, or talk to a running one.
 
 /// mimalloc: recovery and merge are allocation-heavy, and glibc's arenas contend across the
 /// WAL reader and apply threads (measured: ~30% of replay time in malloc/free).
@@ -6,31 +6,59 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
+use gossip_roster::admin;
+use gossip_roster::message::{AdminReply, AdminRequest};
 use gossip_roster::store::{FsyncPolicy, StoreConfig, WalConfig};
-use gossip_roster::{Node, NodeConfig, NodeId};
+use gossip_roster::transport::TransportConfig;
+use gossip_roster::{GossipConfig, Member, Node, NodeConfig, NodeId};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "gossip-node", version, about = "Run a gossip-roster node")]
+#[command(
+    name = "gossip-node",
+    version,
+    about = "Run a gossip-roster node, or ask a running one (members, actors, locate, status)",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args, Debug)]
 struct RunArgs {
     /// Where the node keeps its WAL, snapshot and identity (created if missing).
-    #[arg(long)]
-    data_dir: PathBuf,
+    #[arg(long, required = true)]
+    data_dir: Option<PathBuf>,
     /// Address to listen on, HOST:PORT (port 0 picks a free one).
-    #[arg(long)]
-    listen: String,
+    #[arg(long, required = true)]
+    listen: Option<String>,
     /// Address others dial; default ws://<listen>.
     #[arg(long)]
     advertise: Option<String>,
     /// Node id; default: generated once, then persisted in the data dir.
     #[arg(long)]
     node_id: Option<String>,
+    /// Any member to join through, ws://HOST:PORT (repeatable). Not needed once the data
+    /// dir knows peers.
+    #[arg(long = "seed", value_name = "URL")]
+    seeds: Vec<String>,
     /// An actor this node hosts from the start (repeatable).
     #[arg(long = "actor", value_name = "NAME")]
     actors: Vec<String>,
+    /// Cluster name: peers of another cluster are refused.
+    #[arg(long, default_value = "default")]
+    cluster: String,
+    /// File holding the shared secret peers and admin clients must prove.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
     /// Durability of the WAL: always (fsync per batch), batch (fsync at most every
     /// --fsync-interval-ms), never (the OS decides).
     #[arg(long, default_value = "batch")]
@@ -38,6 +66,21 @@ struct RunArgs {
     /// Longest wait for an fsync under --fsync batch.
     #[arg(long, default_value_t = 5)]
     fsync_interval_ms: u64,
+    /// Batching window of gossip: how long a new event waits for company.
+    #[arg(long, default_value_t = 2)]
+    gossip_window_ms: u64,
+    /// Peers each gossip round goes to.
+    #[arg(long, default_value_t = 3)]
+    fanout: usize,
+    /// Interval of anti-entropy (digest exchange with one random peer).
+    #[arg(long, default_value_t = 500)]
+    anti_entropy_ms: u64,
+    /// Largest frame accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_frame_bytes: usize,
+    /// Most inbound connections at once.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
     /// Start a new WAL segment past this many bytes.
     #[arg(long, default_value_t = 64 << 20)]
     segment_bytes: u64,
@@ -49,14 +92,72 @@ struct RunArgs {
     compact_bytes: u64,
 }
 
+#[derive(Args, Debug)]
+struct Conn {
+    /// The node to ask, ws://HOST:PORT.
+    #[arg(long)]
+    connect: String,
+    /// Secret file, when the node has one.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the roster a node sees.
+    Members {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register or remove actors on a node (durable before it returns).
+    Actors {
+        #[command(subcommand)]
+        op: ActorsOp,
+    },
+    /// Which live nodes host an actor.
+    Locate {
+        #[command(flatten)]
+        conn: Conn,
+        actor: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Node id, generation, incarnation, member counts, WAL and snapshot figures, uptime.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ActorsOp {
+    Add {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    Remove {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = RunArgs::parse();
+    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,7 +168,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let result = match cli.command {
+        None => runtime.block_on(run(cli.run)),
+        Some(cmd) => runtime.block_on(admin_command(cmd)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gossip-node: {e:#}");
@@ -79,19 +184,34 @@ fn main() -> ExitCode {
 async fn run(args: RunArgs) -> Result<()> {
     // Signal handlers first: a SIGTERM that arrives during start-up still stops us cleanly.
     let stop = shutdown_signal()?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let local = listener.local_addr()?;
-    let advertise = args
-        .advertise
-        .clone()
-        .unwrap_or_else(|| format!("ws://{local}"));
+    let data_dir = args.data_dir.expect("required by clap");
+    let secret = args
+        .secret_file
+        .as_deref()
+        .map(admin::read_secret)
+        .transpose()?;
+    for seed in &args.seeds {
+        gossip_roster::transport::host_port(seed).with_context(|| format!("--seed {seed}"))?;
+    }
     let config = NodeConfig {
-        data_dir: args.data_dir.clone(),
-        advertise: advertise.clone(),
-        node_id: args.node_id.clone().map(NodeId::new),
-        actors: args.actors.clone(),
+        data_dir: data_dir.clone(),
+        listen: args.listen.expect("required by clap"),
+        advertise: args.advertise,
+        node_id: args.node_id.map(NodeId::new),
+        actors: args.actors,
+        seeds: args.seeds,
+        transport: TransportConfig {
+            cluster: args.cluster,
+            secret: secret.map(Arc::new),
+            max_frame_bytes: args.max_frame_bytes,
+            ..TransportConfig::default()
+        },
+        gossip: GossipConfig {
+            window: Duration::from_millis(args.gossip_window_ms),
+            fanout: args.fanout.max(1),
+            anti_entropy_interval: Duration::from_millis(args.anti_entropy_ms.max(1)),
+            ..GossipConfig::default()
+        },
         store: StoreConfig {
             wal: WalConfig {
                 policy: args.fsync,
@@ -102,39 +222,30 @@ async fn run(args: RunArgs) -> Result<()> {
             compact_after_records: args.compact_records,
             compact_after_bytes: args.compact_bytes,
         },
+        max_connections: args.max_connections,
         ..NodeConfig::default()
     };
+    let fsync = config.store.wal.policy;
     let (node, info) = Node::start(config)
         .await
-        .with_context(|| format!("cannot open data dir {}", args.data_dir.display()))?;
+        .with_context(|| format!("cannot start on data dir {}", data_dir.display()))?;
     tracing::info!(
         node = %info.identity.id,
         generation = info.identity.generation,
-        listen = %local,
-        advertise = %advertise,
+        listen = %info.listen,
+        advertise = %info.addr,
         new_data_dir = info.created,
         members = info.recovered_members,
         replayed = info.replayed,
         last_lsn = info.last_lsn,
-        fsync = %args.fsync,
+        %fsync,
         "node started"
     );
-    // The gossip protocol over this port is not served yet: connections are closed at once
-    // rather than left hanging.
-    let accept = async move {
-        loop {
-            if let Ok((stream, peer)) = listener.accept().await {
-                tracing::debug!(%peer, "closing connection: gossip is not served by this build yet");
-                drop(stream);
-            }
-        }
-    };
-    let compaction = node.run_compaction(Duration::from_secs(1), stop);
-    tokio::select! {
-        _ = compaction => {}
-        _ = accept => {}
+    stop.await;
+    tracing::info!("leaving the cluster");
+    if let Err(e) = node.leave().await {
+        tracing::warn!(error = %e, "could not announce the leave");
     }
-    tracing::info!("shutting down: syncing the WAL");
     node.shutdown().await.context("shutdown")?;
     tracing::info!("stopped");
     Ok(())
@@ -151,4 +262,117 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
             _ = term.recv() => {}
         }
     })
+}
+
+async fn ask(conn: &Conn, req: AdminRequest) -> Result<AdminReply> {
+    let secret = conn
+        .secret_file
+        .as_deref()
+        .map(admin::read_secret)
+        .transpose()?;
+    admin::request(&conn.connect, secret, req)
+        .await
+        .with_context(|| format!("asking {}", conn.connect))
+}
+
+fn print_members(members: &[Member], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(members)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<28} {:<8} {:>5}  ACTORS",
+        "ID", "ADDR", "STATE", "INC"
+    );
+    for m in members {
+        println!(
+            "{:<20} {:<28} {:<8} {:>5}  {}",
+            m.id.as_str(),
+            m.addr,
+            m.state.as_str(),
+            m.incarnation,
+            m.actors.join(",")
+        );
+    }
+    Ok(())
+}
+
+async fn admin_command(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Members { conn, json } => match ask(&conn, AdminRequest::Members).await? {
+            AdminReply::Members(m) => print_members(&m, json),
+            other => unexpected(other),
+        },
+        Command::Locate { conn, actor, json } => {
+            match ask(&conn, AdminRequest::Locate { actor }).await? {
+                AdminReply::Located(m) => print_members(&m, json),
+                other => unexpected(other),
+            }
+        }
+        Command::Actors { op } => {
+            let (conn, req, verb) = match op {
+                ActorsOp::Add { conn, names } => (
+                    conn,
+                    AdminRequest::AddActors {
+                        actors: names.clone(),
+                    },
+                    ("added", names),
+                ),
+                ActorsOp::Remove { conn, names } => (
+                    conn,
+                    AdminRequest::RemoveActors {
+                        actors: names.clone(),
+                    },
+                    ("removed", names),
+                ),
+            };
+            match ask(&conn, req).await? {
+                AdminReply::ActorsChanged { changed } => {
+                    let (word, names) = verb;
+                    for n in &names {
+                        if changed.contains(n) {
+                            println!("{word} {n}");
+                        } else {
+                            println!(
+                                "unchanged {n} (already {})",
+                                if word == "added" { "hosted" } else { "absent" }
+                            );
+                        }
+                    }
+                    Ok(())
+                }
+                other => unexpected(other),
+            }
+        }
+        Command::Status { conn, json } => match ask(&conn, AdminRequest::Status).await? {
+            AdminReply::Status(s) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&s)?);
+                } else {
+                    println!(
+                        "node          {} (generation {}, incarnation {})",
+                        s.node_id, s.generation, s.incarnation
+                    );
+                    println!("address       {} in cluster {:?}", s.addr, s.cluster);
+                    println!(
+                        "members       {} alive, {} suspect, {} dead, {} left",
+                        s.alive, s.suspect, s.dead, s.left
+                    );
+                    println!("connections   {}", s.connections);
+                    println!(
+                        "wal           last LSN {}, durable LSN {}, {} bytes written, fsync {}",
+                        s.wal_last_lsn, s.wal_durable_lsn, s.wal_bytes_written, s.fsync_policy
+                    );
+                    println!("snapshot      LSN {}", s.snapshot_lsn);
+                    println!("uptime        {:.1} s", s.uptime_ms as f64 / 1000.0);
+                }
+                Ok(())
+            }
+            other => unexpected(other),
+        },
+    }
+}
+
+fn unexpected(reply: AdminReply) -> Result<()> {
+    anyhow::bail!("unexpected reply from the node: {reply:?}")
 }

@@ -63,10 +63,26 @@ impl Snapshot {
     }
 
     fn open_at(dir: &Path, copy: Option<tempfile::TempDir>) -> Result<Snapshot> {
-        let db = sled::Config::new()
+        // No background flusher: the WAL makes changes durable and snapshots are flushed
+        // explicitly, and without that thread a closed database lets go of its file at once.
+        let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::LowSpace)
-            .open()?;
+            .flush_every_ms(None);
+        // Our DIR/LOCK already excludes other processes; sled's own file lock can still be
+        // held for a moment by a database of this process that is being dropped.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock") && attempts < 200 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
         Ok(Snapshot {
             dir: dir.to_path_buf(),
             meta: db.open_tree("meta")?,

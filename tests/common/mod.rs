@@ -15,6 +15,8 @@ pub struct NodeProc {
     pub child: Child,
     pub stderr: mpsc::Receiver<String>,
     pub lines: Vec<String>,
+    /// The address it advertises (from its "node started" line).
+    pub addr: String,
 }
 
 impl NodeProc {
@@ -22,14 +24,23 @@ impl NodeProc {
     /// Without `--advertise` in `extra`, a fixed one is used so that restarts on a new free
     /// port do not re-announce the address (storage tests count records).
     pub fn start(dir: &Path, extra: &[&str]) -> Result<NodeProc, String> {
-        let mut cmd = Command::new(NODE);
-        cmd.arg("--data-dir")
-            .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra);
-        if !extra.contains(&"--advertise") {
-            cmd.args(["--advertise", "ws://127.0.0.1:7000"]);
+        if extra.contains(&"--advertise") {
+            Self::start_net(dir, extra)
+        } else {
+            let mut args = extra.to_vec();
+            args.extend(["--advertise", "ws://127.0.0.1:7000"]);
+            Self::start_net(dir, &args)
         }
+    }
+
+    /// Starts a node on a free loopback port, advertising its real address.
+    pub fn start_net(dir: &Path, extra: &[&str]) -> Result<NodeProc, String> {
+        let mut cmd = Command::new(NODE);
+        cmd.arg("--data-dir").arg(dir);
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(extra);
         let mut child = cmd
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -50,9 +61,17 @@ impl NodeProc {
             child,
             stderr: rx,
             lines: Vec::new(),
+            addr: String::new(),
         };
         match node.wait_for("node started") {
-            Ok(_) => Ok(node),
+            Ok(line) => {
+                node.addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("advertise="))
+                    .unwrap_or_default()
+                    .to_owned();
+                Ok(node)
+            }
             Err(_) => {
                 let _ = node.child.kill();
                 let _ = node.child.wait();
@@ -129,4 +148,35 @@ pub fn replay_json(dir: &Path) -> serde_json::Value {
     let out = gossip_log(&["replay", "--json"], dir);
     assert!(out.status.success(), "replay failed: {}", stderr(&out));
     serde_json::from_slice(&out.stdout).expect("replay --json is JSON")
+}
+
+/// Runs `gossip-node <args>` (an admin subcommand) and returns its output.
+pub fn admin(args: &[&str]) -> Output {
+    Command::new(NODE)
+        .args(args)
+        .output()
+        .expect("run gossip-node")
+}
+
+/// `gossip-node members --json` of the node at `addr`, or `None` if it did not answer.
+pub fn members(addr: &str, extra: &[&str]) -> Option<serde_json::Value> {
+    let mut args = vec!["members", "--connect", addr, "--json"];
+    args.extend(extra);
+    let out = admin(&args);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// Polls `check` every 20 ms until it holds; gives up after 60 s (a bound so that a bug fails
+/// the test instead of hanging it, not a timing assertion).
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never happened: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

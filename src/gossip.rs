@@ -1,0 +1,232 @@
+//! Dissemination decisions, pure: the broadcast queue with retransmit budgets, the choice of
+//! gossip targets, and what a peer lacks according to its digest.
+//!
+//! Only events that changed our roster enter the queue (the dedup that stops storms). Each
+//! gets a budget of about `mult * ceil(log2(N + 1))` sends, spent `fanout` at a time on
+//! random peers; what gossip misses, anti-entropy (digest exchange) repairs.
+
+use crate::event::{ClusterEvent, Generation, NodeId, Version};
+use crate::roster::{NodeDigest, Roster};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Sends an event gets in a cluster of `n` members: `mult * ceil(log2(n + 1))`.
+pub fn retransmit_budget(mult: u32, n: usize) -> u32 {
+    let rounds = usize::BITS - n.leading_zeros(); // ceil(log2(n + 1))
+    mult * rounds.max(1)
+}
+
+/// Events waiting to be gossiped, each with the sends it has left.
+#[derive(Debug, Default)]
+pub struct Broadcasts {
+    queue: VecDeque<(ClusterEvent, u32)>,
+}
+
+impl Broadcasts {
+    pub fn push(&mut self, event: ClusterEvent, budget: u32) {
+        // The same event again (a duplicate that still changed nothing) only refreshes it.
+        if let Some(slot) = self.queue.iter_mut().find(|(e, _)| *e == event) {
+            slot.1 = slot.1.max(budget);
+            return;
+        }
+        self.queue.push_back((event, budget));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Up to `max` events for one round to `targets` peers; each is charged `targets` sends
+    /// and dropped once its budget is spent. Fresher events (larger budget) go first.
+    pub fn take_round(&mut self, max: usize, targets: u32) -> Vec<ClusterEvent> {
+        let mut order: Vec<usize> = (0..self.queue.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.queue[i].1));
+        order.truncate(max);
+        let batch: Vec<ClusterEvent> = order.iter().map(|&i| self.queue[i].0.clone()).collect();
+        for &i in &order {
+            self.queue[i].1 = self.queue[i].1.saturating_sub(targets.max(1));
+        }
+        self.queue.retain(|(_, left)| *left > 0);
+        batch
+    }
+}
+
+/// Up to `fanout` distinct random peers out of `candidates`.
+pub fn choose_peers<T: Clone>(rng: &mut impl Rng, candidates: &[T], fanout: usize) -> Vec<T> {
+    candidates.choose_multiple(rng, fanout).cloned().collect()
+}
+
+/// "I sent you every entry of `node` above `since`, and I had all versions up to `upto`":
+/// lets the receiver advance its completeness watermark (see `NodeRecord::known`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coverage {
+    pub node: NodeId,
+    pub generation: Generation,
+    pub since: Version,
+    pub upto: Version,
+}
+
+/// What a peer lacks according to its digest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    pub events: Vec<ClusterEvent>,
+    pub covers: Vec<Coverage>,
+}
+
+impl Delta {
+    /// Applies the delta: events first, then coverage. Returns the events that changed `roster`.
+    pub fn apply_to(&self, roster: &mut Roster) -> Vec<ClusterEvent> {
+        let changed = self
+            .events
+            .iter()
+            .filter(|e| roster.apply(e) == crate::roster::Applied::Changed)
+            .cloned()
+            .collect();
+        for c in &self.covers {
+            roster.note_coverage(&c.node, c.generation, c.since, c.upto);
+        }
+        changed
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.covers.is_empty()
+    }
+}
+
+/// Brings a peer whose digest is `theirs` up to our roster: every entry above its watermark,
+/// our liveness where it takes precedence, and coverage so its watermark can advance.
+pub fn delta_for(roster: &Roster, theirs: &BTreeMap<NodeId, NodeDigest>) -> Delta {
+    let mut delta = Delta::default();
+    for (id, rec) in roster.iter_records() {
+        let since = match theirs.get(id) {
+            Some(d) if d.generation > rec.generation => continue,
+            Some(d) if d.generation == rec.generation => {
+                if rec.liveness.beats(d.liveness) {
+                    delta
+                        .events
+                        .push(Roster::liveness_event(id, rec.generation, rec.liveness));
+                }
+                if rec.version <= d.known {
+                    continue;
+                }
+                delta
+                    .events
+                    .extend(roster.events_since(id, Some((d.generation, d.known))));
+                d.known
+            }
+            _ => {
+                delta.events.extend(roster.events_since(id, None));
+                0
+            }
+        };
+        if rec.known > since {
+            delta.covers.push(Coverage {
+                node: id.clone(),
+                generation: rec.generation,
+                since,
+                upto: rec.known,
+            });
+        }
+    }
+    delta
+}
+
+/// Splits events into frames of at most `max_events` each (keeps frames under the size cap).
+pub fn chunks(events: Vec<ClusterEvent>, max_events: usize) -> Vec<Vec<ClusterEvent>> {
+    let mut out = Vec::new();
+    let mut it = events.into_iter().peekable();
+    while it.peek().is_some() {
+        out.push(it.by_ref().take(max_events.max(1)).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roster::Applied;
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+
+    fn ev(n: u64) -> ClusterEvent {
+        ClusterEvent::NodeAlive {
+            node: NodeId::new("x"),
+            generation: 1,
+            incarnation: n,
+        }
+    }
+
+    #[test]
+    fn budget_grows_with_log_n() {
+        assert_eq!(retransmit_budget(3, 1), 3);
+        assert_eq!(retransmit_budget(3, 5), 9);
+        assert_eq!(retransmit_budget(3, 50), 18);
+        assert_eq!(retransmit_budget(3, 1000), 30);
+    }
+
+    #[test]
+    fn queue_spends_budgets_and_drops_spent_events() {
+        let mut q = Broadcasts::default();
+        q.push(ev(1), 6);
+        q.push(ev(2), 3);
+        assert_eq!(q.take_round(10, 3), vec![ev(1), ev(2)]);
+        assert_eq!(q.take_round(10, 3), vec![ev(1)]);
+        assert!(q.is_empty());
+        q.push(ev(1), 3);
+        q.push(ev(1), 9);
+        assert_eq!(q.len(), 1, "a duplicate refreshes, never doubles");
+    }
+
+    #[test]
+    fn peers_are_distinct_and_bounded() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let c: Vec<u32> = (0..10).collect();
+        let mut p = choose_peers(&mut rng, &c, 3);
+        p.sort();
+        p.dedup();
+        assert_eq!(p.len(), 3);
+        assert_eq!(choose_peers(&mut rng, &c[..2], 3).len(), 2);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::with_cases(256) })]
+
+        /// Two rosters that exchange deltas both ways end equal (anti-entropy converges).
+        #[test]
+        fn push_pull_converges(a_events in prop::collection::vec(0u64..40, 0..30), b_events in prop::collection::vec(0u64..40, 0..30)) {
+            let mk = |seeds: &[u64]| {
+                let mut r = Roster::new();
+                for &s in seeds {
+                    let node = NodeId::new(format!("n{}", s % 4));
+                    let e = match s % 5 {
+                        0 => ClusterEvent::NodeSuspected { node, generation: 1 + s % 2, incarnation: s % 3 },
+                        1 => ClusterEvent::NewNode { node, generation: 1 + s % 2, version: s, addr: format!("ws://h:{s}"), actors: Default::default() },
+                        2 => ClusterEvent::ActorRemoved { node, generation: 1 + s % 2, version: s, actor: format!("a{}", s % 3) },
+                        3 => ClusterEvent::NodeDead { node, generation: 1 + s % 2, incarnation: s % 4 },
+                        _ => ClusterEvent::ActorAdded { node, generation: 1 + s % 2, version: s, actor: format!("a{}", s % 3) },
+                    };
+                    r.apply(&e);
+                }
+                r
+            };
+            // Versions are derived from s, so one owner never writes two values at one version.
+            let mut a = mk(&a_events);
+            let mut b = mk(&b_events);
+            let to_b = delta_for(&a, &b.digest());
+            let to_a = delta_for(&b, &a.digest());
+            to_b.apply_to(&mut b);
+            to_a.apply_to(&mut a);
+            prop_assert_eq!(&a, &b);
+            // And once equal, another round changes nothing. (Entries above a watermark are
+            // resent until someone complete, such as the owner, closes the gap.)
+            prop_assert!(delta_for(&a, &b.digest()).apply_to(&mut b).is_empty());
+            let _ = Applied::Stale;
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! WebSocket transport: dial, accept, the handshake, and framed send/receive with limits.
+//!
+//! Handshake (both sides time-bounded by `handshake_timeout`):
+//! 1. dialer -> listener: `Hello { protocol, cluster, role, nonce_d }`
+//! 2. listener checks protocol and cluster, answers `Hello { .., nonce_l,
+//!    proof = HMAC(secret, "listener" | nonce_d | nonce_l) }` (or `Reject`)
+//! 3. dialer checks the same and the proof, answers `Proof { HMAC(secret, "dialer" | nonce_l |
+//!    nonce_d) }`; the listener checks it and rejects a wrong one.
+//!
+//! Without a secret the proofs are empty; a side with a secret never accepts an empty one, so
+//! a node with a secret and one without refuse each other. The secret is never logged.
+
+use crate::message::{Frame, Role, PROTOCOL_VERSION};
+use futures_util::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Limits and credentials shared by every connection of a node.
+#[derive(Clone)]
+pub struct TransportConfig {
+    pub cluster: String,
+    pub secret: Option<Arc<Vec<u8>>>,
+    /// Largest frame accepted (and sent); bigger ones close the connection.
+    pub max_frame_bytes: usize,
+    pub handshake_timeout: Duration,
+    /// A connection with nothing received for this long is closed.
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportConfig")
+            .field("cluster", &self.cluster)
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish()
+    }
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            cluster: "default".into(),
+            secret: None,
+            max_frame_bytes: 1 << 20,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl TransportConfig {
+    fn ws_config(&self) -> WebSocketConfig {
+        WebSocketConfig {
+            max_message_size: Some(self.max_frame_bytes),
+            max_frame_size: Some(self.max_frame_bytes),
+            ..WebSocketConfig::default()
+        }
+    }
+
+    fn prove(&self, label: &[u8], first: &[u8; 32], second: &[u8; 32]) -> Vec<u8> {
+        match &self.secret {
+            None => Vec::new(),
+            Some(secret) => {
+                let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
+                mac.update(label);
+                mac.update(first);
+                mac.update(second);
+                mac.finalize().into_bytes().to_vec()
+            }
+        }
+    }
+
+    fn check(&self, label: &[u8], first: &[u8; 32], second: &[u8; 32], proof: &[u8]) -> bool {
+        match &self.secret {
+            None => proof.is_empty(),
+            Some(secret) => {
+                let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
+                mac.update(label);
+                mac.update(first);
+                mac.update(second);
+                mac.verify_slice(proof).is_ok()
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("websocket: {0}")]
+    Ws(Box<tokio_tungstenite::tungstenite::Error>),
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    #[error("refused by the other side: {0}")]
+    Rejected(String),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("authentication failed: {0}")]
+    Auth(&'static str),
+    #[error("connection closed")]
+    Closed,
+    #[error("bad address {0:?}: expected ws://HOST:PORT")]
+    BadAddress(String),
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for TransportError {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        TransportError::Ws(Box::new(e))
+    }
+}
+
+/// `ws://host:port` -> `host:port`.
+pub fn host_port(addr: &str) -> Result<&str, TransportError> {
+    let rest = addr
+        .strip_prefix("ws://")
+        .ok_or_else(|| TransportError::BadAddress(addr.to_owned()))?;
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || !rest.contains(':') || rest.contains('/') {
+        return Err(TransportError::BadAddress(addr.to_owned()));
+    }
+    Ok(rest)
+}
+
+/// Sends one frame.
+pub async fn send(ws: &mut Ws, frame: &Frame) -> Result<(), TransportError> {
+    ws.send(Message::Binary(frame.encode())).await?;
+    Ok(())
+}
+
+/// Receives the next frame; `Ok(None)` when the other side closed.
+pub async fn recv<S>(stream: &mut S) -> Result<Option<Frame>, TransportError>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match stream.next().await {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(Message::Binary(bytes))) => {
+                return Frame::decode(&bytes)
+                    .map(Some)
+                    .map_err(|e| TransportError::Protocol(format!("undecodable frame: {e}")))
+            }
+            Some(Ok(Message::Close(_))) => return Ok(None),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Text(_))) => {
+                return Err(TransportError::Protocol(
+                    "text frame (only binary frames are spoken)".into(),
+                ))
+            }
+        }
+    }
+}
+
+fn nonce() -> [u8; 32] {
+    rand::random()
+}
+
+async fn reject(ws: &mut Ws, reason: String) -> TransportError {
+    let _ = send(
+        ws,
+        &Frame::Reject {
+            reason: reason.clone(),
+        },
+    )
+    .await;
+    let _ = ws.close(None).await;
+    TransportError::Rejected(reason)
+}
+
+/// Admin clients need not know the cluster name (the secret still applies to them).
+fn check_hello(
+    cfg: &TransportConfig,
+    protocol: u32,
+    cluster: &str,
+    admin: bool,
+) -> Result<(), String> {
+    if protocol != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {protocol} is not ours ({PROTOCOL_VERSION})"
+        ));
+    }
+    if !admin && cluster != cfg.cluster {
+        return Err(format!(
+            "cluster mismatch: this node is in {:?}, the peer in {cluster:?}",
+            cfg.cluster
+        ));
+    }
+    Ok(())
+}
+
+/// Server side: upgrade to WebSocket and run the handshake. Returns the peer's role.
+pub async fn accept(
+    stream: TcpStream,
+    me: &Role,
+    cfg: &TransportConfig,
+) -> Result<(Ws, Role), TransportError> {
+    let _ = stream.set_nodelay(true);
+    tokio::time::timeout(cfg.handshake_timeout, async {
+        let mut ws =
+            tokio_tungstenite::accept_async_with_config(stream, Some(cfg.ws_config())).await?;
+        let (role, their_nonce) = match recv(&mut ws).await? {
+            Some(Frame::Hello {
+                protocol,
+                cluster,
+                role,
+                nonce,
+                ..
+            }) => {
+                if let Err(reason) = check_hello(cfg, protocol, &cluster, role == Role::Admin) {
+                    return Err(reject(&mut ws, reason).await);
+                }
+                (role, nonce)
+            }
+            Some(other) => {
+                return Err(reject(
+                    &mut ws,
+                    format!("expected Hello, got {}", frame_name(&other)),
+                )
+                .await)
+            }
+            None => return Err(TransportError::Closed),
+        };
+        let my_nonce = nonce();
+        let proof = cfg.prove(b"listener", &their_nonce, &my_nonce);
+        send(
+            &mut ws,
+            &Frame::Hello {
+                protocol: PROTOCOL_VERSION,
+                cluster: cfg.cluster.clone(),
+                role: me.clone(),
+                nonce: my_nonce,
+                proof,
+            },
+        )
+        .await?;
+        match recv(&mut ws).await? {
+            Some(Frame::Proof { proof })
+                if cfg.check(b"dialer", &my_nonce, &their_nonce, &proof) =>
+            {
+                Ok((ws, role))
+            }
+            Some(Frame::Proof { .. }) => {
+                let _ = reject(
+                    &mut ws,
+                    "authentication failed (wrong or missing cluster secret)".into(),
+                )
+                .await;
+                Err(TransportError::Auth(
+                    "the peer's proof does not match our secret",
+                ))
+            }
+            Some(Frame::Reject { reason }) => Err(TransportError::Rejected(reason)),
+            Some(other) => Err(reject(
+                &mut ws,
+                format!("expected Proof, got {}", frame_name(&other)),
+            )
+            .await),
+            None => Err(TransportError::Closed),
+        }
+    })
+    .await
+    .map_err(|_| TransportError::Timeout("handshake"))?
+}
+
+/// Client side: connect to `addr` (`ws://host:port`) and run the handshake.
+pub async fn dial(
+    addr: &str,
+    me: &Role,
+    cfg: &TransportConfig,
+) -> Result<(Ws, Role), TransportError> {
+    let target = host_port(addr)?;
+    let stream = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(target))
+        .await
+        .map_err(|_| TransportError::Timeout("connect"))??;
+    let _ = stream.set_nodelay(true);
+    tokio::time::timeout(cfg.handshake_timeout, async {
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(
+            format!("ws://{target}/"),
+            stream,
+            Some(cfg.ws_config()),
+        )
+        .await?;
+        let my_nonce = nonce();
+        send(
+            &mut ws,
+            &Frame::Hello {
+                protocol: PROTOCOL_VERSION,
+                cluster: cfg.cluster.clone(),
+                role: me.clone(),
+                nonce: my_nonce,
+                proof: Vec::new(),
+            },
+        )
+        .await?;
+        match recv(&mut ws).await? {
+            Some(Frame::Hello {
+                protocol,
+                cluster,
+                role,
+                nonce: their_nonce,
+                proof,
+            }) => {
+                if let Err(reason) = check_hello(cfg, protocol, &cluster, *me == Role::Admin) {
+                    return Err(reject(&mut ws, reason).await);
+                }
+                if !cfg.check(b"listener", &my_nonce, &their_nonce, &proof) {
+                    let _ = reject(
+                        &mut ws,
+                        "authentication failed (wrong or missing cluster secret)".into(),
+                    )
+                    .await;
+                    return Err(TransportError::Auth(
+                        "the listener's proof does not match our secret",
+                    ));
+                }
+                let proof = cfg.prove(b"dialer", &their_nonce, &my_nonce);
+                send(&mut ws, &Frame::Proof { proof }).await?;
+                Ok((ws, role))
+            }
+            Some(Frame::Reject { reason }) => Err(TransportError::Rejected(reason)),
+            Some(other) => Err(reject(
+                &mut ws,
+                format!("expected Hello, got {}", frame_name(&other)),
+            )
+            .await),
+            None => Err(TransportError::Closed),
+        }
+    })
+    .await
+    .map_err(|_| TransportError::Timeout("handshake"))?
+}
+
+pub fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Hello { .. } => "Hello",
+        Frame::Proof { .. } => "Proof",
+        Frame::Reject { .. } => "Reject",
+        Frame::Events(_) => "Events",
+        Frame::Digest(_) => "Digest",
+        Frame::Sync { .. } => "Sync",
+        Frame::Delta(_) => "Delta",
+        Frame::Admin(_) => "Admin",
+        Frame::AdminReply(_) => "AdminReply",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::NodeId;
+
+    fn member(id: &str) -> Role {
+        Role::Member {
+            id: NodeId::new(id),
+            generation: 1,
+            addr: format!("ws://{id}"),
+        }
+    }
+
+    fn cfg(cluster: &str, secret: Option<&str>) -> TransportConfig {
+        TransportConfig {
+            cluster: cluster.into(),
+            secret: secret.map(|s| Arc::new(s.as_bytes().to_vec())),
+            ..TransportConfig::default()
+        }
+    }
+
+    /// Runs one handshake over loopback; returns both sides' results.
+    async fn handshake(
+        server: TransportConfig,
+        client: TransportConfig,
+    ) -> (Result<Role, String>, Result<Role, String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("ws://{}", listener.local_addr().unwrap());
+        let srv = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let r = accept(stream, &member("server"), &server).await;
+            r.map(|(mut ws, role)| {
+                tokio::spawn(async move { while let Ok(Some(_)) = recv(&mut ws).await {} });
+                role
+            })
+            .map_err(|e| e.to_string())
+        });
+        let c = dial(&addr, &member("client"), &client)
+            .await
+            .map(|(_, role)| role)
+            .map_err(|e| e.to_string());
+        (srv.await.unwrap(), c)
+    }
+
+    #[tokio::test]
+    async fn same_cluster_and_secret_connect() {
+        let (s, c) = handshake(cfg("a", Some("k")), cfg("a", Some("k"))).await;
+        assert_eq!(s.unwrap(), member("client"));
+        assert_eq!(c.unwrap(), member("server"));
+        let (s, c) = handshake(cfg("a", None), cfg("a", None)).await;
+        assert!(s.is_ok() && c.is_ok());
+    }
+
+    #[tokio::test]
+    async fn cluster_mismatch_is_refused_with_a_reason() {
+        let (s, c) = handshake(cfg("a", None), cfg("b", None)).await;
+        assert!(s.unwrap_err().contains("cluster mismatch"));
+        assert!(c.unwrap_err().contains("cluster mismatch"));
+    }
+
+    #[tokio::test]
+    async fn wrong_or_missing_secret_is_refused_both_ways() {
+        for (server, client) in [
+            (Some("k"), Some("other")),
+            (Some("k"), None),
+            (None, Some("k")),
+        ] {
+            let (s, c) = handshake(cfg("a", server), cfg("a", client)).await;
+            assert!(s.is_err(), "server accepted {server:?} vs {client:?}");
+            let c = c.err();
+            // The dialer learns of a refusal either at once or on its next read.
+            if let Some(c) = c {
+                assert!(c.contains("authentication") || c.contains("refused"), "{c}");
+            }
+        }
+    }
+
+    #[test]
+    fn addresses_are_checked() {
+        assert_eq!(host_port("ws://127.0.0.1:7000").unwrap(), "127.0.0.1:7000");
+        assert!(host_port("http://x:1").is_err());
+        assert!(host_port("ws://nohost").is_err());
+    }
+}
