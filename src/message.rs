@@ -92,6 +92,9 @@ pub struct Status {
     pub dead: usize,
     pub left: usize,
     pub connections: usize,
+    /// Gossip, anti-entropy and leave frames sent to members since start, and their bytes.
+    pub frames_sent: u64,
+    pub bytes_sent: u64,
     pub wal_last_lsn: u64,
     pub wal_durable_lsn: u64,
     pub wal_bytes_written: u64,

@@ -31,7 +31,8 @@ use tokio_util::task::TaskTracker;
 /// Dissemination knobs. Defaults are tuned for a LAN.
 #[derive(Clone, Debug)]
 pub struct GossipConfig {
-    /// How long a new event waits for others to share its frame (batching window).
+    /// Spacing of gossip rounds: a lone event goes out at once, a burst shares frames
+    /// sent at most once per window.
     pub window: Duration,
     /// Peers each gossip round goes to.
     pub fanout: usize,
@@ -124,6 +125,8 @@ pub(crate) struct Inner {
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: TaskTracker,
     started: Instant,
+    /// Ourselves, for spawning tasks from `&self` methods.
+    this: std::sync::Weak<Inner>,
 }
 
 /// A running node. Cheap to clone; all clones drive the same node.
@@ -166,7 +169,7 @@ impl Node {
             repaired_torn_tail: recovered.repaired.is_some(),
         };
         let previous = recovered.roster.record(&identity.id).cloned();
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|this| Inner {
             store,
             roster: Mutex::new(recovered.roster),
             identity,
@@ -180,6 +183,7 @@ impl Node {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),
+            this: this.clone(),
         });
         let node = Node { inner };
         let events = {
@@ -394,6 +398,12 @@ impl Inner {
         &self.identity.id
     }
 
+    fn self_arc(&self) -> Arc<Inner> {
+        self.this
+            .upgrade()
+            .expect("the node is alive while its methods run")
+    }
+
     /// Our own changes (start-up, leave): applied, logged, then gossiped and published.
     /// Returns the changed ones, once durable.
     pub(crate) async fn commit_local(
@@ -443,11 +453,23 @@ impl Inner {
         if spread {
             let n = self.roster.lock().unwrap().count_by_state()[0].max(1);
             let budget = gossip::retransmit_budget(self.config.gossip.retransmit_mult, n);
-            let mut q = self.broadcasts.lock().unwrap();
-            for e in &changed {
-                q.push(e.clone(), budget);
+            // News goes out at once, in one frame per target: every hop of the first wave
+            // costs no batching delay. The rest of the budget is spent by the flusher.
+            let targets = self.gossip_targets(self.config.gossip.fanout);
+            for frame in gossip::chunks(changed.clone(), self.config.gossip.max_events_per_frame) {
+                for m in &targets {
+                    self.peers
+                        .send(&self.self_arc(), m, Frame::Events(frame.clone()));
+                }
             }
-            self.flush.notify_one();
+            let remaining = budget.saturating_sub(targets.len() as u32);
+            if remaining > 0 {
+                let mut q = self.broadcasts.lock().unwrap();
+                for e in &changed {
+                    q.push(e.clone(), remaining);
+                }
+                self.flush.notify_one();
+            }
         }
         for e in changed {
             let _ = self.changes.send(e);
@@ -544,7 +566,13 @@ impl Inner {
             }
             .apply_to(&mut roster)
         };
+        let learned = !changed.is_empty();
         self.log_and_spread(changed, false).await?;
+        // Our own events that waited for someone to tell (a newcomer's announcement) can go
+        // now that we know more peers.
+        if learned && !self.broadcasts.lock().unwrap().is_empty() {
+            self.flush.notify_one();
+        }
         self.refute_if_accused().await
     }
 
@@ -670,6 +698,8 @@ impl Inner {
             dead,
             left,
             connections: self.peers.len(),
+            frames_sent: self.peers.frames_sent.load(Ordering::Relaxed),
+            bytes_sent: self.peers.bytes_sent.load(Ordering::Relaxed),
             wal_last_lsn: wal.last_lsn.load(Ordering::Relaxed),
             wal_durable_lsn: wal.durable_lsn.load(Ordering::Relaxed),
             wal_bytes_written: wal.bytes_written.load(Ordering::Relaxed),
@@ -695,32 +725,35 @@ impl Inner {
     }
 }
 
-/// Sends queued events to `fanout` random peers, a batching window after they arrive, until
-/// their retransmit budgets are spent.
+/// Sends queued events to `fanout` random peers until their retransmit budgets are spent.
+/// An event that finds the flusher idle goes out at once; while rounds follow each other they
+/// are spaced by the batching window, so bursts share frames without delaying lone events.
 async fn flush_loop(inner: Arc<Inner>) {
     let cfg = inner.config.gossip.clone();
+    let mut last_round = Instant::now() - cfg.window;
     loop {
         tokio::select! {
             _ = inner.cancel.cancelled() => return,
             _ = inner.flush.notified() => {}
         }
         loop {
-            tokio::select! {
-                _ = inner.cancel.cancelled() => return,
-                _ = tokio::time::sleep(cfg.window) => {}
+            let wait = cfg.window.saturating_sub(last_round.elapsed());
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = inner.cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
             let targets = inner.gossip_targets(cfg.fanout);
             let batch = {
                 let mut q = inner.broadcasts.lock().unwrap();
-                if q.is_empty() {
-                    break;
-                }
-                if targets.is_empty() {
-                    // Nobody to tell yet; keep the events until someone joins.
+                // Nobody to tell yet: keep the events until someone joins.
+                if q.is_empty() || targets.is_empty() {
                     break;
                 }
                 q.take_round(cfg.max_events_per_frame, targets.len() as u32)
             };
+            last_round = Instant::now();
             for m in &targets {
                 inner.peers.send(&inner, m, Frame::Events(batch.clone()));
             }

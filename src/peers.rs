@@ -42,6 +42,9 @@ pub(crate) struct Peers {
     state: Mutex<State>,
     inbound: Arc<Semaphore>,
     next_id: AtomicU64,
+    /// Traffic we sent to members (for status and benchmarks).
+    pub(crate) frames_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
 }
 
 impl Peers {
@@ -50,6 +53,8 @@ impl Peers {
             state: Mutex::new(State::default()),
             inbound: Arc::new(Semaphore::new(max_connections)),
             next_id: AtomicU64::new(1),
+            frames_sent: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
         }
     }
 
@@ -284,9 +289,16 @@ async fn serve_member(
     };
     tracing::debug!(%peer, dialed_by_me, "connected");
     let (mut sink, mut stream) = ws.split();
+    let counters = inner.clone();
     let writer = inner.tasks.spawn(async move {
         while let Some(frame) = rx.recv().await {
-            if sink.send(Message::Binary(frame.encode())).await.is_err() {
+            let bytes = frame.encode();
+            counters.peers.frames_sent.fetch_add(1, Ordering::Relaxed);
+            counters
+                .peers
+                .bytes_sent
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            if sink.send(Message::Binary(bytes)).await.is_err() {
                 return;
             }
         }

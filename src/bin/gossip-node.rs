@@ -358,7 +358,10 @@ async fn admin_command(cmd: Command) -> Result<()> {
                         "members       {} alive, {} suspect, {} dead, {} left",
                         s.alive, s.suspect, s.dead, s.left
                     );
-                    println!("connections   {}", s.connections);
+                    println!(
+                        "connections   {} ({} frames, {} bytes sent)",
+                        s.connections, s.frames_sent, s.bytes_sent
+                    );
                     println!(
                         "wal           last LSN {}, durable LSN {}, {} bytes written, fsync {}",
                         s.wal_last_lsn, s.wal_durable_lsn, s.wal_bytes_written, s.fsync_policy
