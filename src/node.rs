@@ -841,3 +841,54 @@ async fn compaction_loop(inner: Arc<Inner>) {
         }
     }
 }
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+
+    async fn node(dir: &std::path::Path, id: &str, seeds: Vec<String>) -> Node {
+        let config = NodeConfig {
+            data_dir: dir.to_path_buf(),
+            node_id: Some(NodeId::new(id)),
+            seeds,
+            ..NodeConfig::default()
+        };
+        Node::start(config).await.unwrap().0
+    }
+
+    async fn until(mut f: impl FnMut() -> bool) {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while !f() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("condition never held");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subscribers_see_remote_changes_with_their_hosts_and_a_leave() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = node(d1.path(), "a", vec![]).await;
+        let b = node(d2.path(), "b", vec![a.addr().to_owned()]).await;
+        until(|| b.members().len() == 2 && a.members().len() == 2).await;
+        let mut changes = b.subscribe();
+        a.register_actor("billing").await.unwrap();
+        until(|| b.locate("billing") == [NodeId::new("a")]).await;
+        let seen = changes.recv().await.unwrap();
+        assert!(
+            matches!(seen, ClusterEvent::ActorAdded { ref actor, .. } if actor == "billing"),
+            "{seen}"
+        );
+        a.leave().await.unwrap();
+        a.shutdown().await.unwrap();
+        until(|| {
+            b.members()
+                .iter()
+                .any(|m| m.id.as_str() == "a" && m.state == MemberState::Left)
+        })
+        .await;
+        assert!(b.locate("billing").is_empty(), "a left node hosts nothing");
+        b.shutdown().await.unwrap();
+    }
+}

@@ -1,0 +1,131 @@
+//! A running `gossip-node` against bad input: garbage before and after the handshake,
+//! oversized frames, wrong frames in the handshake, events about itself. It closes the
+//! offending connection, keeps answering, and its roster and WAL stay as they were.
+
+mod common;
+use common::*;
+use futures_util::SinkExt;
+use gossip_roster::message::{Frame, Role};
+use gossip_roster::transport::{self, TransportConfig};
+use gossip_roster::{ClusterEvent, NodeId};
+use std::io::{Read, Write};
+use tokio_tungstenite::tungstenite::Message;
+
+fn intruder() -> Role {
+    Role::Member {
+        id: NodeId::new("intruder"),
+        generation: 1,
+        addr: "ws://127.0.0.1:9".into(),
+    }
+}
+
+/// The node answers admin requests and still has exactly its own record.
+fn assert_healthy(addr: &str) {
+    let roster = members(addr, &[]).expect("the node still answers");
+    let ids: Vec<&str> = roster
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["target"], "nothing from the bad connections got in");
+}
+
+/// The node's last LSN, through its status (the dir is locked while it runs).
+fn wal_records(node: &NodeProc) -> usize {
+    let out = admin(&["status", "--connect", &node.addr, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["wal_last_lsn"].as_u64().unwrap() as usize
+}
+
+#[test]
+fn garbage_oversized_and_out_of_order_frames_close_only_that_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProc::start_net(
+        dir.path(),
+        &["--node-id", "target", "--max-frame-bytes", "65536"],
+    )
+    .unwrap();
+    let addr = node.addr.clone();
+    let before = wal_records(&node);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // Raw bytes and plain HTTP instead of a WebSocket upgrade.
+    let host = addr.strip_prefix("ws://").unwrap();
+    for payload in [
+        &b"\x00\x01\x02garbage\xff\xfe"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        s.write_all(payload).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf); // closed by the node (maybe after an HTTP error)
+    }
+    assert_healthy(&addr);
+
+    rt.block_on(async {
+        let cfg = TransportConfig::default();
+        // After the handshake: undecodable bytes, a text frame, an oversized frame, and a
+        // handshake frame out of place. Each closes that connection.
+        let bad: Vec<Message> = vec![
+            Message::Binary(vec![0xc1, 0xff, 0x00]),
+            Message::Text("hello".into()),
+            Message::Binary(vec![0x90; 200_000]),
+            Message::Binary(Frame::Proof { proof: vec![] }.encode()),
+        ];
+        for msg in bad {
+            let (mut ws, _) = transport::dial(&addr, &intruder(), &cfg).await.unwrap();
+            let _ = ws.send(msg).await;
+            let closed =
+                tokio::time::timeout(std::time::Duration::from_secs(30), transport::recv(&mut ws))
+                    .await;
+            assert!(
+                !matches!(closed, Ok(Ok(Some(_)))),
+                "the node must close the connection, got {closed:?}"
+            );
+        }
+        // Valid frames that claim to be about the node itself (data only it may write).
+        let (mut ws, _) = transport::dial(&addr, &intruder(), &cfg).await.unwrap();
+        let forged = ClusterEvent::ActorAdded {
+            node: NodeId::new("target"),
+            generation: 1,
+            version: 1_000_000,
+            actor: "evil".into(),
+        };
+        transport::send(&mut ws, &Frame::Events(vec![forged]))
+            .await
+            .unwrap();
+        let _ = ws.close(None).await;
+    });
+    // Give the node a moment to have processed the last frame, then check nothing changed.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_healthy(&addr);
+    let out = admin(&["locate", "--connect", &addr, "evil"]);
+    assert_eq!(
+        stdout(&out).lines().count(),
+        1,
+        "only the header: {}",
+        stdout(&out)
+    );
+    assert_eq!(
+        wal_records(&node),
+        before,
+        "the WAL holds only legitimate events"
+    );
+    assert!(node.wait_for("handshake failed").is_ok());
+}
+
+#[test]
+fn silent_connections_do_not_block_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start_net(dir.path(), &["--node-id", "target"]).unwrap();
+    let host = node.addr.strip_prefix("ws://").unwrap().to_owned();
+    // Twenty connections that never say a word.
+    let idle: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(&host).unwrap())
+        .collect();
+    assert_healthy(&node.addr);
+    drop(idle);
+}
