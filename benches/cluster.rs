@@ -11,7 +11,7 @@
 //! the cluster sizes (default 5,20,50).
 
 use gossip_roster::store::{FsyncPolicy, StoreConfig, WalConfig};
-use gossip_roster::{ClusterEvent, Node, NodeConfig, NodeId};
+use gossip_roster::{ClusterEvent, MembershipChange, Node, NodeConfig, NodeId};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -20,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Cluster {
     nodes: Vec<Node>,
-    subs: Vec<broadcast::Receiver<ClusterEvent>>,
+    subs: Vec<broadcast::Receiver<MembershipChange>>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -42,12 +42,12 @@ fn config(dir: &std::path::Path, id: &str, seeds: Vec<String>) -> NodeConfig {
 
 /// Waits until `rx` yields an event matching `pred`; returns when it did.
 async fn wait_for(
-    rx: &mut broadcast::Receiver<ClusterEvent>,
+    rx: &mut broadcast::Receiver<MembershipChange>,
     pred: impl Fn(&ClusterEvent) -> bool,
 ) -> Instant {
     loop {
         match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
-            Ok(Ok(e)) if pred(&e) => return Instant::now(),
+            Ok(Ok(c)) if pred(&c.event) => return Instant::now(),
             Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
             other => panic!("event never arrived: {other:?}"),
         }

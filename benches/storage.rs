@@ -54,6 +54,7 @@ fn events_with_pool(count: u64, pool: u64) -> Vec<ClusterEvent> {
                     node,
                     generation: 1,
                     incarnation: version,
+                    by: None,
                 },
                 1 => ClusterEvent::NodeAlive {
                     node,

@@ -109,10 +109,15 @@ pub enum ClusterEvent {
         version: Version,
         actor: String,
     },
+    /// `by` is the member whose probe failed (when known): independent suspicions of the
+    /// same incarnation confirm each other and shorten the suspicion (Lifeguard). It plays
+    /// no part in the merge.
     NodeSuspected {
         node: NodeId,
         generation: Generation,
         incarnation: Incarnation,
+        #[serde(default)]
+        by: Option<NodeId>,
     },
     NodeAlive {
         node: NodeId,
@@ -194,8 +199,15 @@ impl ClusterEvent {
                 m.insert("version".into(), json!(version));
                 m.insert("actor".into(), json!(actor));
             }
-            ClusterEvent::NodeSuspected { incarnation, .. }
-            | ClusterEvent::NodeAlive { incarnation, .. }
+            ClusterEvent::NodeSuspected {
+                incarnation, by, ..
+            } => {
+                m.insert("incarnation".into(), json!(incarnation));
+                if let Some(by) = by {
+                    m.insert("by".into(), json!(by.as_str()));
+                }
+            }
+            ClusterEvent::NodeAlive { incarnation, .. }
             | ClusterEvent::NodeDead { incarnation, .. }
             | ClusterEvent::NodeLeft { incarnation, .. } => {
                 m.insert("incarnation".into(), json!(incarnation));
@@ -233,6 +245,11 @@ impl fmt::Display for ClusterEvent {
             | ClusterEvent::ActorRemoved { version, actor, .. } => {
                 write!(f, " version={version} actor={actor}")
             }
+            ClusterEvent::NodeSuspected {
+                incarnation,
+                by: Some(by),
+                ..
+            } => write!(f, " incarnation={incarnation} by={by}"),
             ClusterEvent::NodeSuspected { incarnation, .. }
             | ClusterEvent::NodeAlive { incarnation, .. }
             | ClusterEvent::NodeDead { incarnation, .. }

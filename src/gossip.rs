@@ -205,7 +205,7 @@ mod tests {
                 for &s in seeds {
                     let node = NodeId::new(format!("n{}", s % 4));
                     let e = match s % 5 {
-                        0 => ClusterEvent::NodeSuspected { node, generation: 1 + s % 2, incarnation: s % 3 },
+                        0 => ClusterEvent::NodeSuspected { node, generation: 1 + s % 2, incarnation: s % 3, by: None },
                         1 => ClusterEvent::NewNode { node, generation: 1 + s % 2, version: s, addr: format!("ws://h:{s}"), actors: Default::default() },
                         2 => ClusterEvent::ActorRemoved { node, generation: 1 + s % 2, version: s, actor: format!("a{}", s % 3) },
                         3 => ClusterEvent::NodeDead { node, generation: 1 + s % 2, incarnation: s % 4 },

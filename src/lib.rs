@@ -22,6 +22,7 @@
 //! ```
 
 pub mod admin;
+mod detector;
 pub mod error;
 pub mod event;
 pub mod gossip;
@@ -31,11 +32,14 @@ pub mod node;
 mod peers;
 pub mod roster;
 pub mod store;
+pub mod swim;
 pub mod transport;
 
+pub use detector::Quorum;
 pub use error::{Error, Result};
 pub use event::{ClusterEvent, Generation, Incarnation, Lsn, MemberState, NodeId, Version};
 pub use local::Identity;
-pub use node::{GossipConfig, Node, NodeConfig, StartInfo};
+pub use node::{GossipConfig, MembershipChange, Node, NodeConfig, StartInfo};
 pub use roster::{Applied, Member, Roster};
 pub use store::{FsyncPolicy, Recovered, Store, StoreConfig};
+pub use swim::SwimConfig;

@@ -54,6 +54,8 @@ pub enum Frame {
     },
     /// Anti-entropy, step 3: what the other side lacked. Applied, not re-gossiped.
     Delta(Delta),
+    /// Failure detection: ping, ack, ping-req.
+    Swim(crate::swim::SwimMsg),
     Admin(AdminRequest),
     AdminReply(AdminReply),
 }
@@ -75,7 +77,7 @@ pub enum AdminReply {
     ActorsChanged {
         changed: Vec<String>,
     },
-    Status(Status),
+    Status(Box<Status>),
     Error(String),
 }
 
@@ -101,6 +103,16 @@ pub struct Status {
     pub fsync_policy: String,
     pub snapshot_lsn: u64,
     pub uptime_ms: u64,
+    /// Whether this node sees more than half of the largest recent cluster.
+    pub in_majority: bool,
+    /// Largest recent cluster size (members that did not leave): the quorum base.
+    pub largest_cluster: u64,
+    /// Lifeguard local health: 0 is healthy; higher stretches our own timeouts.
+    pub awareness: u32,
+    /// Members alive for the whole stability period.
+    pub stable: usize,
+    /// Members whose liveness flipped between alive and suspect, with their flip counts.
+    pub flapping: Vec<(NodeId, u32)>,
 }
 
 impl Frame {

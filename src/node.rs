@@ -9,6 +9,7 @@
 //!
 //! The roster lock is a `std` mutex never held across an `.await`: no caller can deadlock on it.
 
+use crate::detector::{self, Quorum};
 use crate::error::{Error, Result};
 use crate::event::{ClusterEvent, Generation, Lsn, MemberState, NodeId};
 use crate::gossip::{self, Broadcasts, Delta};
@@ -17,6 +18,7 @@ use crate::message::{AdminReply, AdminRequest, Frame, Status};
 use crate::peers::Peers;
 use crate::roster::{Applied, Member, NodeDigest, Roster};
 use crate::store::{CompactionReport, Store, StoreConfig};
+use crate::swim::{Swim, SwimConfig};
 use crate::transport::TransportConfig;
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -24,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -72,6 +74,8 @@ pub struct NodeConfig {
     pub seeds: Vec<String>,
     pub transport: TransportConfig,
     pub gossip: GossipConfig,
+    /// Failure detection (probes, suspicion, tombstones, stability).
+    pub swim: SwimConfig,
     pub store: StoreConfig,
     /// Most inbound connections at once; more are closed at once.
     pub max_connections: usize,
@@ -90,6 +94,7 @@ impl Default for NodeConfig {
             seeds: Vec::new(),
             transport: TransportConfig::default(),
             gossip: GossipConfig::default(),
+            swim: SwimConfig::default(),
             store: StoreConfig::default(),
             max_connections: 1024,
             compaction_check: Duration::from_secs(1),
@@ -121,12 +126,24 @@ pub(crate) struct Inner {
     broadcasts: Mutex<Broadcasts>,
     flush: Notify,
     joined: Notify,
-    changes: broadcast::Sender<ClusterEvent>,
+    changes: broadcast::Sender<MembershipChange>,
+    pub(crate) swim: Mutex<Swim>,
+    quorum: Mutex<Quorum>,
+    quorum_tx: watch::Sender<Quorum>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: TaskTracker,
     started: Instant,
     /// Ourselves, for spawning tasks from `&self` methods.
     this: std::sync::Weak<Inner>,
+}
+
+/// A change of the roster as subscribers see it: the event, and the actors its node hosts
+/// (for `NodeSuspected`, `NodeDead` and `NodeLeft`, the actors an actor system may have to
+/// re-home).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipChange {
+    pub event: ClusterEvent,
+    pub actors: Vec<String>,
 }
 
 /// A running node. Cheap to clone; all clones drive the same node.
@@ -169,6 +186,9 @@ impl Node {
             repaired_torn_tail: recovered.repaired.is_some(),
         };
         let previous = recovered.roster.record(&identity.id).cloned();
+        let largest = store.meta()?.largest_cluster;
+        let quorum = detector::quorum(largest, recovered.roster.count_by_state());
+        let swim = detector::new_swim(&identity.id, config.swim.clone());
         let inner = Arc::new_cyclic(|this| Inner {
             store,
             roster: Mutex::new(recovered.roster),
@@ -180,6 +200,9 @@ impl Node {
             flush: Notify::new(),
             joined: Notify::new(),
             changes: broadcast::channel(4096).0,
+            swim: Mutex::new(swim),
+            quorum: Mutex::new(quorum),
+            quorum_tx: watch::channel(quorum).0,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),
@@ -195,6 +218,15 @@ impl Node {
                 None => me.startup_events(&roster, &addr, &node.inner.config.actors),
             }
         };
+        // The detector starts from what the data dir remembers.
+        let everyone: Vec<ClusterEvent> = {
+            let roster = node.inner.roster.lock().unwrap();
+            roster
+                .iter_records()
+                .map(|(id, r)| Roster::liveness_event(id, r.generation, r.liveness))
+                .collect()
+        };
+        detector::observe(&node.inner, &everyone);
         node.inner.commit_local(events).await?;
 
         let inner = &node.inner;
@@ -205,6 +237,7 @@ impl Node {
         inner.tasks.spawn(anti_entropy_loop(inner.clone()));
         inner.tasks.spawn(join_loop(inner.clone()));
         inner.tasks.spawn(compaction_loop(inner.clone()));
+        inner.tasks.spawn(detector::run(inner.clone()));
         Ok((node, info))
     }
 
@@ -271,10 +304,21 @@ impl Node {
         self.inner.roster.lock().unwrap().clone()
     }
 
-    /// Every change to the roster, as it becomes durable here. Dropping the receiver
-    /// unsubscribes. A receiver that falls more than 4096 events behind gets `Lagged`.
-    pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+    /// Every change to the roster, as it becomes durable here, with the actors of the node
+    /// it is about. Dropping the receiver unsubscribes. A receiver that falls more than 4096
+    /// changes behind gets `Lagged` (and should re-read `members()`).
+    pub fn subscribe(&self) -> broadcast::Receiver<MembershipChange> {
         self.inner.changes.subscribe()
+    }
+
+    /// Whether this node sees a majority of the largest recent cluster.
+    pub fn quorum(&self) -> Quorum {
+        *self.inner.quorum.lock().unwrap()
+    }
+
+    /// Changes of [`Node::quorum`], as they happen.
+    pub fn watch_quorum(&self) -> watch::Receiver<Quorum> {
+        self.inner.quorum_tx.subscribe()
     }
 
     /// Applies events as if received from a peer (tests and embedding); resolves once the
@@ -398,6 +442,62 @@ impl Inner {
         &self.identity.id
     }
 
+    /// The detector's clock: time since this node started.
+    pub(crate) fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Gossips an event that changed nothing here (a confirming suspicion), unlogged.
+    pub(crate) fn spread_only(&self, event: ClusterEvent) {
+        let n = self.roster.lock().unwrap().count_by_state()[0].max(1);
+        let budget = gossip::retransmit_budget(self.config.gossip.retransmit_mult, n);
+        self.broadcasts.lock().unwrap().push(event, budget);
+        self.flush.notify_one();
+    }
+
+    /// Recomputes the quorum after a change: `left` members left gracefully (the cluster
+    /// shrank on purpose), `reaped` a dead member was forgotten (it counts as a shrink only
+    /// while we are in the majority: a minority must not talk itself into being the whole).
+    pub(crate) fn update_quorum(&self, left: u64, reaped: bool) {
+        let counts = self.roster.lock().unwrap().count_by_state();
+        let (old, new) = {
+            let mut q = self.quorum.lock().unwrap();
+            let mut largest = q.largest.saturating_sub(left);
+            if reaped && q.in_majority {
+                largest = largest.saturating_sub(1);
+            }
+            let old = *q;
+            *q = detector::quorum(largest, counts);
+            (old, *q)
+        };
+        if new.largest != old.largest {
+            let inner = self.self_arc();
+            self.tasks.spawn_blocking(move || {
+                if let Err(e) = inner.store.set_largest_cluster(new.largest) {
+                    tracing::error!(error = %e, "could not persist the cluster size");
+                }
+            });
+        }
+        if new.in_majority != old.in_majority {
+            if new.in_majority {
+                tracing::info!(
+                    alive = new.alive,
+                    largest = new.largest,
+                    "in the majority again"
+                );
+            } else {
+                tracing::warn!(
+                    alive = new.alive,
+                    largest = new.largest,
+                    "NOT in the majority: this node sees too few members to speak for the cluster"
+                );
+            }
+        }
+        if new != old {
+            self.quorum_tx.send_replace(new);
+        }
+    }
+
     fn self_arc(&self) -> Arc<Inner> {
         self.this
             .upgrade()
@@ -424,6 +524,7 @@ impl Inner {
     /// Events from a peer: the acceptable ones are applied; those that changed the roster are
     /// logged, then re-gossiped and published. Returns them, once durable.
     pub(crate) async fn receive(&self, events: Vec<ClusterEvent>) -> Result<Vec<ClusterEvent>> {
+        detector::note_confirmations(self, &events);
         let changed: Vec<ClusterEvent> = {
             let mut roster = self.roster.lock().unwrap();
             events
@@ -438,7 +539,11 @@ impl Inner {
     }
 
     /// Events already applied to the roster: make them durable, then let them out.
-    async fn log_and_spread(&self, changed: Vec<ClusterEvent>, spread: bool) -> Result<()> {
+    pub(crate) async fn log_and_spread(
+        &self,
+        changed: Vec<ClusterEvent>,
+        spread: bool,
+    ) -> Result<()> {
         if changed.is_empty() {
             return Ok(());
         }
@@ -471,8 +576,21 @@ impl Inner {
                 self.flush.notify_one();
             }
         }
-        for e in changed {
-            let _ = self.changes.send(e);
+        detector::observe(self, &changed);
+        self.update_quorum(detector::leaves(&changed, self.me()), false);
+        if self.changes.receiver_count() > 0 {
+            let roster = self.roster.lock().unwrap();
+            for event in changed {
+                let actors = roster
+                    .record(event.node())
+                    .map(|r| {
+                        let mut a: Vec<String> = r.hosted_actors().map(str::to_owned).collect();
+                        a.sort_unstable();
+                        a
+                    })
+                    .unwrap_or_default();
+                let _ = self.changes.send(MembershipChange { event, actors });
+            }
         }
         Ok(())
     }
@@ -523,6 +641,7 @@ impl Inner {
         match refutation {
             Some(e) => {
                 tracing::info!(event = %e, "refuting a suspicion about us");
+                self.swim.lock().unwrap().handle_refuted();
                 Box::pin(self.log_and_spread(vec![e], true)).await
             }
             None => Ok(()),
@@ -622,6 +741,9 @@ impl Inner {
                 })
             }
             Frame::Delta(delta) => self.receive_delta(delta).await.map(|_| Vec::new()),
+            Frame::Swim(msg) => detector::handle(&self.self_arc(), from, msg)
+                .await
+                .map(|_| Vec::new()),
             other => {
                 return Err(format!(
                     "unexpected {} frame from member {from}",
@@ -675,7 +797,7 @@ impl Inner {
                 }
                 AdminReply::ActorsChanged { changed }
             }
-            AdminRequest::Status => AdminReply::Status(self.status()),
+            AdminRequest::Status => AdminReply::Status(Box::new(self.status())),
         }
     }
 
@@ -687,6 +809,11 @@ impl Inner {
             .map_or(0, |r| r.liveness.incarnation);
         drop(roster);
         let wal = self.store.wal_stats();
+        let quorum = *self.quorum.lock().unwrap();
+        let (awareness, health) = {
+            let swim = self.swim.lock().unwrap();
+            (swim.awareness(), swim.health(self.now()))
+        };
         Status {
             node_id: self.me().clone(),
             generation: self.identity.generation,
@@ -706,6 +833,15 @@ impl Inner {
             fsync_policy: self.config.store.wal.policy.to_string(),
             snapshot_lsn: self.store.meta().map(|m| m.snapshot_lsn).unwrap_or(0),
             uptime_ms: self.started.elapsed().as_millis() as u64,
+            in_majority: quorum.in_majority,
+            largest_cluster: quorum.largest,
+            awareness,
+            stable: health.iter().filter(|h| h.stable).count(),
+            flapping: health
+                .into_iter()
+                .filter(|h| h.flips > 0)
+                .map(|h| (h.id, h.flips))
+                .collect(),
         }
     }
 
@@ -877,8 +1013,8 @@ mod cluster_tests {
         until(|| b.locate("billing") == [NodeId::new("a")]).await;
         let seen = changes.recv().await.unwrap();
         assert!(
-            matches!(seen, ClusterEvent::ActorAdded { ref actor, .. } if actor == "billing"),
-            "{seen}"
+            matches!(seen.event, ClusterEvent::ActorAdded { ref actor, .. } if actor == "billing"),
+            "{seen:?}"
         );
         a.leave().await.unwrap();
         a.shutdown().await.unwrap();

@@ -234,6 +234,9 @@ pub struct Roster {
     /// up to date while a [`RosterBuilder`] replays a log.
     actor_index: FastMap<String, BTreeSet<NodeId>>,
     indexed: bool,
+    /// Reaped tombstones: events of these generations (or older) are stale, so a peer that
+    /// has not reaped yet cannot bring them back. Local bookkeeping, kept in memory only.
+    forgotten: FastMap<NodeId, Generation>,
 }
 
 impl Default for Roster {
@@ -242,6 +245,7 @@ impl Default for Roster {
             nodes: FastMap::default(),
             actor_index: FastMap::default(),
             indexed: true,
+            forgotten: FastMap::default(),
         }
     }
 }
@@ -302,6 +306,9 @@ impl Roster {
     pub fn apply(&mut self, event: &ClusterEvent) -> Applied {
         let id = event.node();
         let generation = event.generation();
+        if self.forgotten.get(id).is_some_and(|g| generation <= *g) {
+            return Applied::Stale;
+        }
         let current_generation = self.nodes.get(id).map(|r| r.generation);
         match current_generation {
             Some(g) if generation < g => return Applied::Stale,
@@ -453,10 +460,12 @@ impl Roster {
         }
     }
 
-    /// Forgets a node entirely (tombstone reaping). Returns its last record.
+    /// Forgets a node entirely (tombstone reaping). Returns its last record. Events of that
+    /// generation or older stay stale from now on; a newer generation is welcome.
     pub fn remove(&mut self, id: &NodeId) -> Option<NodeRecord> {
         let rec = self.nodes.remove(id)?;
         self.index_remove(id, &rec);
+        self.forgotten.insert(id.clone(), rec.generation);
         Some(rec)
     }
 
@@ -616,6 +625,7 @@ impl Roster {
                 node,
                 generation,
                 incarnation,
+                by: None,
             },
             MemberState::Dead => ClusterEvent::NodeDead {
                 node,
@@ -786,6 +796,24 @@ mod tests {
         assert!(r.members().is_empty());
         r.apply(&new_node(1, 1, 1, &[]));
         assert_eq!(r.member(&id(1)).unwrap().state, MemberState::Dead);
+    }
+
+    #[test]
+    fn a_reaped_node_cannot_be_brought_back_by_old_events() {
+        let mut r = Roster::new();
+        r.apply(&new_node(1, 1, 1, &["a"]));
+        r.apply(&live(1, 1, MemberState::Dead, 0));
+        let old = r.to_events();
+        assert!(r.remove(&id(1)).is_some());
+        for e in &old {
+            assert_eq!(r.apply(e), Applied::Stale, "{e}");
+        }
+        assert!(r.member(&id(1)).is_none());
+        assert_eq!(
+            r.apply(&new_node(1, 2, 1, &[])),
+            Applied::Changed,
+            "a new life is welcome"
+        );
     }
 
     #[test]

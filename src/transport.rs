@@ -354,6 +354,7 @@ pub fn frame_name(f: &Frame) -> &'static str {
         Frame::Digest(_) => "Digest",
         Frame::Sync { .. } => "Sync",
         Frame::Delta(_) => "Delta",
+        Frame::Swim(_) => "Swim",
         Frame::Admin(_) => "Admin",
         Frame::AdminReply(_) => "AdminReply",
     }

@@ -173,6 +173,11 @@ impl Store {
         self.snapshot.set_identity(id, generation)
     }
 
+    /// Records the largest recent cluster size (the quorum base), durably.
+    pub fn set_largest_cluster(&self, size: u64) -> Result<()> {
+        self.snapshot.set_largest_cluster(size)
+    }
+
     /// Logs events; the result resolves once they are durable under the policy.
     pub fn append(&self, events: Vec<ClusterEvent>) -> Pending {
         self.wal.append(events)

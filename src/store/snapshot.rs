@@ -27,6 +27,8 @@ pub struct Meta {
     pub snapshot_lsn: Lsn,
     /// The snapshot before this one; the WAL is kept back to here.
     pub prev_snapshot_lsn: Lsn,
+    /// Largest recent cluster size, the base of the quorum (0: never recorded).
+    pub largest_cluster: u64,
 }
 
 pub struct Snapshot {
@@ -44,6 +46,7 @@ const K_NODE_ID: &str = "node_id";
 const K_GENERATION: &str = "generation";
 const K_SNAPSHOT_LSN: &str = "snapshot_lsn";
 const K_PREV_SNAPSHOT_LSN: &str = "prev_snapshot_lsn";
+const K_LARGEST_CLUSTER: &str = "largest_cluster";
 
 impl Snapshot {
     /// Opens (or creates) the database in `dir`.
@@ -108,6 +111,7 @@ impl Snapshot {
             generation: self.get_u64(K_GENERATION)?,
             snapshot_lsn: self.get_u64(K_SNAPSHOT_LSN)?.unwrap_or(0),
             prev_snapshot_lsn: self.get_u64(K_PREV_SNAPSHOT_LSN)?.unwrap_or(0),
+            largest_cluster: self.get_u64(K_LARGEST_CLUSTER)?.unwrap_or(0),
         })
     }
 
@@ -136,6 +140,12 @@ impl Snapshot {
         batch.insert(K_NODE_ID, id.as_str().as_bytes());
         batch.insert(K_GENERATION, &generation.to_be_bytes());
         self.meta.apply_batch(batch)?;
+        self.make_durable()
+    }
+
+    /// Records the largest recent cluster size (quorum base); durable before it returns.
+    pub fn set_largest_cluster(&self, size: u64) -> Result<()> {
+        self.meta.insert(K_LARGEST_CLUSTER, &size.to_be_bytes())?;
         self.make_durable()
     }
 

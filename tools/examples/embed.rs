@@ -28,9 +28,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Watch b's view of the cluster.
     let mut changes = b.subscribe();
     let watcher = tokio::spawn(async move {
-        while let Ok(event) = changes.recv().await {
-            println!("b saw: {event}");
-            if matches!(event, ClusterEvent::NodeLeft { .. }) {
+        while let Ok(change) = changes.recv().await {
+            println!("b saw: {} (its actors: {:?})", change.event, change.actors);
+            if matches!(change.event, ClusterEvent::NodeLeft { .. }) {
                 break;
             }
         }

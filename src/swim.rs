@@ -1,0 +1,739 @@
+//! The failure detector: SWIM with Lifeguard's local health and suspicion, as a pure state
+//! machine. Time (`now`, a `Duration` since any fixed origin) and randomness (a seeded rng)
+//! come in; messages to send and verdicts come out as [`Output`]s. No clock, no socket.
+//!
+//! * Every `probe_interval` one member is probed (round-robin over a shuffled order; a
+//!   closed connection moves a member to the front: a hint, never a verdict). No ack within
+//!   `probe_timeout` → `k` others are asked to probe it (ping-req). Nothing by the end of the
+//!   interval → suspect.
+//! * A suspicion times out after `max` (no confirmations) down to `min` (k independent
+//!   confirmations) — Lifeguard's formula — where `min = mult * max(1, log10 N) * interval`
+//!   and `max = max_mult * min`; then the member is dead.
+//! * Local health (Lifeguard): failed probes and refutations of our own suspicion raise an
+//!   awareness score that stretches our timeouts; successful probes lower it. A tick long
+//!   after the previous one means we were paused (GC, SIGSTOP, starved CPU): the probe in
+//!   flight is dropped instead of accusing someone for our own stall.
+
+use crate::event::{Generation, Incarnation, MemberState, NodeId};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwimConfig {
+    pub probe_interval: Duration,
+    /// Wait for a direct ack before asking others (scaled by local health).
+    pub probe_timeout: Duration,
+    /// Members asked to probe on our behalf (k).
+    pub indirect_checks: usize,
+    pub suspicion_mult: u32,
+    pub suspicion_max_mult: u32,
+    /// Upper bound of the local-health score (timeouts scale by score + 1).
+    pub awareness_max: u32,
+    /// Dead and left members are forgotten this long after they became so.
+    pub tombstone_ttl: Duration,
+    /// A member alive this long without a flip is `stable`.
+    pub stable_after: Duration,
+}
+
+impl Default for SwimConfig {
+    /// Tuned to beat memberlist's LAN defaults (probe 1 s, timeout 500 ms, 3 indirect checks,
+    /// suspicion mult 4) on detection time, with Lifeguard's protections against false alarms.
+    fn default() -> Self {
+        SwimConfig {
+            probe_interval: Duration::from_millis(300),
+            probe_timeout: Duration::from_millis(150),
+            indirect_checks: 3,
+            suspicion_mult: 3,
+            suspicion_max_mult: 6,
+            awareness_max: 8,
+            tombstone_ttl: Duration::from_secs(3600),
+            stable_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Probe traffic, carried in frames next to gossip.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SwimMsg {
+    Ping {
+        seq: u64,
+    },
+    Ack {
+        seq: u64,
+    },
+    /// "Probe `target` for me and tell me if it answers."
+    PingReq {
+        seq: u64,
+        target: NodeId,
+    },
+    /// The answer to a ping-req: `target` acked.
+    IndirectAck {
+        seq: u64,
+        target: NodeId,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    Send {
+        to: NodeId,
+        msg: SwimMsg,
+    },
+    /// Announce `NodeSuspected` (by us).
+    Suspect {
+        node: NodeId,
+        generation: Generation,
+        incarnation: Incarnation,
+    },
+    /// Announce `NodeDead`.
+    Dead {
+        node: NodeId,
+        generation: Generation,
+        incarnation: Incarnation,
+    },
+    /// A tombstone outlived its TTL: forget the member.
+    Reap {
+        node: NodeId,
+        generation: Generation,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct MemberView {
+    generation: Generation,
+    incarnation: Incarnation,
+    state: MemberState,
+    /// When the current state began (our clock).
+    since: Duration,
+    /// alive <-> suspect flips seen.
+    flips: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Probe {
+    target: NodeId,
+    seq: u64,
+    started: Duration,
+    indirect_sent: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Suspicion {
+    generation: Generation,
+    incarnation: Incarnation,
+    started: Duration,
+    confirmations: BTreeSet<NodeId>,
+}
+
+/// A relayed probe: `requester` asked us to ping `target` under their `seq`.
+#[derive(Clone, Debug)]
+struct Relay {
+    requester: NodeId,
+    their_seq: u64,
+    target: NodeId,
+    expires: Duration,
+}
+
+/// A member's health as the detector sees it (for status).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub id: NodeId,
+    pub state: MemberState,
+    pub stable: bool,
+    pub flips: u32,
+}
+
+pub struct Swim {
+    me: NodeId,
+    config: SwimConfig,
+    rng: StdRng,
+    members: BTreeMap<NodeId, MemberView>,
+    order: Vec<NodeId>,
+    next: usize,
+    probe: Option<Probe>,
+    next_probe_at: Duration,
+    last_tick: Option<Duration>,
+    seq: u64,
+    suspicions: HashMap<NodeId, Suspicion>,
+    relays: HashMap<u64, Relay>,
+    awareness: u32,
+}
+
+impl Swim {
+    pub fn new(me: NodeId, config: SwimConfig, seed: u64) -> Self {
+        Swim {
+            me,
+            config,
+            rng: StdRng::seed_from_u64(seed),
+            members: BTreeMap::new(),
+            order: Vec::new(),
+            next: 0,
+            probe: None,
+            next_probe_at: Duration::ZERO,
+            last_tick: None,
+            seq: 0,
+            suspicions: HashMap::new(),
+            relays: HashMap::new(),
+            awareness: 0,
+        }
+    }
+
+    pub fn config(&self) -> &SwimConfig {
+        &self.config
+    }
+
+    /// Local health score (0 = healthy).
+    pub fn awareness(&self) -> u32 {
+        self.awareness
+    }
+
+    fn scaled(&self, d: Duration) -> Duration {
+        d * (self.awareness + 1)
+    }
+
+    /// Number of members not known to be gone (including us).
+    fn cluster_size(&self) -> usize {
+        1 + self
+            .members
+            .values()
+            .filter(|m| !m.state.is_tombstone())
+            .count()
+    }
+
+    /// Lifeguard's suspicion timeout after `confirmations` independent suspicions.
+    pub fn suspicion_timeout(&self, confirmations: usize) -> Duration {
+        let n = self.cluster_size().max(1) as f64;
+        let min = self
+            .config
+            .probe_interval
+            .mul_f64(self.config.suspicion_mult as f64 * n.log10().max(1.0));
+        let max = min * self.config.suspicion_max_mult;
+        let k = self
+            .config
+            .indirect_checks
+            .min(self.cluster_size().saturating_sub(2))
+            .max(1) as f64;
+        let c = confirmations as f64;
+        let shrink = ((c + 1.0).ln() / (k + 1.0).ln()).min(1.0);
+        max.saturating_sub((max - min).mul_f64(shrink)).max(min)
+    }
+
+    /// Tells the detector what the roster says about a member (call on every change).
+    pub fn update_member(
+        &mut self,
+        id: &NodeId,
+        generation: Generation,
+        incarnation: Incarnation,
+        state: MemberState,
+        now: Duration,
+    ) {
+        if *id == self.me {
+            return;
+        }
+        match self.members.get_mut(id) {
+            Some(m)
+                if (m.generation, m.incarnation, m.state) == (generation, incarnation, state) => {}
+            Some(m) => {
+                let flipped = matches!(
+                    (m.state, state),
+                    (MemberState::Alive, MemberState::Suspect)
+                        | (MemberState::Suspect, MemberState::Alive)
+                );
+                if flipped {
+                    m.flips += 1;
+                }
+                if m.state != state || m.generation != generation {
+                    m.since = now;
+                }
+                m.generation = generation;
+                m.incarnation = incarnation;
+                m.state = state;
+            }
+            None => {
+                self.members.insert(
+                    id.clone(),
+                    MemberView {
+                        generation,
+                        incarnation,
+                        state,
+                        since: now,
+                        flips: 0,
+                    },
+                );
+                // New members go to a random place in the probe order.
+                let at = if self.order.is_empty() {
+                    0
+                } else {
+                    rand::Rng::gen_range(&mut self.rng, 0..=self.order.len())
+                };
+                self.order.insert(at, id.clone());
+            }
+        }
+        // A suspicion ends when the member is alive at a higher incarnation, dead or gone.
+        if let Some(s) = self.suspicions.get(id) {
+            let resolved = match state {
+                MemberState::Alive => incarnation > s.incarnation || generation != s.generation,
+                MemberState::Suspect => generation != s.generation,
+                MemberState::Dead | MemberState::Left => true,
+            };
+            if resolved {
+                self.suspicions.remove(id);
+            }
+        }
+        if state == MemberState::Suspect && !self.suspicions.contains_key(id) {
+            self.suspicions.insert(
+                id.clone(),
+                Suspicion {
+                    generation,
+                    incarnation,
+                    started: now,
+                    confirmations: BTreeSet::new(),
+                },
+            );
+        }
+    }
+
+    /// Forgets a member (it was reaped).
+    pub fn remove_member(&mut self, id: &NodeId) {
+        self.members.remove(id);
+        self.order.retain(|x| x != id);
+        self.suspicions.remove(id);
+    }
+
+    /// Another member suspects `node` at `incarnation`: a confirmation that shortens ours.
+    pub fn handle_suspicion(&mut self, node: &NodeId, incarnation: Incarnation, by: &NodeId) {
+        if let Some(s) = self.suspicions.get_mut(node) {
+            if s.incarnation == incarnation && *by != self.me {
+                s.confirmations.insert(by.clone());
+            }
+        }
+    }
+
+    /// The connection to `peer` closed: probe it next (a hint, not a verdict).
+    pub fn handle_closed(&mut self, peer: &NodeId) {
+        if let Some(pos) = self.order.iter().position(|x| x == peer) {
+            let id = self.order.remove(pos);
+            let at = self.next.min(self.order.len());
+            self.order.insert(at, id);
+        }
+    }
+
+    /// We learned that others suspect us and refuted: we may be the slow one.
+    pub fn handle_refuted(&mut self) {
+        self.awareness = (self.awareness + 1).min(self.config.awareness_max);
+    }
+
+    pub fn handle_message(&mut self, from: &NodeId, msg: SwimMsg, now: Duration) -> Vec<Output> {
+        match msg {
+            SwimMsg::Ping { seq } => vec![Output::Send {
+                to: from.clone(),
+                msg: SwimMsg::Ack { seq },
+            }],
+            SwimMsg::Ack { seq } => {
+                if let Some(relay) = self.relays.remove(&seq) {
+                    return vec![Output::Send {
+                        to: relay.requester,
+                        msg: SwimMsg::IndirectAck {
+                            seq: relay.their_seq,
+                            target: relay.target,
+                        },
+                    }];
+                }
+                self.ack(seq, from);
+                Vec::new()
+            }
+            SwimMsg::IndirectAck { seq, target } => {
+                self.ack(seq, &target);
+                Vec::new()
+            }
+            SwimMsg::PingReq { seq, target } => {
+                self.seq += 1;
+                let ours = self.seq;
+                self.relays.insert(
+                    ours,
+                    Relay {
+                        requester: from.clone(),
+                        their_seq: seq,
+                        target: target.clone(),
+                        expires: now + self.config.probe_interval,
+                    },
+                );
+                vec![Output::Send {
+                    to: target,
+                    msg: SwimMsg::Ping { seq: ours },
+                }]
+            }
+        }
+    }
+
+    fn ack(&mut self, seq: u64, from: &NodeId) {
+        if self
+            .probe
+            .as_ref()
+            .is_some_and(|p| p.seq == seq && p.target == *from)
+        {
+            self.probe = None;
+            self.awareness = self.awareness.saturating_sub(1);
+        }
+    }
+
+    /// Advances time: starts probes, escalates them, ends suspicions, reaps tombstones.
+    pub fn tick(&mut self, now: Duration) -> Vec<Output> {
+        let mut out = Vec::new();
+        let paused = self
+            .last_tick
+            .is_some_and(|t| now.saturating_sub(t) > self.config.probe_interval * 2);
+        self.last_tick = Some(now);
+        if paused {
+            // We stalled: whatever did not answer meanwhile may well be our fault.
+            self.probe = None;
+            self.awareness = (self.awareness + 1).min(self.config.awareness_max);
+            self.next_probe_at = now;
+            for s in self.suspicions.values_mut() {
+                s.started = s
+                    .started
+                    .max(now.saturating_sub(self.config.probe_interval));
+            }
+        }
+        self.relays.retain(|_, r| r.expires > now);
+
+        // The probe in flight: escalate to ping-req, or give up and suspect.
+        if let Some(p) = self.probe.clone() {
+            let elapsed = now.saturating_sub(p.started);
+            if elapsed >= self.scaled(self.config.probe_interval) {
+                self.probe = None;
+                self.awareness = (self.awareness + 1).min(self.config.awareness_max);
+                if let Some(m) = self.members.get(&p.target) {
+                    if m.state == MemberState::Alive {
+                        out.push(Output::Suspect {
+                            node: p.target.clone(),
+                            generation: m.generation,
+                            incarnation: m.incarnation,
+                        });
+                    }
+                }
+            } else if !p.indirect_sent && elapsed >= self.scaled(self.config.probe_timeout) {
+                let helpers = self.helpers(&p.target);
+                for h in helpers {
+                    out.push(Output::Send {
+                        to: h,
+                        msg: SwimMsg::PingReq {
+                            seq: p.seq,
+                            target: p.target.clone(),
+                        },
+                    });
+                }
+                if let Some(p) = self.probe.as_mut() {
+                    p.indirect_sent = true;
+                }
+            }
+        }
+
+        // A new probe each interval.
+        if self.probe.is_none() && now >= self.next_probe_at {
+            if let Some(target) = self.next_target() {
+                self.seq += 1;
+                self.probe = Some(Probe {
+                    target: target.clone(),
+                    seq: self.seq,
+                    started: now,
+                    indirect_sent: false,
+                });
+                out.push(Output::Send {
+                    to: target,
+                    msg: SwimMsg::Ping { seq: self.seq },
+                });
+            }
+            self.next_probe_at = now + self.scaled(self.config.probe_interval);
+        }
+
+        // Suspicions that ran out.
+        let expired: Vec<NodeId> = self
+            .suspicions
+            .iter()
+            .filter(|(_, s)| {
+                now.saturating_sub(s.started) >= self.suspicion_timeout(s.confirmations.len())
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            let s = self.suspicions.remove(&id).expect("listed");
+            out.push(Output::Dead {
+                node: id,
+                generation: s.generation,
+                incarnation: s.incarnation,
+            });
+        }
+
+        // Tombstones past their TTL.
+        let ttl = self.config.tombstone_ttl;
+        for (id, m) in &self.members {
+            if m.state.is_tombstone() && now.saturating_sub(m.since) >= ttl {
+                out.push(Output::Reap {
+                    node: id.clone(),
+                    generation: m.generation,
+                });
+            }
+        }
+        out
+    }
+
+    /// Next probe target: alive or suspect members in a shuffled round-robin.
+    fn next_target(&mut self) -> Option<NodeId> {
+        for _ in 0..self.order.len() {
+            if self.next >= self.order.len() {
+                self.next = 0;
+                self.order.shuffle(&mut self.rng);
+            }
+            let id = self.order[self.next].clone();
+            self.next += 1;
+            if self
+                .members
+                .get(&id)
+                .is_some_and(|m| !m.state.is_tombstone())
+            {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Up to k random live members other than `target`, to probe it for us.
+    fn helpers(&mut self, target: &NodeId) -> Vec<NodeId> {
+        let candidates: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(id, m)| *id != target && m.state == MemberState::Alive)
+            .map(|(id, _)| id.clone())
+            .collect();
+        candidates
+            .choose_multiple(&mut self.rng, self.config.indirect_checks)
+            .cloned()
+            .collect()
+    }
+
+    /// Per-member health for status: state, stability and flips.
+    pub fn health(&self, now: Duration) -> Vec<Health> {
+        self.members
+            .iter()
+            .map(|(id, m)| Health {
+                id: id.clone(),
+                state: m.state,
+                stable: m.state == MemberState::Alive
+                    && now.saturating_sub(m.since) >= self.config.stable_after,
+                flips: m.flips,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn swim_with(members: &[&str]) -> Swim {
+        let mut s = Swim::new(id("me"), SwimConfig::default(), 1);
+        for m in members {
+            s.update_member(&id(m), 1, 0, MemberState::Alive, ms(0));
+        }
+        s
+    }
+
+    fn sends(out: &[Output]) -> Vec<(NodeId, SwimMsg)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send { to, msg } => Some((to.clone(), msg.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_answered_probe_accuses_nobody() {
+        let mut s = swim_with(&["a", "b", "c"]);
+        let out = s.tick(ms(0));
+        let (target, msg) = sends(&out).pop().unwrap();
+        let SwimMsg::Ping { seq } = msg else {
+            panic!("{msg:?}")
+        };
+        s.handle_message(&target, SwimMsg::Ack { seq }, ms(10));
+        for t in (10..3000).step_by(10) {
+            let out = s.tick(ms(t));
+            assert!(
+                !out.iter()
+                    .any(|o| matches!(o, Output::Suspect { node, .. } if *node == target)),
+                "at {t}"
+            );
+            // Everyone answers.
+            for (to, msg) in sends(&out) {
+                if let SwimMsg::Ping { seq } = msg {
+                    s.handle_message(&to, SwimMsg::Ack { seq }, ms(t));
+                }
+            }
+        }
+        assert_eq!(s.awareness(), 0);
+    }
+
+    #[test]
+    fn silence_leads_to_ping_req_then_suspicion_then_death() {
+        let mut s = swim_with(&["a", "b", "c"]);
+        // Everyone but "a" answers; "a" is silent.
+        let mut suspected_at = None;
+        let mut dead_at = None;
+        let mut saw_ping_req = false;
+        for t in (0..20_000).step_by(10) {
+            let now = ms(t);
+            let out = s.tick(now);
+            for o in &out {
+                match o {
+                    Output::Suspect {
+                        node,
+                        generation,
+                        incarnation,
+                    } => {
+                        assert_eq!(node.as_str(), "a");
+                        suspected_at.get_or_insert(t);
+                        s.update_member(node, *generation, *incarnation, MemberState::Suspect, now);
+                    }
+                    Output::Dead {
+                        node,
+                        generation,
+                        incarnation,
+                    } => {
+                        assert_eq!(node.as_str(), "a");
+                        dead_at.get_or_insert(t);
+                        s.update_member(node, *generation, *incarnation, MemberState::Dead, now);
+                    }
+                    Output::Send {
+                        to,
+                        msg: SwimMsg::PingReq { target, .. },
+                    } => {
+                        assert_eq!(target.as_str(), "a");
+                        assert_ne!(to.as_str(), "a");
+                        saw_ping_req = true;
+                    }
+                    Output::Send {
+                        to,
+                        msg: SwimMsg::Ping { seq },
+                    } if to.as_str() != "a" => {
+                        s.handle_message(to, SwimMsg::Ack { seq: *seq }, now);
+                    }
+                    _ => {}
+                }
+            }
+            if dead_at.is_some() {
+                break;
+            }
+        }
+        assert!(saw_ping_req);
+        let (suspected, dead) = (suspected_at.unwrap(), dead_at.unwrap());
+        // Without confirmations the suspicion runs its full (max) timeout.
+        let max = s.suspicion_timeout(0).as_millis() as u64;
+        assert!(dead - suspected >= max, "{suspected} -> {dead}, max {max}");
+    }
+
+    #[test]
+    fn confirmations_shrink_the_suspicion_timeout_to_the_minimum() {
+        let s = swim_with(&["a", "b", "c", "d", "e"]);
+        let t0 = s.suspicion_timeout(0);
+        let t1 = s.suspicion_timeout(1);
+        let t3 = s.suspicion_timeout(3);
+        assert!(t0 > t1 && t1 > t3, "{t0:?} {t1:?} {t3:?}");
+        assert_eq!(t3, s.suspicion_timeout(10), "never below the minimum");
+        assert_eq!(t0, t3 * s.config().suspicion_max_mult);
+    }
+
+    #[test]
+    fn refutation_ends_a_suspicion_and_counts_a_flip() {
+        let mut s = swim_with(&["a"]);
+        s.update_member(&id("a"), 1, 0, MemberState::Suspect, ms(0));
+        s.update_member(&id("a"), 1, 1, MemberState::Alive, ms(100));
+        for t in (100..30_000).step_by(100) {
+            assert!(!s
+                .tick(ms(t))
+                .iter()
+                .any(|o| matches!(o, Output::Dead { .. })));
+        }
+        let h = s.health(ms(30_000));
+        assert_eq!(h[0].flips, 2);
+    }
+
+    #[test]
+    fn a_pause_of_our_own_accuses_nobody() {
+        let mut s = swim_with(&["a", "b"]);
+        s.tick(ms(0)); // a probe goes out and is never answered: we are frozen
+        let out = s.tick(ms(10_000));
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Suspect { .. })),
+            "{out:?}"
+        );
+        assert!(s.awareness() > 0);
+    }
+
+    #[test]
+    fn a_closed_connection_makes_that_member_the_next_probe() {
+        let mut s = swim_with(&["a", "b", "c", "d", "e", "f"]);
+        s.tick(ms(0));
+        s.handle_message(&id("x"), SwimMsg::Ack { seq: 0 }, ms(1));
+        s.handle_closed(&id("e"));
+        // Finish the current probe, then the next one must be "e".
+        let current = s.probe.as_ref().unwrap().clone();
+        s.handle_message(&current.target, SwimMsg::Ack { seq: current.seq }, ms(5));
+        let out = s.tick(ms(300));
+        assert_eq!(sends(&out)[0].0, id("e"));
+    }
+
+    #[test]
+    fn ping_req_is_relayed_and_answered() {
+        let mut s = swim_with(&["a", "b"]);
+        let out = s.handle_message(
+            &id("a"),
+            SwimMsg::PingReq {
+                seq: 77,
+                target: id("b"),
+            },
+            ms(0),
+        );
+        let (to, msg) = sends(&out).pop().unwrap();
+        assert_eq!(to, id("b"));
+        let SwimMsg::Ping { seq } = msg else { panic!() };
+        let out = s.handle_message(&id("b"), SwimMsg::Ack { seq }, ms(5));
+        assert_eq!(
+            sends(&out),
+            vec![(
+                id("a"),
+                SwimMsg::IndirectAck {
+                    seq: 77,
+                    target: id("b")
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn tombstones_are_reaped_after_their_ttl() {
+        let mut s = swim_with(&["a"]);
+        s.update_member(&id("a"), 1, 0, MemberState::Dead, ms(0));
+        let ttl = s.config().tombstone_ttl;
+        assert!(!s
+            .tick(ttl - ms(1))
+            .iter()
+            .any(|o| matches!(o, Output::Reap { .. })));
+        assert!(s
+            .tick(ttl)
+            .iter()
+            .any(|o| matches!(o, Output::Reap { node, .. } if *node == id("a"))));
+    }
+}
