@@ -330,6 +330,10 @@ async fn serve_member(
     };
     tracing::debug!(%peer, %reason, "connection closed");
     inner.peers.unregister(&peer, conn_id);
+    if !inner.cancel.is_cancelled() && !close.is_cancelled() {
+        // A lost connection is a hint to probe the peer soon, never a verdict.
+        inner.swim.lock().unwrap().handle_closed(&peer);
+    }
     drop(tx);
     let _ = writer.await;
 }

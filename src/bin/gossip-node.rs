@@ -11,7 +11,7 @@ use gossip_roster::admin;
 use gossip_roster::message::{AdminReply, AdminRequest};
 use gossip_roster::store::{FsyncPolicy, StoreConfig, WalConfig};
 use gossip_roster::transport::TransportConfig;
-use gossip_roster::{GossipConfig, Member, Node, NodeConfig, NodeId};
+use gossip_roster::{GossipConfig, Member, Node, NodeConfig, NodeId, SwimConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -75,6 +75,27 @@ struct RunArgs {
     /// Interval of anti-entropy (digest exchange with one random peer).
     #[arg(long, default_value_t = 500)]
     anti_entropy_ms: u64,
+    /// Failure detection: one member is probed this often.
+    #[arg(long, default_value_t = 300)]
+    probe_interval_ms: u64,
+    /// Wait for a direct ack before asking others to probe (ping-req).
+    #[arg(long, default_value_t = 150)]
+    probe_timeout_ms: u64,
+    /// Members asked to probe on our behalf.
+    #[arg(long, default_value_t = 3)]
+    indirect_checks: usize,
+    /// Suspicion lasts from mult * max(1, log10 N) * interval (with confirmations) up to
+    /// --suspicion-max-mult times that (without).
+    #[arg(long, default_value_t = 3)]
+    suspicion_mult: u32,
+    #[arg(long, default_value_t = 6)]
+    suspicion_max_mult: u32,
+    /// Dead and left members are forgotten after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    tombstone_ttl_s: u64,
+    /// A member alive this long without a flip counts as stable.
+    #[arg(long, default_value_t = 30)]
+    stable_after_s: u64,
     /// Largest frame accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_frame_bytes: usize,
@@ -221,6 +242,16 @@ async fn run(args: RunArgs) -> Result<()> {
             },
             compact_after_records: args.compact_records,
             compact_after_bytes: args.compact_bytes,
+        },
+        swim: SwimConfig {
+            probe_interval: Duration::from_millis(args.probe_interval_ms.max(1)),
+            probe_timeout: Duration::from_millis(args.probe_timeout_ms.max(1)),
+            indirect_checks: args.indirect_checks,
+            suspicion_mult: args.suspicion_mult.max(1),
+            suspicion_max_mult: args.suspicion_max_mult.max(1),
+            tombstone_ttl: Duration::from_secs(args.tombstone_ttl_s),
+            stable_after: Duration::from_secs(args.stable_after_s),
+            ..SwimConfig::default()
         },
         max_connections: args.max_connections,
         ..NodeConfig::default()
