@@ -12,6 +12,11 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
+/// One anti-entropy round in this many goes to a random member we hold dead instead of a
+/// live one. Two sides of a healed partition hold each other dead and would otherwise never
+/// talk again; a wrongly dead member learns of it this way and refutes (Serf's reconnect).
+pub const RECONNECT_ONE_IN: u32 = 4;
+
 /// Sends an event gets in a cluster of `n` members: `mult * ceil(log2(n + 1))`.
 pub fn retransmit_budget(mult: u32, n: usize) -> u32 {
     let rounds = usize::BITS - n.leading_zeros(); // ceil(log2(n + 1))
@@ -103,7 +108,10 @@ impl Delta {
 /// our liveness where it takes precedence, and coverage so its watermark can advance.
 pub fn delta_for(roster: &Roster, theirs: &BTreeMap<NodeId, NodeDigest>) -> Delta {
     let mut delta = Delta::default();
-    for (id, rec) in roster.iter_records() {
+    // In id order, so the same rosters always give the same delta (deterministic core).
+    let mut records: Vec<_> = roster.iter_records().collect();
+    records.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (id, rec) in records {
         let since = match theirs.get(id) {
             Some(d) if d.generation > rec.generation => continue,
             Some(d) if d.generation == rec.generation => {

@@ -661,6 +661,19 @@ impl Inner {
         gossip::choose_peers(&mut rand::thread_rng(), &candidates, n)
     }
 
+    /// A random member we hold dead (not left): anti-entropy with it heals partitions.
+    fn dead_target(&self) -> Option<Member> {
+        let dead: Vec<Member> = self
+            .roster
+            .lock()
+            .unwrap()
+            .members()
+            .into_iter()
+            .filter(|m| m.state == MemberState::Dead)
+            .collect();
+        gossip::choose_peers(&mut rand::thread_rng(), &dead, 1).pop()
+    }
+
     pub(crate) fn digest(&self) -> Vec<(NodeId, NodeDigest)> {
         self.roster.lock().unwrap().digest().into_iter().collect()
     }
@@ -910,7 +923,13 @@ async fn anti_entropy_loop(inner: Arc<Inner>) {
         if !inner.broadcasts.lock().unwrap().is_empty() {
             inner.flush.notify_one();
         }
-        if let Some(peer) = inner.gossip_targets(1).pop() {
+        let reconnect = rand::thread_rng().gen_ratio(1, gossip::RECONNECT_ONE_IN);
+        let peer = if reconnect {
+            inner.dead_target()
+        } else {
+            inner.gossip_targets(1).pop()
+        };
+        if let Some(peer) = peer {
             inner
                 .peers
                 .send(&inner, &peer, Frame::Digest(inner.digest()));

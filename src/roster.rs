@@ -585,7 +585,13 @@ impl Roster {
                 actors: BTreeSet::new(),
             });
         }
-        for (actor, e) in rec.actors.iter().filter(|(_, e)| e.version > since_version) {
+        let mut entries: Vec<_> = rec
+            .actors
+            .iter()
+            .filter(|(_, e)| e.version > since_version)
+            .collect();
+        entries.sort_unstable_by_key(|(_, e)| e.version);
+        for (actor, e) in entries {
             let (node, actor, version) = (id.clone(), actor.clone(), e.version);
             out.push(if e.present {
                 ClusterEvent::ActorAdded {

@@ -19,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -158,8 +158,10 @@ pub struct Swim {
     next_probe_at: Duration,
     last_tick: Option<Duration>,
     seq: u64,
-    suspicions: HashMap<NodeId, Suspicion>,
-    relays: HashMap<u64, Relay>,
+    // B-trees, not hash maps: iteration order is part of the output, which must be
+    // deterministic for a given seed and input.
+    suspicions: BTreeMap<NodeId, Suspicion>,
+    relays: BTreeMap<u64, Relay>,
     awareness: u32,
 }
 
@@ -176,8 +178,8 @@ impl Swim {
             next_probe_at: Duration::ZERO,
             last_tick: None,
             seq: 0,
-            suspicions: HashMap::new(),
-            relays: HashMap::new(),
+            suspicions: BTreeMap::new(),
+            relays: BTreeMap::new(),
             awareness: 0,
         }
     }
