@@ -41,6 +41,11 @@ impl NodeProc {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
         cmd.args(extra);
+        Self::spawn(cmd)
+    }
+
+    /// Runs a prepared `gossip-node` command and waits for its "node started" line.
+    pub fn spawn(mut cmd: Command) -> Result<NodeProc, String> {
         let mut child = cmd
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
