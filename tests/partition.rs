@@ -129,12 +129,12 @@ fn a_partitioned_minority_knows_it_and_the_healed_cluster_agrees() {
     };
     let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut nodes = Vec::new();
-    for i in 0..n {
+    for (i, dir) in dirs.iter().enumerate() {
         let mut cmd = Command::new("ip");
         let listen = format!("10.77.0.{}:7000", i + 1);
         let id = format!("p{i}");
         cmd.args(["netns", "exec", &net.node_ns(i), NODE, "--data-dir"])
-            .arg(dirs[i].path())
+            .arg(dir.path())
             .args(["--listen", &listen, "--node-id", &id]);
         if i > 0 {
             cmd.args(["--seed", &addr(0)]);
