@@ -410,7 +410,9 @@ impl Swim {
                 self.probe = None;
                 self.awareness = (self.awareness + 1).min(self.config.awareness_max);
                 if let Some(m) = self.members.get(&p.target) {
-                    if m.state == MemberState::Alive {
+                    // Also when already suspected: our independent failure is a confirmation
+                    // that shortens everyone's suspicion timeout (Lifeguard).
+                    if matches!(m.state, MemberState::Alive | MemberState::Suspect) {
                         out.push(Output::Suspect {
                             node: p.target.clone(),
                             generation: m.generation,

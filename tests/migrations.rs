@@ -46,7 +46,7 @@ fn v1_events() -> Vec<ClusterEvent> {
             node: n("beta"),
             generation: 200,
             incarnation: 0,
-            by: None,
+            by: Some(n("gamma")),
         },
         ClusterEvent::NodeAlive {
             node: n("beta"),
