@@ -387,6 +387,23 @@ impl Node {
     }
 }
 
+/// Applies an admin actor change to each name in turn; replies with the names that changed.
+async fn change_actors<F, Fut>(actors: Vec<String>, mut change: F) -> AdminReply
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(String, bool)>>,
+{
+    let mut changed = Vec::new();
+    for a in actors {
+        match change(a).await {
+            Ok((a, true)) => changed.push(a),
+            Ok((_, false)) => {}
+            Err(e) => return AdminReply::Error(e.to_string()),
+        }
+    }
+    AdminReply::ActorsChanged { changed }
+}
+
 /// Our identity: stored, or new (generation = now), or a new generation after a leave.
 fn resolve_identity(
     store: &Store,
@@ -789,26 +806,18 @@ impl Inner {
                 AdminReply::Error("actor names must be 1 to 1024 bytes".into())
             }
             AdminRequest::AddActors { actors } => {
-                let mut changed = Vec::new();
-                for a in actors {
-                    match node.register_actor(&a).await {
-                        Ok(true) => changed.push(a),
-                        Ok(false) => {}
-                        Err(e) => return AdminReply::Error(e.to_string()),
-                    }
-                }
-                AdminReply::ActorsChanged { changed }
+                let node = &node;
+                change_actors(actors, |a| async move {
+                    node.register_actor(&a).await.map(|c| (a, c))
+                })
+                .await
             }
             AdminRequest::RemoveActors { actors } => {
-                let mut changed = Vec::new();
-                for a in actors {
-                    match node.unregister_actor(&a).await {
-                        Ok(true) => changed.push(a),
-                        Ok(false) => {}
-                        Err(e) => return AdminReply::Error(e.to_string()),
-                    }
-                }
-                AdminReply::ActorsChanged { changed }
+                let node = &node;
+                change_actors(actors, |a| async move {
+                    node.unregister_actor(&a).await.map(|c| (a, c))
+                })
+                .await
             }
             AdminRequest::Status => AdminReply::Status(Box::new(self.status())),
         }

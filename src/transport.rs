@@ -70,29 +70,27 @@ impl TransportConfig {
         }
     }
 
-    fn prove(&self, label: &[u8], first: &[u8; 32], second: &[u8; 32]) -> Vec<u8> {
-        match &self.secret {
-            None => Vec::new(),
-            Some(secret) => {
-                let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
-                mac.update(label);
-                mac.update(first);
-                mac.update(second);
-                mac.finalize().into_bytes().to_vec()
-            }
-        }
+    fn mac(&self, label: &[u8], first: &[u8; 32], second: &[u8; 32]) -> Option<Hmac<Sha256>> {
+        let secret = self.secret.as_ref()?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
+        mac.update(label);
+        mac.update(first);
+        mac.update(second);
+        Some(mac)
     }
 
+    /// Our answer to a challenge (empty without a secret).
+    fn prove(&self, label: &[u8], first: &[u8; 32], second: &[u8; 32]) -> Vec<u8> {
+        self.mac(label, first, second)
+            .map(|m| m.finalize().into_bytes().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Checks the other side's answer in constant time; without a secret it must be empty.
     fn check(&self, label: &[u8], first: &[u8; 32], second: &[u8; 32], proof: &[u8]) -> bool {
-        match &self.secret {
+        match self.mac(label, first, second) {
             None => proof.is_empty(),
-            Some(secret) => {
-                let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
-                mac.update(label);
-                mac.update(first);
-                mac.update(second);
-                mac.verify_slice(proof).is_ok()
-            }
+            Some(m) => m.verify_slice(proof).is_ok(),
         }
     }
 }

@@ -139,24 +139,9 @@ fn a_node_cut_off_from_the_majority_says_so_and_recovers() {
             },
         );
     }
-    let views: Vec<Vec<(String, String)>> = nodes
+    let views: Vec<_> = nodes
         .iter()
-        .map(|n| {
-            let r = members(&n.addr, &[]).unwrap();
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|m| {
-                    (
-                        m["id"].as_str().unwrap().to_owned(),
-                        m["state"].as_str().unwrap().to_owned(),
-                    )
-                })
-                .collect()
-        })
+        .map(|n| id_states(&members(&n.addr, &[]).unwrap()))
         .collect();
-    assert!(
-        views.windows(2).all(|w| w[0] == w[1]),
-        "rosters differ after healing: {views:?}"
-    );
+    assert_same_views(&views);
 }

@@ -168,26 +168,14 @@ fn a_partitioned_minority_knows_it_and_the_healed_cluster_agrees() {
             status(i).is_some_and(|s| s["alive"] == 5 && s["in_majority"] == true)
         });
     }
-    let views: Vec<Vec<(String, String)>> = (0..n)
+    let views: Vec<_> = (0..n)
         .map(|i| {
-            let r = net
-                .admin(i, &["members", "--connect", &addr(i), "--json"])
-                .unwrap();
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|m| {
-                    (
-                        m["id"].as_str().unwrap().to_owned(),
-                        m["state"].as_str().unwrap().to_owned(),
-                    )
-                })
-                .collect()
+            id_states(
+                &net.admin(i, &["members", "--connect", &addr(i), "--json"])
+                    .unwrap(),
+            )
         })
         .collect();
-    assert!(
-        views.windows(2).all(|w| w[0] == w[1]),
-        "rosters differ after healing: {views:?}"
-    );
+    assert_same_views(&views);
     drop(nodes);
 }

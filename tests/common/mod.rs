@@ -185,3 +185,26 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `(id, state)` of every member of a `members --json` answer, in order.
+pub fn id_states(roster: &serde_json::Value) -> Vec<(String, String)> {
+    roster
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Asserts every node's view is the same.
+pub fn assert_same_views(views: &[Vec<(String, String)>]) {
+    assert!(
+        views.windows(2).all(|w| w[0] == w[1]),
+        "rosters differ: {views:?}"
+    );
+}
