@@ -3,6 +3,8 @@
 //! `migrations/fixtures/v1` was written by the real store (regenerate only when the v1
 //! format itself is being defined: `cargo test --test migrations -- --ignored`).
 
+mod common;
+use common::copy_tree;
 use gossip_roster::store::{Store, StoreConfig};
 use gossip_roster::{ClusterEvent, MemberState, NodeId, Roster};
 use std::path::{Path, PathBuf};
@@ -88,19 +90,6 @@ fn roster_of(events: &[ClusterEvent]) -> Roster {
         r.apply(e);
     }
     r
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if src.is_dir() {
-            copy_tree(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
 }
 
 #[test]

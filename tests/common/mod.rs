@@ -208,3 +208,17 @@ pub fn assert_same_views(views: &[Vec<(String, String)>]) {
         "rosters differ: {views:?}"
     );
 }
+
+/// Copies a data dir (without its LOCK) to `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dst);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
