@@ -45,6 +45,7 @@ pub(crate) struct Peers {
     /// Traffic we sent to members (for status and benchmarks).
     pub(crate) frames_sent: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
+    handshake_failures: AtomicU64,
 }
 
 impl Peers {
@@ -55,6 +56,7 @@ impl Peers {
             next_id: AtomicU64::new(1),
             frames_sent: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
+            handshake_failures: AtomicU64::new(0),
         }
     }
 
@@ -244,7 +246,15 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, listener: tokio::net::TcpList
             };
             match result {
                 Ok((ws, role)) => run_connection(inner2, ws, role, false, Vec::new()).await,
-                Err(e) => tracing::info!(%remote, error = %e, "handshake failed"),
+                Err(e) => {
+                    // A flood of bad connections must not become a flood of log lines.
+                    let n = inner2.peers.handshake_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n <= 10 || n % 1000 == 0 {
+                        tracing::info!(%remote, error = %e, failures_so_far = n, "handshake failed");
+                    } else {
+                        tracing::debug!(%remote, error = %e, "handshake failed");
+                    }
+                }
             }
         });
     }

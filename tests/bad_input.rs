@@ -129,3 +129,66 @@ fn silent_connections_do_not_block_the_node() {
     assert_healthy(&node.addr);
     drop(idle);
 }
+
+#[test]
+fn ten_thousand_connection_attempts_leave_the_node_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start_net(dir.path(), &["--node-id", "target"]).unwrap();
+    let host = node.addr.strip_prefix("ws://").unwrap().to_owned();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let host = host.clone();
+            std::thread::spawn(move || {
+                let mut ok = 0;
+                for _ in 0..5000 {
+                    if let Ok(s) = std::net::TcpStream::connect(&host) {
+                        ok += 1;
+                        drop(s);
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let connected: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(
+        connected > 9_000,
+        "only {connected} connections went through"
+    );
+    assert_healthy(&node.addr);
+}
+
+#[test]
+fn a_peer_claiming_our_id_is_closed_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start_net(dir.path(), &["--node-id", "target"]).unwrap();
+    let before = wal_records(&node);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let impostor = Role::Member {
+            id: NodeId::new("target"),
+            generation: u64::MAX,
+            addr: "ws://127.0.0.1:9".into(),
+        };
+        let (mut ws, _) = transport::dial(&node.addr, &impostor, &TransportConfig::default())
+            .await
+            .unwrap();
+        let _ = transport::send(
+            &mut ws,
+            &Frame::Events(vec![ClusterEvent::NewNode {
+                node: NodeId::new("target"),
+                generation: u64::MAX,
+                version: 1,
+                addr: "ws://127.0.0.1:9".into(),
+                actors: ["evil".to_string()].into(),
+            }]),
+        )
+        .await;
+        let closed =
+            tokio::time::timeout(std::time::Duration::from_secs(30), transport::recv(&mut ws))
+                .await;
+        assert!(!matches!(closed, Ok(Ok(Some(_)))), "{closed:?}");
+    });
+    assert_healthy(&node.addr);
+    assert_eq!(wal_records(&node), before);
+}
