@@ -249,7 +249,7 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, listener: tokio::net::TcpList
                 Err(e) => {
                     // A flood of bad connections must not become a flood of log lines.
                     let n = inner2.peers.handshake_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n <= 10 || n % 1000 == 0 {
+                    if n <= 10 || n.is_multiple_of(1000) {
                         tracing::info!(%remote, error = %e, failures_so_far = n, "handshake failed");
                     } else {
                         tracing::debug!(%remote, error = %e, "handshake failed");
