@@ -435,6 +435,35 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { failure_persistence: None, ..proptest::prelude::ProptestConfig::with_cases(32) })]
+        /// Twin of the `handshake` fuzz target: arbitrary binary messages to a listener in its
+        /// handshake end in a refusal, a timeout or a handshake, never a panic.
+        #[test]
+        fn arbitrary_messages_in_the_handshake_never_panic(
+            msgs in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..4)
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let server = tokio::spawn(async move {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    let cfg = TransportConfig { handshake_timeout: Duration::from_millis(200), ..cfg("a", Some("k")) };
+                    accept(stream, &member("server"), &cfg).await.is_ok()
+                });
+                let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await.unwrap();
+                for m in msgs {
+                    if ws.send(Message::Binary(m)).await.is_err() {
+                        break;
+                    }
+                }
+                // Without the secret's proof no byte string gets through.
+                assert!(!server.await.unwrap());
+            });
+        }
+    }
+
     #[test]
     fn addresses_are_checked() {
         assert_eq!(host_port("ws://127.0.0.1:7000").unwrap(), "127.0.0.1:7000");
