@@ -7,9 +7,16 @@ use crate::transport::{self, TransportConfig};
 use std::path::Path;
 
 /// Sends one request to the node at `addr` (`ws://HOST:PORT`) and returns its reply.
-pub async fn request(addr: &str, secret: Option<Vec<u8>>, req: AdminRequest) -> Result<AdminReply> {
+/// `tls` is needed for a `wss://` node (its CA, and a client certificate it trusts).
+pub async fn request(
+    addr: &str,
+    secret: Option<Vec<u8>>,
+    tls: Option<std::sync::Arc<crate::tls::Tls>>,
+    req: AdminRequest,
+) -> Result<AdminReply> {
     let cfg = TransportConfig {
         secret: secret.map(std::sync::Arc::new),
+        tls,
         ..TransportConfig::default()
     };
     let (mut ws, _) = transport::dial(addr, &Role::Admin, &cfg).await?;

@@ -33,6 +33,7 @@ mod peers;
 pub mod roster;
 pub mod store;
 pub mod swim;
+pub mod tls;
 pub mod transport;
 
 pub use detector::Quorum;

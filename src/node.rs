@@ -163,10 +163,15 @@ impl Node {
                 source: e,
             })?;
         let local = listener.local_addr().map_err(Error::io(&config.data_dir))?;
+        let scheme = if config.transport.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
         let addr = config
             .advertise
             .clone()
-            .unwrap_or_else(|| format!("ws://{local}"));
+            .unwrap_or_else(|| format!("{scheme}://{local}"));
 
         let store_config = config.store.clone();
         let dir = config.data_dir.clone();

@@ -129,7 +129,9 @@ impl Peers {
                     st.backoff
                         .insert(addr.clone(), (Instant::now() + jittered, delay));
                     match e {
-                        TransportError::Rejected(_) | TransportError::Auth(_) => {
+                        TransportError::Rejected(_)
+                        | TransportError::Auth(_)
+                        | TransportError::Tls(_) => {
                             tracing::warn!(%addr, error = %e, "peer refused the connection")
                         }
                         _ => tracing::debug!(%addr, error = %e, "dial failed"),

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<crate::tls::Stream>;
 
 /// Limits and credentials shared by every connection of a node.
 #[derive(Clone)]
@@ -34,6 +34,8 @@ pub struct TransportConfig {
     /// A connection with nothing received for this long is closed.
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
+    /// `wss://` with mutual TLS against a cluster CA; `None`: plain `ws://`.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl std::fmt::Debug for TransportConfig {
@@ -44,6 +46,7 @@ impl std::fmt::Debug for TransportConfig {
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -57,6 +60,7 @@ impl Default for TransportConfig {
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(3),
+            tls: None,
         }
     }
 }
@@ -111,8 +115,10 @@ pub enum TransportError {
     Auth(&'static str),
     #[error("connection closed")]
     Closed,
-    #[error("bad address {0:?}: expected ws://HOST:PORT")]
+    #[error("bad address {0:?}: expected ws://HOST:PORT (or wss:// with TLS)")]
     BadAddress(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl From<tokio_tungstenite::tungstenite::Error> for TransportError {
@@ -121,10 +127,11 @@ impl From<tokio_tungstenite::tungstenite::Error> for TransportError {
     }
 }
 
-/// `ws://host:port` -> `host:port`.
+/// `ws://host:port` or `wss://host:port` -> `host:port`.
 pub fn host_port(addr: &str) -> Result<&str, TransportError> {
     let rest = addr
         .strip_prefix("ws://")
+        .or_else(|| addr.strip_prefix("wss://"))
         .ok_or_else(|| TransportError::BadAddress(addr.to_owned()))?;
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() || !rest.contains(':') || rest.contains('/') {
@@ -209,6 +216,13 @@ pub async fn accept(
 ) -> Result<(Ws, Role), TransportError> {
     let _ = stream.set_nodelay(true);
     tokio::time::timeout(cfg.handshake_timeout, async {
+        let stream = match &cfg.tls {
+            Some(tls) => tls
+                .accept(stream)
+                .await
+                .map_err(|e| TransportError::Tls(format!("TLS: {e}")))?,
+            None => crate::tls::Stream::Plain(stream),
+        };
         let mut ws =
             tokio_tungstenite::accept_async_with_config(stream, Some(cfg.ws_config())).await?;
         let (role, their_nonce) = match recv(&mut ws).await? {
@@ -282,11 +296,29 @@ pub async fn dial(
     cfg: &TransportConfig,
 ) -> Result<(Ws, Role), TransportError> {
     let target = host_port(addr)?;
+    let secure = addr.starts_with("wss://");
+    if secure != cfg.tls.is_some() {
+        return Err(TransportError::Tls(if secure {
+            format!("{addr} speaks TLS: give --tls-cert, --tls-key and --tls-ca")
+        } else {
+            format!("{addr} is plain ws://, but this side requires TLS")
+        }));
+    }
     let stream = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(target))
         .await
         .map_err(|_| TransportError::Timeout("connect"))??;
     let _ = stream.set_nodelay(true);
     tokio::time::timeout(cfg.handshake_timeout, async {
+        let stream = match &cfg.tls {
+            Some(tls) => {
+                let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                tls.connect(host, stream)
+                    .await
+                    .map_err(|e| TransportError::Tls(format!("TLS with {addr}: {e}")))?
+            }
+            None => crate::tls::Stream::Plain(stream),
+        };
         let (mut ws, _) = tokio_tungstenite::client_async_with_config(
             format!("ws://{target}/"),
             stream,

@@ -113,7 +113,7 @@ fn acknowledged_changes_survive_kill_9_at_random_instants() {
                     }
                 };
                 let entry = oracle.entry(actor).or_default();
-                match admin::request(&addr, None, req).await {
+                match admin::request(&addr, None, None, req).await {
                     Ok(AdminReply::ActorsChanged { .. }) => {
                         *entry = Known {
                             present: add,

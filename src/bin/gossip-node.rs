@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use gossip_roster::admin;
 use gossip_roster::message::{AdminReply, AdminRequest};
 use gossip_roster::store::{FsyncPolicy, StoreConfig, WalConfig};
+use gossip_roster::tls::Tls;
 use gossip_roster::transport::TransportConfig;
 use gossip_roster::{GossipConfig, Member, Node, NodeConfig, NodeId, SwimConfig};
 use std::path::PathBuf;
@@ -59,6 +60,8 @@ struct RunArgs {
     /// File holding the shared secret peers and admin clients must prove.
     #[arg(long)]
     secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Durability of the WAL: always (fsync per batch), batch (fsync at most every
     /// --fsync-interval-ms), never (the OS decides).
     #[arg(long, default_value = "batch")]
@@ -115,12 +118,39 @@ struct RunArgs {
 
 #[derive(Args, Debug)]
 struct Conn {
-    /// The node to ask, ws://HOST:PORT.
+    /// The node to ask, ws://HOST:PORT (wss:// with TLS).
     #[arg(long)]
     connect: String,
     /// Secret file, when the node has one.
     #[arg(long)]
     secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS (wss://): all three or none. Peers must present a certificate signed by the CA.
+#[derive(Args, Debug)]
+struct TlsArgs {
+    /// PEM certificate (chain) of this node or client.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// PEM certificate(s) of the CA that peers' certificates must chain to.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn load(&self) -> Result<Option<Arc<Tls>>> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(c), Some(k), Some(a)) => Ok(Some(Arc::new(
+                Tls::from_files(c, k, a).map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
+            ))),
+            _ => Ok(None),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -224,6 +254,7 @@ async fn run(args: RunArgs) -> Result<()> {
         transport: TransportConfig {
             cluster: args.cluster,
             secret: secret.map(Arc::new),
+            tls: args.tls.load()?,
             max_frame_bytes: args.max_frame_bytes,
             ..TransportConfig::default()
         },
@@ -301,7 +332,7 @@ async fn ask(conn: &Conn, req: AdminRequest) -> Result<AdminReply> {
         .as_deref()
         .map(admin::read_secret)
         .transpose()?;
-    admin::request(&conn.connect, secret, req)
+    admin::request(&conn.connect, secret, conn.tls.load()?, req)
         .await
         .with_context(|| format!("asking {}", conn.connect))
 }
