@@ -547,3 +547,29 @@ fn flips_in_the_snapshot_never_panic() {
     }
     eprintln!("snapshot flips: {opened} opened intact, {refused} refused");
 }
+
+/// A sample of byte flips in an older (not the newest) segment: always refused as corruption
+/// of that file, never taken for a torn tail.
+#[test]
+fn flips_in_an_older_segment_are_always_corruption() {
+    let base = tempfile::tempdir().unwrap();
+    write_dir(base.path(), &events(120), 3, config(700));
+    let segs = segment::list_segments(&base.path().join("wal")).unwrap();
+    assert!(segs.len() >= 3);
+    let (_, older) = &segs[1];
+    let clean = std::fs::read(older).unwrap();
+    for k in 0..25 {
+        let at = k * clean.len() / 25;
+        let work = tempfile::tempdir().unwrap();
+        copy_tree(base.path(), work.path());
+        let path = work.path().join("wal").join(older.file_name().unwrap());
+        let mut bytes = clean.clone();
+        bytes[at] ^= 0x08;
+        std::fs::write(&path, &bytes).unwrap();
+        match Store::open(work.path(), config(700)) {
+            Err(Error::Corrupt { file, .. }) => assert_eq!(file, path, "flip at {at}"),
+            Err(e) => panic!("flip at {at}: {e}"),
+            Ok(_) => panic!("flip at {at} in an older segment was accepted"),
+        }
+    }
+}
