@@ -43,6 +43,15 @@ impl Broadcasts {
         self.queue.is_empty()
     }
 
+    /// Gives every queued event at least `budget` sends left: budgets are set from the
+    /// cluster size a node knows when it queues an event, and a joiner knows only itself
+    /// until its first sync.
+    pub fn raise_to(&mut self, budget: u32) {
+        for (_, left) in self.queue.iter_mut() {
+            *left = (*left).max(budget);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.queue.len()
     }
@@ -189,6 +198,14 @@ mod tests {
         q.push(ev(1), 3);
         q.push(ev(1), 9);
         assert_eq!(q.len(), 1, "a duplicate refreshes, never doubles");
+        q.push(ev(2), 1);
+        q.raise_to(6);
+        assert_eq!(q.take_round(10, 3), vec![ev(1), ev(2)]);
+        assert_eq!(
+            q.take_round(10, 3),
+            vec![ev(1), ev(2)],
+            "raised to 6 sends: two rounds of 3"
+        );
     }
 
     #[test]

@@ -706,7 +706,7 @@ impl Inner {
     }
 
     /// Applies an anti-entropy delta (not re-gossiped: it is repair, not news).
-    async fn receive_delta(&self, delta: Delta) -> Result<()> {
+    async fn receive_delta(&self, from: &NodeId, delta: Delta) -> Result<()> {
         let changed = {
             let mut roster = self.roster.lock().unwrap();
             let events: Vec<ClusterEvent> = delta
@@ -721,11 +721,24 @@ impl Inner {
             .apply_to(&mut roster)
         };
         let learned = !changed.is_empty();
-        self.log_and_spread(changed, false).await?;
+        // Repair is not news, with one exception: what the peer tells about itself. A node
+        // that joins by anti-entropy is known only to the peer it synced with otherwise (its
+        // own announcement then arrives there as a duplicate and stops); concurrent joiners
+        // would wait for anti-entropy to meet.
+        let (news, repair): (Vec<ClusterEvent>, Vec<ClusterEvent>) =
+            changed.into_iter().partition(|e| e.node() == from);
+        self.log_and_spread(news, true).await?;
+        self.log_and_spread(repair, false).await?;
         // Our own events that waited for someone to tell (a newcomer's announcement) can go
         // now that we know more peers.
-        if learned && !self.broadcasts.lock().unwrap().is_empty() {
-            self.flush.notify_one();
+        if learned {
+            let n = self.roster.lock().unwrap().count_by_state()[0].max(1);
+            let budget = gossip::retransmit_budget(self.config.gossip.retransmit_mult, n);
+            let mut q = self.broadcasts.lock().unwrap();
+            if !q.is_empty() {
+                q.raise_to(budget);
+                self.flush.notify_one();
+            }
         }
         self.refute_if_accused().await
     }
@@ -765,7 +778,7 @@ impl Inner {
             }
             Frame::Sync { delta, digest } => {
                 self.joined.notify_waiters();
-                let r = self.receive_delta(delta).await;
+                let r = self.receive_delta(from, delta).await;
                 let back = self.delta_for(digest);
                 r.map(|_| {
                     if back.is_empty() {
@@ -775,7 +788,7 @@ impl Inner {
                     }
                 })
             }
-            Frame::Delta(delta) => self.receive_delta(delta).await.map(|_| Vec::new()),
+            Frame::Delta(delta) => self.receive_delta(from, delta).await.map(|_| Vec::new()),
             Frame::Swim(msg) => detector::handle(&self.self_arc(), from, msg)
                 .await
                 .map(|_| Vec::new()),

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# gossip-roster next to chitchat 0.13.0 in the same run on loopback: cold-start convergence,
+# propagation of a value set on one node, idle bytes per node per second, for N = 5, 20, 50;
+# chitchat at a 100 ms and a 10 ms gossip interval. chitchat is built only here
+# (tools/compare), never as a dependency of gossip-roster.
+#
+#   tools/compare.sh                       # about 3 minutes after the build
+#   GOSSIP_BENCH_SIZES=5 tools/compare.sh
+set -euo pipefail
+cd "$(dirname "$0")/compare"
+cargo build --release --quiet
+./target/release/gossip-roster-compare

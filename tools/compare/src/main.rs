@@ -1,0 +1,338 @@
+//! gossip-roster next to chitchat, same run, same machine, loopback only.
+//!
+//! For N = 5, 20, 50: time from a cold start until every node knows every other; time until a
+//! value set on one node (an actor for us, a key for chitchat) is seen by all; bytes sent per
+//! node per second while idle. chitchat 0.13.0 runs at a 100 ms and at a 10 ms gossip
+//! interval (its failure detector's initial interval set to the gossip interval), ours with
+//! its defaults. Prints a markdown table with the ratios (ours / theirs; < 1 is better).
+//!
+//! `tools/compare.sh` (or `cargo run --release --manifest-path tools/compare/Cargo.toml`).
+
+use async_trait::async_trait;
+use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpTransport};
+use chitchat::{
+    spawn_chitchat, ChitchatConfig, ChitchatEnvelope, ChitchatHandle, ChitchatId,
+    FailureDetectorConfig,
+};
+use gossip_roster::{Node, NodeConfig, NodeId};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// chitchat's UDP transport, counting the bytes it sends.
+struct Counting {
+    inner: UdpTransport,
+    bytes: Arc<AtomicU64>,
+}
+
+struct CountingSocket {
+    inner: Box<dyn Socket>,
+    bytes: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl Transport for Counting {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let inner = self.inner.open(listen_addr).await?;
+        Ok(Box::new(CountingSocket {
+            inner,
+            bytes: self.bytes.clone(),
+        }))
+    }
+}
+
+#[async_trait]
+impl Socket for CountingSocket {
+    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+    async fn send(
+        &mut self,
+        to: SocketAddr,
+        envelope: ChitchatEnvelope,
+    ) -> anyhow::Result<SendOutcome> {
+        let outcome = self.inner.send(to, envelope).await?;
+        self.bytes
+            .fetch_add(outcome.num_bytes_sent as u64, Ordering::Relaxed);
+        Ok(outcome)
+    }
+    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+        self.inner.recv().await
+    }
+}
+
+/// Runs futures concurrently on this task and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futs.map(Box::pin).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.extend(
+        results
+            .into_iter()
+            .map(|r| r.expect("every future completed")),
+    );
+    out
+}
+
+async fn poll_until(what: &str, mut check: impl AsyncFnMut() -> bool) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if check().await {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+struct Figures {
+    /// From the moment the last node was started (spawned, data dir open) until all know all.
+    converge: Duration,
+    /// From the first node's start, including the start-up of every node (for us: creating
+    /// and syncing N data dirs on one disk).
+    converge_total: Duration,
+    propagate: Duration,
+    idle_bytes_per_node_s: f64,
+}
+
+async fn chitchat_run(n: usize, interval: Duration) -> Figures {
+    let bytes = Arc::new(AtomicU64::new(0));
+    let transport = Counting {
+        inner: UdpTransport,
+        bytes: bytes.clone(),
+    };
+    // Hold every probe socket until all ports are picked, so no port is handed out twice.
+    let probes: Vec<std::net::UdpSocket> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = probes
+        .iter()
+        .map(|p| p.local_addr().unwrap().port())
+        .collect();
+    drop(probes);
+    let seed = format!("127.0.0.1:{}", ports[0]);
+    let t0 = Instant::now();
+    let mut handles: Vec<ChitchatHandle> = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(format!("c{i}"), 1, addr),
+            cluster_id: "compare".into(),
+            gossip_interval: interval,
+            listen_addr: addr,
+            seed_nodes: if i == 0 { vec![] } else { vec![seed.clone()] },
+            failure_detector_config: FailureDetectorConfig {
+                initial_interval: interval,
+                ..FailureDetectorConfig::default()
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V1,
+        };
+        handles.push(
+            spawn_chitchat(config, Vec::new(), &transport)
+                .await
+                .unwrap(),
+        );
+    }
+    let t_last = Instant::now();
+    // Watchers are taken out of the lock before awaiting on them (awaiting under it deadlocks).
+    let mut watchers = Vec::new();
+    for h in &handles {
+        let chitchat = h.chitchat();
+        let w = chitchat.lock().await.live_nodes_watcher();
+        watchers.push(w);
+    }
+    let converged = poll_until("chitchat converges", async || {
+        watchers.iter().all(|w| w.borrow().len() == n)
+    })
+    .await;
+    let (converge, converge_total) = (converged.saturating_duration_since(t_last), converged - t0);
+
+    let id0 = handles[0].chitchat_id().clone();
+    let t1 = Instant::now();
+    handles[0]
+        .chitchat()
+        .lock()
+        .await
+        .self_node_state()
+        .set("actor", "billing");
+    let chitchats: Vec<_> = handles.iter().map(|h| h.chitchat()).collect();
+    let seen = poll_until("chitchat propagates a key", async || {
+        for c in &chitchats {
+            let guard = c.lock().await;
+            if guard
+                .node_state(&id0)
+                .and_then(|s| s.get("actor"))
+                .is_none()
+            {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let propagate = seen - t1;
+
+    let b0 = bytes.load(Ordering::Relaxed);
+    let idle = Duration::from_secs(3);
+    tokio::time::sleep(idle).await;
+    let b1 = bytes.load(Ordering::Relaxed);
+    for h in handles {
+        let _ = h.shutdown().await;
+    }
+    Figures {
+        converge,
+        converge_total,
+        propagate,
+        idle_bytes_per_node_s: (b1 - b0) as f64 / n as f64 / idle.as_secs_f64(),
+    }
+}
+
+async fn ours_run(n: usize) -> Figures {
+    let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let config = |i: usize, seeds: Vec<String>| NodeConfig {
+        data_dir: dirs[i].path().to_path_buf(),
+        node_id: Some(NodeId::new(format!("g{i}"))),
+        seeds,
+        ..NodeConfig::default()
+    };
+    // The seed first (others need its address), then everyone else at once, as chitchat.
+    let t0 = Instant::now();
+    let seed = Node::start(config(0, vec![])).await.unwrap().0;
+    let seed_addr = seed.addr().to_owned();
+    let rest = (1..n).map(|i| Node::start(config(i, vec![seed_addr.clone()])));
+    let mut nodes = vec![seed];
+    for started in futures_join_all(rest).await {
+        nodes.push(started.unwrap().0);
+    }
+    let t_last = Instant::now();
+    let converged = poll_until("gossip-roster converges", async || {
+        nodes.iter().all(|x| x.members().len() == n)
+    })
+    .await;
+    let (converge, converge_total) = (converged.saturating_duration_since(t_last), converged - t0);
+
+    let t1 = Instant::now();
+    nodes[0].register_actor("billing").await.unwrap();
+    let seen = poll_until("gossip-roster propagates an actor", async || {
+        nodes.iter().all(|x| !x.locate("billing").is_empty())
+    })
+    .await;
+    let propagate = seen - t1;
+
+    let sent = |nodes: &[Node]| nodes.iter().map(|x| x.status().bytes_sent).sum::<u64>();
+    let b0 = sent(&nodes);
+    let idle = Duration::from_secs(3);
+    tokio::time::sleep(idle).await;
+    let b1 = sent(&nodes);
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+    Figures {
+        converge,
+        converge_total,
+        propagate,
+        idle_bytes_per_node_s: (b1 - b0) as f64 / n as f64 / idle.as_secs_f64(),
+    }
+}
+
+/// Median of each figure over repeated runs.
+fn median(mut runs: Vec<Figures>) -> Figures {
+    let mid = runs.len() / 2;
+    runs.sort_by_key(|f| f.converge);
+    let converge = runs[mid].converge;
+    runs.sort_by_key(|f| f.converge_total);
+    let converge_total = runs[mid].converge_total;
+    runs.sort_by_key(|f| f.propagate);
+    let propagate = runs[mid].propagate;
+    runs.sort_by(|a, b| a.idle_bytes_per_node_s.total_cmp(&b.idle_bytes_per_node_s));
+    Figures {
+        converge,
+        converge_total,
+        propagate,
+        idle_bytes_per_node_s: runs[mid].idle_bytes_per_node_s,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("GOSSIP_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![5, 20, 50]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!("\n## gossip-roster vs chitchat 0.13.0 (same run, loopback, median of 3; ratio = ours / theirs)\n");
+    println!("| N | metric | gossip-roster (defaults) | chitchat 100 ms | ratio | chitchat 10 ms | ratio |");
+    println!("|---|---|---|---|---|---|---|");
+    for n in sizes {
+        let reps = 3;
+        let ours = median((0..reps).map(|_| rt.block_on(ours_run(n))).collect());
+        let slow = median(
+            (0..reps)
+                .map(|_| rt.block_on(chitchat_run(n, Duration::from_millis(100))))
+                .collect(),
+        );
+        let fast = median(
+            (0..reps)
+                .map(|_| rt.block_on(chitchat_run(n, Duration::from_millis(10))))
+                .collect(),
+        );
+        let ratio = |a: Duration, b: Duration| format!("{:.2}", a.as_secs_f64() / b.as_secs_f64());
+        let ratio_f = |a: f64, b: f64| format!("{:.2}", a / b);
+        println!(
+            "| {n} | cold start: all know all, from the last node's start | {} | {} | {} | {} | {} |",
+            ms(ours.converge), ms(slow.converge), ratio(ours.converge, slow.converge), ms(fast.converge), ratio(ours.converge, fast.converge)
+        );
+        println!(
+            "| {n} | cold start: all know all, from the first node's start | {} | {} | {} | {} | {} |",
+            ms(ours.converge_total), ms(slow.converge_total), ratio(ours.converge_total, slow.converge_total),
+            ms(fast.converge_total), ratio(ours.converge_total, fast.converge_total)
+        );
+        println!(
+            "| {n} | value set on one, seen by all | {} | {} | {} | {} | {} |",
+            ms(ours.propagate),
+            ms(slow.propagate),
+            ratio(ours.propagate, slow.propagate),
+            ms(fast.propagate),
+            ratio(ours.propagate, fast.propagate)
+        );
+        println!(
+            "| {n} | idle bytes sent per node per s | {:.0} | {:.0} | {} | {:.0} | {} |",
+            ours.idle_bytes_per_node_s,
+            slow.idle_bytes_per_node_s,
+            ratio_f(ours.idle_bytes_per_node_s, slow.idle_bytes_per_node_s),
+            fast.idle_bytes_per_node_s,
+            ratio_f(ours.idle_bytes_per_node_s, fast.idle_bytes_per_node_s)
+        );
+    }
+}
