@@ -10,9 +10,10 @@
 //! `cargo bench --bench cluster` (or `tools/bench-cluster`). `GOSSIP_BENCH_SIZES=5,20` picks
 //! the cluster sizes (default 5,20,50).
 
-use gossip_roster::store::{FsyncPolicy, StoreConfig, WalConfig};
-use gossip_roster::{ClusterEvent, MembershipChange, Node, NodeConfig, NodeId};
+mod support;
+use gossip_roster::{ClusterEvent, MembershipChange, Node, NodeId};
 use std::time::{Duration, Instant};
+use support::config;
 use tokio::sync::broadcast;
 
 #[global_allocator]
@@ -22,22 +23,6 @@ struct Cluster {
     nodes: Vec<Node>,
     subs: Vec<broadcast::Receiver<MembershipChange>>,
     _dirs: Vec<tempfile::TempDir>,
-}
-
-fn config(dir: &std::path::Path, id: &str, seeds: Vec<String>) -> NodeConfig {
-    NodeConfig {
-        data_dir: dir.to_path_buf(),
-        node_id: Some(NodeId::new(id)),
-        seeds,
-        store: StoreConfig {
-            wal: WalConfig {
-                policy: FsyncPolicy::Batch,
-                ..WalConfig::default()
-            },
-            ..StoreConfig::default()
-        },
-        ..NodeConfig::default()
-    }
 }
 
 /// Waits until `rx` yields an event matching `pred`; returns when it did.
@@ -55,26 +40,7 @@ async fn wait_for(
 }
 
 async fn start_cluster(n: usize) -> Cluster {
-    let mut dirs = Vec::new();
-    let mut nodes: Vec<Node> = Vec::new();
-    for i in 0..n {
-        let dir = tempfile::tempdir().unwrap();
-        let seeds = nodes
-            .first()
-            .map(|s| vec![s.addr().to_owned()])
-            .unwrap_or_default();
-        let (node, _) = Node::start(config(dir.path(), &format!("n{i:03}"), seeds))
-            .await
-            .unwrap();
-        nodes.push(node);
-        dirs.push(dir);
-    }
-    // Converged: every node sees all n alive.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !nodes.iter().all(|x| x.members().len() == n) {
-        assert!(Instant::now() < deadline, "cluster of {n} did not converge");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (nodes, dirs) = support::start_cluster(n).await;
     let subs = nodes.iter().map(|x| x.subscribe()).collect();
     Cluster {
         nodes,
@@ -218,10 +184,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let sizes: Vec<usize> = std::env::var("GOSSIP_BENCH_SIZES")
-        .ok()
-        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![5, 20, 50]);
+    let sizes = support::sizes();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

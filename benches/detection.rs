@@ -7,41 +7,17 @@
 //! `cargo bench --bench detection` (or `tools/bench-detection`); `GOSSIP_BENCH_SIZES=5,20`
 //! picks the sizes (default 5,20,50).
 
-use gossip_roster::{ClusterEvent, MembershipChange, Node, NodeConfig, NodeId};
+mod support;
+use gossip_roster::{ClusterEvent, MembershipChange};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-async fn cluster(n: usize) -> (Vec<Node>, Vec<tempfile::TempDir>) {
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut dirs = Vec::new();
-    for i in 0..n {
-        let dir = tempfile::tempdir().unwrap();
-        let config = NodeConfig {
-            data_dir: dir.path().to_path_buf(),
-            node_id: Some(NodeId::new(format!("n{i:03}"))),
-            seeds: nodes
-                .first()
-                .map(|s| vec![s.addr().to_owned()])
-                .unwrap_or_default(),
-            ..NodeConfig::default()
-        };
-        nodes.push(Node::start(config).await.unwrap().0);
-        dirs.push(dir);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !nodes.iter().all(|x| x.members().len() == n) {
-        assert!(Instant::now() < deadline, "no convergence");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    (nodes, dirs)
-}
-
 /// One kill: returns (time until all others hold the victim dead, false positives).
 async fn one_kill(n: usize) -> (Duration, usize) {
-    let (mut nodes, _dirs) = cluster(n).await;
+    let (mut nodes, _dirs) = support::start_cluster(n).await;
     // Let the cluster settle (stable, probes running) before the kill.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let victim = nodes.remove(n / 2);
@@ -79,10 +55,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let sizes: Vec<usize> = std::env::var("GOSSIP_BENCH_SIZES")
-        .ok()
-        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![5, 20, 50]);
+    let sizes = support::sizes();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

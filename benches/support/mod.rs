@@ -1,0 +1,51 @@
+//! Shared by the cluster benchmarks: cluster sizes from the environment, and a cluster of
+//! real nodes (library, WebSockets on 127.0.0.1, WALs in temp dirs) started through one seed.
+#![allow(dead_code)]
+
+use gossip_roster::{Node, NodeConfig, NodeId};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// `GOSSIP_BENCH_SIZES=5,20` or the default 5, 20, 50.
+pub fn sizes() -> Vec<usize> {
+    std::env::var("GOSSIP_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![5, 20, 50])
+}
+
+/// Default settings (fsync batch) for node `id` in `dir`.
+pub fn config(dir: &Path, id: &str, seeds: Vec<String>) -> NodeConfig {
+    NodeConfig {
+        data_dir: dir.to_path_buf(),
+        node_id: Some(NodeId::new(id)),
+        seeds,
+        ..NodeConfig::default()
+    }
+}
+
+/// Starts `n` nodes, each seeded with the first, and waits until every one sees all `n`.
+pub async fn start_cluster(n: usize) -> (Vec<Node>, Vec<tempfile::TempDir>) {
+    let mut dirs = Vec::new();
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..n {
+        let dir = tempfile::tempdir().unwrap();
+        let seeds = nodes
+            .first()
+            .map(|s| vec![s.addr().to_owned()])
+            .unwrap_or_default();
+        nodes.push(
+            Node::start(config(dir.path(), &format!("n{i:03}"), seeds))
+                .await
+                .unwrap()
+                .0,
+        );
+        dirs.push(dir);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !nodes.iter().all(|x| x.members().len() == n) {
+        assert!(Instant::now() < deadline, "cluster of {n} did not converge");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (nodes, dirs)
+}
