@@ -179,28 +179,29 @@ fn prepare_dir(n: u64, pool: u64) -> tempfile::TempDir {
     dir
 }
 
+/// Replays a data dir's whole WAL into a roster, as recovery does.
+fn replay(dir: &Path) -> Roster {
+    let mut roster = RosterBuilder::new(Roster::new());
+    scan_wal(
+        dir,
+        0,
+        0,
+        |_, _, r| {
+            roster.apply(&r.event);
+        },
+        |_| {},
+    )
+    .unwrap();
+    roster.finish()
+}
+
 fn bench_replay_and_open(c: &mut Criterion) {
     let n = big_n();
     let dir = prepare_dir(n, 16);
     let mut g = c.benchmark_group("recovery");
     g.sample_size(10);
     g.throughput(Throughput::Elements(n));
-    g.bench_function(format!("replay_{n}"), |b| {
-        b.iter(|| {
-            let mut roster = RosterBuilder::new(Roster::new());
-            scan_wal(
-                dir.path(),
-                0,
-                0,
-                |_, _, r| {
-                    roster.apply(&r.event);
-                },
-                |_| {},
-            )
-            .unwrap();
-            roster.finish()
-        })
-    });
+    g.bench_function(format!("replay_{n}"), |b| b.iter(|| replay(dir.path())));
     g.bench_function(format!("open_recover_{n}"), |b| {
         b.iter(|| {
             let (store, rec) =
@@ -364,18 +365,7 @@ fn summary() {
         let dir = prepare_dir(n, pool);
         let d = best_of(3, || {
             let t = Instant::now();
-            let mut roster = RosterBuilder::new(Roster::new());
-            scan_wal(
-                dir.path(),
-                0,
-                0,
-                |_, _, r| {
-                    roster.apply(&r.event);
-                },
-                |_| {},
-            )
-            .unwrap();
-            let _ = roster.finish();
+            let _ = replay(dir.path());
             t.elapsed()
         });
         let r = rate(n, d);

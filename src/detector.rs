@@ -117,15 +117,15 @@ async fn execute(inner: &Arc<Inner>, outputs: Vec<Output>) -> Result<()> {
     Ok(())
 }
 
-/// Feeds roster changes to the detector, and suspicion events as confirmations.
-pub(crate) fn observe(inner: &Inner, events: &[ClusterEvent]) {
+/// Tells the detector what the roster now says about these nodes.
+pub(crate) fn observe(inner: &Inner, nodes: &[NodeId]) {
     let now = inner.now();
     let roster = inner.roster.lock().unwrap();
     let mut swim = inner.swim.lock().unwrap();
-    for e in events {
-        if let Some(r) = roster.record(e.node()) {
+    for id in nodes {
+        if let Some(r) = roster.record(id) {
             swim.update_member(
-                e.node(),
+                id,
                 r.generation,
                 r.liveness.incarnation,
                 r.liveness.state,

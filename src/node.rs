@@ -224,13 +224,14 @@ impl Node {
             }
         };
         // The detector starts from what the data dir remembers.
-        let everyone: Vec<ClusterEvent> = {
-            let roster = node.inner.roster.lock().unwrap();
-            roster
-                .iter_records()
-                .map(|(id, r)| Roster::liveness_event(id, r.generation, r.liveness))
-                .collect()
-        };
+        let everyone: Vec<NodeId> = node
+            .inner
+            .roster
+            .lock()
+            .unwrap()
+            .iter_records()
+            .map(|(id, _)| id.clone())
+            .collect();
         detector::observe(&node.inner, &everyone);
         node.inner.commit_local(events).await?;
 
@@ -598,7 +599,8 @@ impl Inner {
                 self.flush.notify_one();
             }
         }
-        detector::observe(self, &changed);
+        let touched: Vec<NodeId> = changed.iter().map(|e| e.node().clone()).collect();
+        detector::observe(self, &touched);
         self.update_quorum(detector::leaves(&changed, self.me()), false);
         if self.changes.receiver_count() > 0 {
             let roster = self.roster.lock().unwrap();
@@ -664,7 +666,7 @@ impl Inner {
             Some(e) => {
                 tracing::info!(event = %e, "refuting a suspicion about us");
                 self.swim.lock().unwrap().handle_refuted();
-                Box::pin(self.log_and_spread(vec![e], true)).await
+                self.log_and_spread(vec![e], true).await
             }
             None => Ok(()),
         }
@@ -672,28 +674,28 @@ impl Inner {
 
     /// Members we may gossip to: announced, not dead or gone, not us. Random order, at most `n`.
     pub(crate) fn gossip_targets(&self, n: usize) -> Vec<Member> {
-        let candidates: Vec<Member> = self
-            .roster
-            .lock()
-            .unwrap()
-            .members()
-            .into_iter()
-            .filter(|m| m.id != *self.me() && !m.state.is_tombstone())
-            .collect();
-        gossip::choose_peers(&mut rand::thread_rng(), &candidates, n)
+        self.pick_members(n, |state| !state.is_tombstone())
     }
 
     /// A random member we hold dead (not left): anti-entropy with it heals partitions.
     fn dead_target(&self) -> Option<Member> {
-        let dead: Vec<Member> = self
-            .roster
-            .lock()
-            .unwrap()
-            .members()
-            .into_iter()
-            .filter(|m| m.state == MemberState::Dead)
+        self.pick_members(1, |state| state == MemberState::Dead)
+            .pop()
+    }
+
+    /// Up to `n` random announced members other than us whose state passes `keep`. Runs on
+    /// every gossip round, so only the chosen few are turned into `Member` views.
+    fn pick_members(&self, n: usize, keep: impl Fn(MemberState) -> bool) -> Vec<Member> {
+        let roster = self.roster.lock().unwrap();
+        let candidates: Vec<&NodeId> = roster
+            .iter_records()
+            .filter(|(id, r)| *id != self.me() && r.is_announced() && keep(r.liveness.state))
+            .map(|(id, _)| id)
             .collect();
-        gossip::choose_peers(&mut rand::thread_rng(), &dead, 1).pop()
+        gossip::choose_peers(&mut rand::thread_rng(), &candidates, n)
+            .into_iter()
+            .filter_map(|id| roster.member(id))
+            .collect()
     }
 
     pub(crate) fn digest(&self) -> Vec<(NodeId, NodeDigest)> {

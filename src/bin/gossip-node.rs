@@ -73,25 +73,25 @@ struct RunArgs {
     #[arg(long, default_value_t = 2)]
     gossip_window_ms: u64,
     /// Peers each gossip round goes to.
-    #[arg(long, default_value_t = 3)]
-    fanout: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    fanout: u32,
     /// Interval of anti-entropy (digest exchange with one random peer).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     anti_entropy_ms: u64,
     /// Failure detection: one member is probed this often.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     probe_interval_ms: u64,
     /// Wait for a direct ack before asking others to probe (ping-req).
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(1..))]
     probe_timeout_ms: u64,
     /// Members asked to probe on our behalf.
     #[arg(long, default_value_t = 3)]
     indirect_checks: usize,
     /// Suspicion lasts from mult * max(1, log10 N) * interval (with confirmations) up to
     /// --suspicion-max-mult times that (without).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     suspicion_mult: u32,
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
     suspicion_max_mult: u32,
     /// Dead and left members are forgotten after this many seconds.
     #[arg(long, default_value_t = 3600)]
@@ -260,8 +260,8 @@ async fn run(args: RunArgs) -> Result<()> {
         },
         gossip: GossipConfig {
             window: Duration::from_millis(args.gossip_window_ms),
-            fanout: args.fanout.max(1),
-            anti_entropy_interval: Duration::from_millis(args.anti_entropy_ms.max(1)),
+            fanout: args.fanout as usize,
+            anti_entropy_interval: Duration::from_millis(args.anti_entropy_ms),
             ..GossipConfig::default()
         },
         store: StoreConfig {
@@ -275,11 +275,11 @@ async fn run(args: RunArgs) -> Result<()> {
             compact_after_bytes: args.compact_bytes,
         },
         swim: SwimConfig {
-            probe_interval: Duration::from_millis(args.probe_interval_ms.max(1)),
-            probe_timeout: Duration::from_millis(args.probe_timeout_ms.max(1)),
+            probe_interval: Duration::from_millis(args.probe_interval_ms),
+            probe_timeout: Duration::from_millis(args.probe_timeout_ms),
             indirect_checks: args.indirect_checks,
-            suspicion_mult: args.suspicion_mult.max(1),
-            suspicion_max_mult: args.suspicion_max_mult.max(1),
+            suspicion_mult: args.suspicion_mult,
+            suspicion_max_mult: args.suspicion_max_mult,
             tombstone_ttl: Duration::from_secs(args.tombstone_ttl_s),
             stable_after: Duration::from_secs(args.stable_after_s),
             ..SwimConfig::default()

@@ -106,7 +106,13 @@ impl Snapshot {
             node_id: self
                 .meta
                 .get(K_NODE_ID)?
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .map(|v| {
+                    String::from_utf8(v.to_vec()).map_err(|_| Error::BadSnapshot {
+                        key: "meta/node_id".into(),
+                        reason: "not UTF-8".into(),
+                    })
+                })
+                .transpose()?
                 .map(NodeId),
             generation: self.get_u64(K_GENERATION)?,
             snapshot_lsn: self.get_u64(K_SNAPSHOT_LSN)?.unwrap_or(0),
@@ -154,7 +160,12 @@ impl Snapshot {
         let mut records = Vec::with_capacity(self.nodes.len());
         for item in self.nodes.iter() {
             let (k, v) = item?;
-            let id = NodeId(String::from_utf8_lossy(&k).into_owned());
+            let id = NodeId(
+                String::from_utf8(k.to_vec()).map_err(|_| Error::BadSnapshot {
+                    key: format!("nodes/{k:?}"),
+                    reason: "node id is not UTF-8".into(),
+                })?,
+            );
             let rec: NodeRecord = rmp_serde::from_slice(&v).map_err(|e| Error::BadSnapshot {
                 key: format!("nodes/{id}"),
                 reason: e.to_string(),
