@@ -19,6 +19,7 @@
 use crate::event::{ClusterEvent, Generation, Incarnation, MemberState, NodeId, Version};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// Fast hashing for the hot maps; seeded per process, so iteration order is never relied on.
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -170,6 +171,11 @@ impl NodeRecord {
         self.addr_version > 0
     }
 
+    /// The slot of [`Roster::count_by_state`] this record counts in, if any.
+    fn tally(&self) -> Option<usize> {
+        self.is_announced().then_some(self.liveness.state as usize)
+    }
+
     /// Joins an actor entry; true if it moved.
     fn merge_actor(&mut self, actor: &str, entry: ActorEntry) -> bool {
         match self.actors.get_mut(actor) {
@@ -189,15 +195,6 @@ impl NodeRecord {
         if (version, addr) > (self.addr_version, self.addr.as_str()) {
             self.addr_version = version;
             self.addr = addr.to_owned();
-            true
-        } else {
-            false
-        }
-    }
-
-    fn merge_liveness(&mut self, l: Liveness) -> bool {
-        if l.beats(self.liveness) {
-            self.liveness = l;
             true
         } else {
             false
@@ -227,9 +224,13 @@ pub struct NodeDigest {
 }
 
 /// The cluster roster: node records plus a derived actor index for `locate`.
+///
+/// Records sit behind `Arc` and are copied on write: a clone of the roster (the compaction
+/// snapshot, taken under the node's lock; a simulation of thousands of nodes that start
+/// from the same view) shares every record it has not changed since.
 #[derive(Clone, Debug)]
 pub struct Roster {
-    nodes: FastMap<NodeId, NodeRecord>,
+    nodes: FastMap<NodeId, Arc<NodeRecord>>,
     /// actor -> nodes whose record lists it as present (any liveness). Derived; not kept
     /// up to date while a [`RosterBuilder`] replays a log.
     actor_index: FastMap<String, BTreeSet<NodeId>>,
@@ -237,6 +238,9 @@ pub struct Roster {
     /// Reaped tombstones: events of these generations (or older) are stale, so a peer that
     /// has not reaped yet cannot bring them back. Local bookkeeping, kept in memory only.
     forgotten: FastMap<NodeId, Generation>,
+    /// Announced records by state (alive, suspect, dead, left), kept as records change:
+    /// the retransmit budget asks for the alive count on every received batch.
+    counts: [usize; 4],
 }
 
 impl Default for Roster {
@@ -246,6 +250,7 @@ impl Default for Roster {
             actor_index: FastMap::default(),
             indexed: true,
             forgotten: FastMap::default(),
+            counts: [0; 4],
         }
     }
 }
@@ -297,9 +302,23 @@ impl Roster {
         let mut roster = Roster::new();
         for (id, rec) in records {
             roster.index_add(&id, &rec);
-            roster.nodes.insert(id, rec);
+            roster.recount(None, rec.tally());
+            if let Some(old) = roster.nodes.insert(id, Arc::new(rec)) {
+                roster.recount(old.tally(), None);
+            }
         }
         roster
+    }
+
+    fn recount(&mut self, before: Option<usize>, after: Option<usize>) {
+        if before != after {
+            if let Some(b) = before {
+                self.counts[b] -= 1;
+            }
+            if let Some(a) = after {
+                self.counts[a] += 1;
+            }
+        }
     }
 
     /// Merges one event. Pure: the same roster and event always give the same result.
@@ -317,8 +336,10 @@ impl Roster {
                 // Unknown node, or it started over: a fresh record for this generation.
                 if let Some(old) = self.nodes.remove(id) {
                     self.index_remove(id, &old);
+                    self.recount(old.tally(), None);
                 }
-                self.nodes.insert(id.clone(), NodeRecord::empty(generation));
+                self.nodes
+                    .insert(id.clone(), Arc::new(NodeRecord::empty(generation)));
                 self.merge_into(event);
                 return Applied::Changed;
             }
@@ -333,7 +354,7 @@ impl Roster {
     /// Joins `event` into the record of its node, which exists with the same generation.
     fn merge_into(&mut self, event: &ClusterEvent) -> bool {
         let id = event.node();
-        let rec = self.nodes.get_mut(id).expect("record exists");
+        let shared = self.nodes.get_mut(id).expect("record exists");
         match event {
             ClusterEvent::NewNode {
                 version,
@@ -341,6 +362,8 @@ impl Roster {
                 actors,
                 ..
             } => {
+                let rec = Arc::make_mut(shared);
+                let before = rec.tally();
                 let mut changed = rec.merge_addr(*version, addr);
                 let entry = ActorEntry {
                     version: *version,
@@ -357,6 +380,8 @@ impl Roster {
                     }
                 }
                 rec.note_version(*version);
+                let after = rec.tally();
+                self.recount(before, after);
                 for actor in added {
                     self.index_insert(&actor, id);
                 }
@@ -364,6 +389,7 @@ impl Roster {
             }
             ClusterEvent::ActorAdded { version, actor, .. }
             | ClusterEvent::ActorRemoved { version, actor, .. } => {
+                let rec = Arc::make_mut(shared);
                 let present = matches!(event, ClusterEvent::ActorAdded { .. });
                 let entry = ActorEntry {
                     version: *version,
@@ -395,10 +421,20 @@ impl Roster {
                     ClusterEvent::NodeDead { .. } => MemberState::Dead,
                     _ => MemberState::Left,
                 };
-                rec.merge_liveness(Liveness {
+                let l = Liveness {
                     state,
                     incarnation: *incarnation,
-                })
+                };
+                // Decided on the shared record: a stale report must not unshare it.
+                if !l.beats(shared.liveness) {
+                    return false;
+                }
+                let before = shared.tally();
+                let rec = Arc::make_mut(shared);
+                rec.liveness = l;
+                let after = rec.tally();
+                self.recount(before, after);
+                true
             }
         }
     }
@@ -454,9 +490,9 @@ impl Roster {
         if let Some(rec) = self
             .nodes
             .get_mut(id)
-            .filter(|r| r.generation == generation)
+            .filter(|r| r.generation == generation && r.known >= since && upto > r.known)
         {
-            rec.note_coverage(since, upto);
+            Arc::make_mut(rec).note_coverage(since, upto);
         }
     }
 
@@ -465,17 +501,18 @@ impl Roster {
     pub fn remove(&mut self, id: &NodeId) -> Option<NodeRecord> {
         let rec = self.nodes.remove(id)?;
         self.index_remove(id, &rec);
+        self.recount(rec.tally(), None);
         self.forgotten.insert(id.clone(), rec.generation);
-        Some(rec)
+        Some(Arc::unwrap_or_clone(rec))
     }
 
     pub fn record(&self, id: &NodeId) -> Option<&NodeRecord> {
-        self.nodes.get(id)
+        self.nodes.get(id).map(Arc::as_ref)
     }
 
     /// All records, including ones not yet announced, in no particular order.
     pub fn iter_records(&self) -> impl Iterator<Item = (&NodeId, &NodeRecord)> {
-        self.nodes.iter()
+        self.nodes.iter().map(|(id, r)| (id, r.as_ref()))
     }
 
     pub fn num_records(&self) -> usize {
@@ -534,11 +571,7 @@ impl Roster {
 
     /// Counts of announced members by state, in the order alive, suspect, dead, left.
     pub fn count_by_state(&self) -> [usize; 4] {
-        let mut counts = [0; 4];
-        for rec in self.nodes.values().filter(|r| r.is_announced()) {
-            counts[rec.liveness.state as usize] += 1;
-        }
-        counts
+        self.counts
     }
 
     /// What this roster knows, per node, for anti-entropy.
@@ -994,6 +1027,32 @@ mod tests {
                     prop_assert!(b.liveness == after.liveness || after.liveness.beats(b.liveness));
                     prop_assert!(after.version >= b.version);
                 }
+            }
+        }
+
+        #[test]
+        fn counts_and_earlier_clones_follow_every_change(
+            events in prop::collection::vec(arb_event(), 0..40),
+            reap in prop::collection::vec(any::<bool>(), 0..40),
+        ) {
+            let mut r = Roster::new();
+            for (i, e) in events.iter().enumerate() {
+                let earlier = r.clone();
+                let earlier_events = earlier.to_events();
+                r.apply(e);
+                if reap.get(i) == Some(&true) {
+                    r.remove(e.node());
+                }
+                // Records are shared copy-on-write: a clone never sees later changes.
+                prop_assert_eq!(earlier.to_events(), earlier_events);
+                let mut recount = [0; 4];
+                for m in r.members() {
+                    recount[m.state as usize] += 1;
+                }
+                prop_assert_eq!(r.count_by_state(), recount);
+                let reloaded =
+                    Roster::from_records(r.iter_records().map(|(id, rec)| (id.clone(), rec.clone())));
+                prop_assert_eq!(reloaded.count_by_state(), recount);
             }
         }
 

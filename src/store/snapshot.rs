@@ -113,7 +113,7 @@ impl Snapshot {
                     })
                 })
                 .transpose()?
-                .map(NodeId),
+                .map(NodeId::new),
             generation: self.get_u64(K_GENERATION)?,
             snapshot_lsn: self.get_u64(K_SNAPSHOT_LSN)?.unwrap_or(0),
             prev_snapshot_lsn: self.get_u64(K_PREV_SNAPSHOT_LSN)?.unwrap_or(0),
@@ -160,12 +160,13 @@ impl Snapshot {
         let mut records = Vec::with_capacity(self.nodes.len());
         for item in self.nodes.iter() {
             let (k, v) = item?;
-            let id = NodeId(
-                String::from_utf8(k.to_vec()).map_err(|_| Error::BadSnapshot {
-                    key: format!("nodes/{k:?}"),
-                    reason: "node id is not UTF-8".into(),
-                })?,
-            );
+            let id =
+                NodeId::new(
+                    String::from_utf8(k.to_vec()).map_err(|_| Error::BadSnapshot {
+                        key: format!("nodes/{k:?}"),
+                        reason: "node id is not UTF-8".into(),
+                    })?,
+                );
             let rec: NodeRecord = rmp_serde::from_slice(&v).map_err(|e| Error::BadSnapshot {
                 key: format!("nodes/{id}"),
                 reason: e.to_string(),
@@ -235,9 +236,12 @@ impl Snapshot {
         let mut out = Vec::new();
         for key in self.actors.scan_prefix(&prefix).keys() {
             let key = key?;
-            out.push(NodeId(
-                String::from_utf8_lossy(&key[prefix.len()..]).into_owned(),
-            ));
+            let host =
+                std::str::from_utf8(&key[prefix.len()..]).map_err(|_| Error::BadSnapshot {
+                    key: format!("actors/{actor}"),
+                    reason: "host id is not UTF-8".into(),
+                })?;
+            out.push(NodeId::new(host));
         }
         Ok(out)
     }
