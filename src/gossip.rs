@@ -11,6 +11,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 /// One anti-entropy round in this many goes to a random member we hold dead instead of a
 /// live one. Two sides of a healed partition hold each other dead and would otherwise never
@@ -21,6 +22,21 @@ pub const RECONNECT_ONE_IN: u32 = 4;
 pub fn retransmit_budget(mult: u32, n: usize) -> u32 {
     let rounds = usize::BITS - n.leading_zeros(); // ceil(log2(n + 1))
     mult * rounds.max(1)
+}
+
+/// Clusters up to this size exchange digests every base interval.
+pub const ANTI_ENTROPY_SCALE_FROM: usize = 32;
+
+/// The anti-entropy interval for `n` members: `base` up to 32 members, then one more `base`
+/// per doubling (memberlist's push-pull scaling). A digest names every member, so a fixed
+/// interval would make idle traffic per node grow linearly with the cluster; scaled, it
+/// grows as `N / log N` while repair still reaches everyone in `O(log N)` exchanges.
+pub fn anti_entropy_interval(base: Duration, n: usize) -> Duration {
+    if n <= ANTI_ENTROPY_SCALE_FROM {
+        return base;
+    }
+    let over = (n as f64).log2() - (ANTI_ENTROPY_SCALE_FROM as f64).log2();
+    base * (over.ceil() as u32 + 1)
 }
 
 /// Events waiting to be gossiped, each with the sends it has left.
@@ -185,6 +201,17 @@ mod tests {
         assert_eq!(retransmit_budget(3, 5), 9);
         assert_eq!(retransmit_budget(3, 50), 18);
         assert_eq!(retransmit_budget(3, 1000), 30);
+    }
+
+    #[test]
+    fn anti_entropy_slows_down_one_step_per_doubling_above_32_members() {
+        let base = Duration::from_millis(500);
+        let at = |n| anti_entropy_interval(base, n).as_millis();
+        assert_eq!(
+            [at(1), at(32), at(33), at(64), at(65)],
+            [500, 500, 1000, 1000, 1500]
+        );
+        assert_eq!([at(1000), at(10_000)], [3000, 5000]);
     }
 
     #[test]

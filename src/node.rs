@@ -40,7 +40,9 @@ pub struct GossipConfig {
     pub fanout: usize,
     /// Each event is sent about `mult * ceil(log2(N + 1))` times in all.
     pub retransmit_mult: u32,
-    /// Digest exchange with one random peer this often (repairs what gossip missed).
+    /// Digest exchange with one random peer this often (repairs what gossip missed), in
+    /// clusters of up to 32; one more interval per doubling beyond
+    /// ([`gossip::anti_entropy_interval`]).
     pub anti_entropy_interval: Duration,
     /// Most events in one frame (frames stay well under the 1 MiB cap).
     pub max_events_per_frame: usize,
@@ -941,8 +943,10 @@ async fn flush_loop(inner: Arc<Inner>) {
 
 /// Digest exchange with one random peer per interval (jittered, so nodes do not sync up).
 async fn anti_entropy_loop(inner: Arc<Inner>) {
-    let every = inner.config.gossip.anti_entropy_interval;
+    let base = inner.config.gossip.anti_entropy_interval;
     loop {
+        let members = inner.roster.lock().unwrap().count_by_state()[0];
+        let every = gossip::anti_entropy_interval(base, members);
         let jitter = rand::thread_rng().gen_range(0.75..1.25);
         tokio::select! {
             _ = inner.cancel.cancelled() => return,

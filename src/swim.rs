@@ -152,6 +152,10 @@ pub struct Swim {
     config: SwimConfig,
     rng: StdRng,
     members: BTreeMap<NodeId, MemberView>,
+    /// Members not dead or gone; kept as states change (timeouts scale with it every tick).
+    live: usize,
+    /// Dead and left members, waiting for their TTL; the reaper looks at these only.
+    tombstones: BTreeSet<NodeId>,
     order: Vec<NodeId>,
     next: usize,
     probe: Option<Probe>,
@@ -172,6 +176,8 @@ impl Swim {
             config,
             rng: StdRng::seed_from_u64(seed),
             members: BTreeMap::new(),
+            live: 0,
+            tombstones: BTreeSet::new(),
             order: Vec::new(),
             next: 0,
             probe: None,
@@ -199,11 +205,29 @@ impl Swim {
 
     /// Number of members not known to be gone (including us).
     fn cluster_size(&self) -> usize {
-        1 + self
-            .members
-            .values()
-            .filter(|m| !m.state.is_tombstone())
-            .count()
+        1 + self.live
+    }
+
+    /// Keeps `live` and `tombstones` in step with a member's state change.
+    fn note_state(&mut self, id: &NodeId, before: Option<MemberState>, after: Option<MemberState>) {
+        let gone = |s: Option<MemberState>| s.map(|s| s.is_tombstone());
+        match (gone(before), gone(after)) {
+            (b, a) if b == a => {}
+            (b, a) => {
+                if b == Some(false) {
+                    self.live -= 1;
+                }
+                if b == Some(true) {
+                    self.tombstones.remove(id);
+                }
+                if a == Some(false) {
+                    self.live += 1;
+                }
+                if a == Some(true) {
+                    self.tombstones.insert(id.clone());
+                }
+            }
+        }
     }
 
     /// Lifeguard's suspicion timeout after `confirmations` independent suspicions.
@@ -240,6 +264,7 @@ impl Swim {
             Some(m)
                 if (m.generation, m.incarnation, m.state) == (generation, incarnation, state) => {}
             Some(m) => {
+                let before = m.state;
                 let flipped = matches!(
                     (m.state, state),
                     (MemberState::Alive, MemberState::Suspect)
@@ -254,6 +279,7 @@ impl Swim {
                 m.generation = generation;
                 m.incarnation = incarnation;
                 m.state = state;
+                self.note_state(id, Some(before), Some(state));
             }
             None => {
                 self.members.insert(
@@ -266,13 +292,13 @@ impl Swim {
                         flips: 0,
                     },
                 );
-                // New members go to a random place in the probe order.
-                let at = if self.order.is_empty() {
-                    0
-                } else {
-                    rand::Rng::gen_range(&mut self.rng, 0..=self.order.len())
-                };
-                self.order.insert(at, id.clone());
+                self.note_state(id, None, Some(state));
+                // New members go to a random place in the probe order (a swap, not a shift:
+                // joining a member must not cost the size of the cluster).
+                self.order.push(id.clone());
+                let at = rand::Rng::gen_range(&mut self.rng, 0..self.order.len());
+                let last = self.order.len() - 1;
+                self.order.swap(at, last);
             }
         }
         // A suspicion ends when the member is alive at a higher incarnation, dead or gone.
@@ -301,7 +327,9 @@ impl Swim {
 
     /// Forgets a member (it was reaped).
     pub fn remove_member(&mut self, id: &NodeId) {
-        self.members.remove(id);
+        if let Some(m) = self.members.remove(id) {
+            self.note_state(id, Some(m.state), None);
+        }
         self.order.retain(|x| x != id);
         self.suspicions.remove(id);
     }
@@ -475,8 +503,9 @@ impl Swim {
 
         // Tombstones past their TTL.
         let ttl = self.config.tombstone_ttl;
-        for (id, m) in &self.members {
-            if m.state.is_tombstone() && now.saturating_sub(m.since) >= ttl {
+        for id in &self.tombstones {
+            let m = &self.members[id];
+            if now.saturating_sub(m.since) >= ttl {
                 out.push(Output::Reap {
                     node: id.clone(),
                     generation: m.generation,
@@ -739,5 +768,41 @@ mod tests {
             .tick(ttl)
             .iter()
             .any(|o| matches!(o, Output::Reap { node, .. } if *node == id("a"))));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn live_count_tombstones_and_probe_order_follow_the_members(
+            ops in proptest::collection::vec((0u8..6, 0u8..4, proptest::bool::weighted(0.2)), 0..60),
+        ) {
+            let states = [
+                MemberState::Alive,
+                MemberState::Suspect,
+                MemberState::Dead,
+                MemberState::Left,
+            ];
+            let mut s = swim_with(&[]);
+            for (m, st, remove) in ops {
+                let who = id(&format!("m{m}"));
+                if remove {
+                    s.remove_member(&who);
+                } else {
+                    s.update_member(&who, 1, 0, states[st as usize], ms(0));
+                }
+                let live = s.members.values().filter(|m| !m.state.is_tombstone()).count();
+                proptest::prop_assert_eq!(s.live, live);
+                let gone: BTreeSet<NodeId> = s
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.state.is_tombstone())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                proptest::prop_assert_eq!(&s.tombstones, &gone);
+                let mut order = s.order.clone();
+                order.sort();
+                let listed: Vec<NodeId> = s.members.keys().cloned().collect();
+                proptest::prop_assert_eq!(order, listed);
+            }
+        }
     }
 }

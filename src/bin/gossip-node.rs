@@ -75,7 +75,8 @@ struct RunArgs {
     /// Peers each gossip round goes to.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     fanout: u32,
-    /// Interval of anti-entropy (digest exchange with one random peer).
+    /// Interval of anti-entropy (digest exchange with one random peer) up to 32 members;
+    /// one interval more per doubling of the cluster beyond.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
     anti_entropy_ms: u64,
     /// Failure detection: one member is probed this often.
