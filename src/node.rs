@@ -563,7 +563,13 @@ impl Inner {
         Ok(changed)
     }
 
-    /// Events already applied to the roster: make them durable, then let them out.
+    /// Events already applied to the roster: make them durable and let them out.
+    ///
+    /// What we say about ourselves (our record: its versions must never be reused for other
+    /// content after a crash) goes out only once durable. What we relay about others is
+    /// already durable at its owner, and losing our copy in a crash costs an anti-entropy
+    /// resend, nothing more: it goes out at once, so a wave of gossip does not wait for a
+    /// disk at every hop. Acknowledgements and subscribers always wait for durability.
     pub(crate) async fn log_and_spread(
         &self,
         changed: Vec<ClusterEvent>,
@@ -572,6 +578,12 @@ impl Inner {
         if changed.is_empty() {
             return Ok(());
         }
+        let (own, relayed): (Vec<ClusterEvent>, Vec<ClusterEvent>) = if spread {
+            changed.iter().cloned().partition(|e| e.node() == self.me())
+        } else {
+            Default::default()
+        };
+        let mut first_wave = self.send_first_wave(relayed);
         if let Err(e) = self.store.append(changed.clone()).await {
             if matches!(e, Error::WalFailed(_)) {
                 // Never retried: stop, and recover from the log on restart.
@@ -580,19 +592,12 @@ impl Inner {
             }
             return Err(e);
         }
+        first_wave = first_wave.max(self.send_first_wave(own));
         if spread {
             let n = self.roster.lock().unwrap().count_by_state()[0].max(1);
             let budget = gossip::retransmit_budget(self.config.gossip.retransmit_mult, n);
-            // News goes out at once, in one frame per target: every hop of the first wave
-            // costs no batching delay. The rest of the budget is spent by the flusher.
-            let targets = self.gossip_targets(self.config.gossip.fanout);
-            for frame in gossip::chunks(changed.clone(), self.config.gossip.max_events_per_frame) {
-                for m in &targets {
-                    self.peers
-                        .send(&self.self_arc(), m, Frame::Events(frame.clone()));
-                }
-            }
-            let remaining = budget.saturating_sub(targets.len() as u32);
+            // The rest of the budget is spent by the flusher.
+            let remaining = budget.saturating_sub(first_wave as u32);
             if remaining > 0 {
                 let mut q = self.broadcasts.lock().unwrap();
                 for e in &changed {
@@ -619,6 +624,22 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// News goes out at once, in one frame per target: every hop of the first wave costs no
+    /// batching delay. Returns the number of targets.
+    fn send_first_wave(&self, events: Vec<ClusterEvent>) -> usize {
+        if events.is_empty() {
+            return 0;
+        }
+        let targets = self.gossip_targets(self.config.gossip.fanout);
+        for frame in gossip::chunks(events, self.config.gossip.max_events_per_frame) {
+            for m in &targets {
+                self.peers
+                    .send(&self.self_arc(), m, Frame::Events(frame.clone()));
+            }
+        }
+        targets.len()
     }
 
     /// Drops events no peer may send: data about our own record (we are its only writer, so
