@@ -11,7 +11,7 @@ use crate::roster::Member;
 use crate::transport::{self, TransportError, Ws};
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,7 +33,10 @@ struct Conn {
 #[derive(Default)]
 struct State {
     by_id: HashMap<NodeId, Conn>,
-    dialing: HashSet<String>,
+    /// Dials in flight, with the frames that wait for them (at most `PEER_QUEUE`): during
+    /// a cold start most gossip goes to peers not connected yet, and dropping it there
+    /// would leave the repair to anti-entropy, hundreds of milliseconds later.
+    dialing: HashMap<String, Vec<Frame>>,
     /// addr -> (no dial before, current delay)
     backoff: HashMap<String, (Instant, Duration)>,
 }
@@ -84,23 +87,28 @@ impl Peers {
         }
     }
 
-    /// Dials `addr` in the background and sends `frames` once connected. Skipped while a dial
-    /// to it is in flight or backing off after a failure (the frames are then dropped).
+    /// Dials `addr` in the background and sends `frames` once connected. While a dial to it
+    /// is in flight the frames wait for it; while it backs off after a failure they are
+    /// dropped (anti-entropy repairs).
     pub(crate) fn dial_addr(&self, inner: &Arc<Inner>, addr: &str, frames: Vec<Frame>) {
         if addr == inner.addr {
             return;
         }
         {
             let mut st = self.state.lock().unwrap();
-            if st.dialing.contains(addr)
-                || st
-                    .backoff
-                    .get(addr)
-                    .is_some_and(|(until, _)| Instant::now() < *until)
+            if let Some(waiting) = st.dialing.get_mut(addr) {
+                let room = PEER_QUEUE.saturating_sub(waiting.len());
+                waiting.extend(frames.into_iter().take(room));
+                return;
+            }
+            if st
+                .backoff
+                .get(addr)
+                .is_some_and(|(until, _)| Instant::now() < *until)
             {
                 return;
             }
-            st.dialing.insert(addr.to_owned());
+            st.dialing.insert(addr.to_owned(), frames);
         }
         let inner2 = inner.clone();
         let addr = addr.to_owned();
@@ -111,10 +119,15 @@ impl Peers {
                 r = transport::dial(&addr, &me, &inner2.config.transport) => r,
             };
             let peers = &inner2.peers;
-            peers.state.lock().unwrap().dialing.remove(&addr);
+            let frames = {
+                let mut st = peers.state.lock().unwrap();
+                if result.is_ok() {
+                    st.backoff.remove(&addr);
+                }
+                st.dialing.remove(&addr).unwrap_or_default()
+            };
             match result {
                 Ok((ws, role)) => {
-                    peers.state.lock().unwrap().backoff.remove(&addr);
                     run_connection(inner2.clone(), ws, role, true, frames).await;
                 }
                 Err(e) => {
@@ -139,6 +152,22 @@ impl Peers {
                 }
             }
         });
+    }
+
+    /// Queues frames on the open connection to `peer`, if any (dropped when none or full).
+    fn forward(&self, peer: &NodeId, frames: Vec<Frame>) {
+        let tx = self
+            .state
+            .lock()
+            .unwrap()
+            .by_id
+            .get(peer)
+            .map(|c| c.tx.clone());
+        if let Some(tx) = tx {
+            for f in frames {
+                let _ = tx.try_send(f);
+            }
+        }
     }
 
     /// Waits until every peer's queue is flushed to its socket, or `max` passes.
@@ -297,6 +326,12 @@ async fn serve_member(
     };
     let Some((conn_id, close)) = inner.peers.register(inner.me(), &peer, dialer, tx.clone()) else {
         tracing::debug!(%peer, "keeping the other connection to this peer");
+        // What waited for this connection goes over the one that is kept.
+        let mut waiting = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            waiting.push(f);
+        }
+        inner.peers.forward(&peer, waiting);
         return;
     };
     tracing::debug!(%peer, dialed_by_me, "connected");

@@ -6,6 +6,7 @@
 #
 #   tools/compare.sh                       # about 3 minutes after the build
 #   GOSSIP_BENCH_SIZES=5 tools/compare.sh
+#   COMPARE_ONLY_OURS=1 GOSSIP_BENCH_SIZES=20 tools/compare.sh   # our figures only, quick
 set -euo pipefail
 cd "$(dirname "$0")/compare"
 cargo build --release --quiet

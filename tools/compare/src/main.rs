@@ -1,10 +1,11 @@
-//! gossip-roster next to chitchat, same run, same machine, loopback only.
+//! gossip-roster next to chitchat and foca, same run, same machine, loopback only.
 //!
 //! For N = 5, 20, 50: time from a cold start until every node knows every other; time until a
 //! value set on one node (an actor for us, a key for chitchat) is seen by all; bytes sent per
 //! node per second while idle. chitchat 0.13.0 runs at a 100 ms and at a 10 ms gossip
 //! interval (its failure detector's initial interval set to the gossip interval), ours with
-//! its defaults. Prints a markdown table with the ratios (ours / theirs; < 1 is better).
+//! its defaults; foca 2.0.0 with its LAN configuration (see `foca_side.rs`). Prints a markdown
+//! table with the ratios (ours / theirs; < 1 is better).
 //!
 //! `tools/compare.sh` (or `cargo run --release --manifest-path tools/compare/Cargo.toml`).
 
@@ -19,6 +20,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod foca_side;
 
 /// chitchat's UDP transport, counting the bytes it sends.
 struct Counting {
@@ -278,10 +281,6 @@ fn median(mut runs: Vec<Figures>) -> Figures {
     }
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
 fn main() {
     let sizes: Vec<usize> = std::env::var("GOSSIP_BENCH_SIZES")
         .ok()
@@ -291,12 +290,22 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("\n## gossip-roster vs chitchat 0.13.0 (same run, loopback, median of 3; ratio = ours / theirs)\n");
-    println!("| N | metric | gossip-roster (defaults) | chitchat 100 ms | ratio | chitchat 10 ms | ratio |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("\n## gossip-roster vs chitchat 0.13.0 and foca 2.0.0 (same run, loopback, median of 3; ratio = ours / theirs)\n");
+    println!("| N | metric | gossip-roster (defaults) | chitchat 100 ms | ratio | chitchat 10 ms | ratio | foca (LAN config) | ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let reps = 3;
         let ours = median((0..reps).map(|_| rt.block_on(ours_run(n))).collect());
+        if std::env::var_os("COMPARE_ONLY_OURS").is_some() {
+            println!(
+                "| {n} | ours only | cold start {:.1} ms (from first start {:.1} ms), value {:.1} ms, idle {:.0} B/node/s |",
+                ours.converge.as_secs_f64() * 1e3,
+                ours.converge_total.as_secs_f64() * 1e3,
+                ours.propagate.as_secs_f64() * 1e3,
+                ours.idle_bytes_per_node_s
+            );
+            continue;
+        }
         let slow = median(
             (0..reps)
                 .map(|_| rt.block_on(chitchat_run(n, Duration::from_millis(100))))
@@ -307,32 +316,24 @@ fn main() {
                 .map(|_| rt.block_on(chitchat_run(n, Duration::from_millis(10))))
                 .collect(),
         );
-        let ratio = |a: Duration, b: Duration| format!("{:.2}", a.as_secs_f64() / b.as_secs_f64());
-        let ratio_f = |a: f64, b: f64| format!("{:.2}", a / b);
-        println!(
-            "| {n} | cold start: all know all, from the last node's start | {} | {} | {} | {} | {} |",
-            ms(ours.converge), ms(slow.converge), ratio(ours.converge, slow.converge), ms(fast.converge), ratio(ours.converge, fast.converge)
+        let foca = median(
+            (0..reps)
+                .map(|_| rt.block_on(foca_side::foca_run(n)))
+                .collect(),
         );
-        println!(
-            "| {n} | cold start: all know all, from the first node's start | {} | {} | {} | {} | {} |",
-            ms(ours.converge_total), ms(slow.converge_total), ratio(ours.converge_total, slow.converge_total),
-            ms(fast.converge_total), ratio(ours.converge_total, fast.converge_total)
-        );
-        println!(
-            "| {n} | value set on one, seen by all | {} | {} | {} | {} | {} |",
-            ms(ours.propagate),
-            ms(slow.propagate),
-            ratio(ours.propagate, slow.propagate),
-            ms(fast.propagate),
-            ratio(ours.propagate, fast.propagate)
-        );
-        println!(
-            "| {n} | idle bytes sent per node per s | {:.0} | {:.0} | {} | {:.0} | {} |",
-            ours.idle_bytes_per_node_s,
-            slow.idle_bytes_per_node_s,
-            ratio_f(ours.idle_bytes_per_node_s, slow.idle_bytes_per_node_s),
-            fast.idle_bytes_per_node_s,
-            ratio_f(ours.idle_bytes_per_node_s, fast.idle_bytes_per_node_s)
-        );
+        let theirs = [&slow, &fast, &foca];
+        let row = |metric: &str, pick: &dyn Fn(&Figures) -> f64, show: &dyn Fn(f64) -> String| {
+            let mut line = format!("| {n} | {metric} | {} |", show(pick(&ours)));
+            for t in theirs {
+                line += &format!(" {} | {:.2} |", show(pick(t)), pick(&ours) / pick(t));
+            }
+            println!("{line}");
+        };
+        let ms = |s: f64| format!("{:.1} ms", s * 1e3);
+        let count = |b: f64| format!("{b:.0}");
+        row("cold start: all know all, from the last node's start", &|f| f.converge.as_secs_f64(), &ms);
+        row("cold start: all know all, from the first node's start", &|f| f.converge_total.as_secs_f64(), &ms);
+        row("value set on one, seen by all", &|f| f.propagate.as_secs_f64(), &ms);
+        row("idle bytes sent per node per s", &|f| f.idle_bytes_per_node_s, &count);
     }
 }
