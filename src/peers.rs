@@ -70,14 +70,7 @@ impl Peers {
 
     /// Sends a frame to a member, dialing it first if we have no connection.
     pub(crate) fn send(&self, inner: &Arc<Inner>, to: &Member, frame: Frame) {
-        let tx = self
-            .state
-            .lock()
-            .unwrap()
-            .by_id
-            .get(&to.id)
-            .map(|c| c.tx.clone());
-        match tx {
+        match self.sender(&to.id) {
             Some(tx) => {
                 if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(frame) {
                     tracing::debug!(peer = %to.id, "peer queue full; frame dropped");
@@ -154,16 +147,15 @@ impl Peers {
         });
     }
 
+    /// The writer queue of the open connection to `peer`.
+    fn sender(&self, peer: &NodeId) -> Option<mpsc::Sender<Frame>> {
+        let st = self.state.lock().unwrap();
+        st.by_id.get(peer).map(|c| c.tx.clone())
+    }
+
     /// Queues frames on the open connection to `peer`, if any (dropped when none or full).
     fn forward(&self, peer: &NodeId, frames: Vec<Frame>) {
-        let tx = self
-            .state
-            .lock()
-            .unwrap()
-            .by_id
-            .get(peer)
-            .map(|c| c.tx.clone());
-        if let Some(tx) = tx {
+        if let Some(tx) = self.sender(peer) {
             for f in frames {
                 let _ = tx.try_send(f);
             }
