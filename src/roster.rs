@@ -227,7 +227,8 @@ pub struct NodeDigest {
 ///
 /// Records sit behind `Arc` and are copied on write: a clone of the roster (the compaction
 /// snapshot, taken under the node's lock; a simulation of thousands of nodes that start
-/// from the same view) shares every record it has not changed since.
+/// from the same view) shares every record it has not changed since; only the actor index
+/// is copied.
 #[derive(Clone, Debug)]
 pub struct Roster {
     nodes: FastMap<NodeId, Arc<NodeRecord>>,
