@@ -4,7 +4,7 @@
 //!
 //! Default tests run 50 nodes; `cargo test --release --test simulation -- --ignored
 //! --nocapture scale_up_to_1000` runs 50, 200 and 1,000 and prints the figures, and
-//! `... scale_10000` the 10,000-node run (about 15 GiB of memory and several minutes: every
+//! `... scale_10000` the 10,000-node run (about 16 GiB of memory and 5 minutes: every
 //! node holds the whole roster, so the state is N^2 member views; rosters start as clones
 //! that share records until they change).
 //!
@@ -695,7 +695,7 @@ fn scale_up_to_1000() {
 }
 
 #[test]
-#[ignore = "about 15 GiB and several minutes; run with --release -- --ignored --nocapture"]
+#[ignore = "about 16 GiB and 5 minutes; run with --release -- --ignored --nocapture"]
 fn scale_10000() {
     print_scale(&[10_000]);
 }
