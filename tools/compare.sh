@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# gossip-roster next to chitchat 0.13.0 in the same run on loopback: cold-start convergence,
-# propagation of a value set on one node, idle bytes per node per second, for N = 5, 20, 50;
-# chitchat at a 100 ms and a 10 ms gossip interval. chitchat is built only here
-# (tools/compare), never as a dependency of gossip-roster.
+# gossip-roster next to chitchat 0.13.0 and foca 2.0.0 in the same run on loopback:
+# cold-start convergence, propagation of a value set on one node, idle bytes per node per
+# second, for N = 5, 20, 50; chitchat at a 100 ms and a 10 ms gossip interval, foca with its
+# LAN configuration. Both are built only here (tools/compare), never as dependencies of
+# gossip-roster.
 #
-#   tools/compare.sh                       # about 3 minutes after the build
+#   tools/compare.sh                       # about 4 minutes after the build
 #   GOSSIP_BENCH_SIZES=5 tools/compare.sh
 #   COMPARE_ONLY_OURS=1 GOSSIP_BENCH_SIZES=20 tools/compare.sh   # our figures only, quick
 set -euo pipefail
