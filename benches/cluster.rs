@@ -181,14 +181,10 @@ async fn measure(n: usize) -> Vec<(String, String)> {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let Some(rt) = support::runtime() else {
         return;
-    }
+    };
     let sizes = support::sizes();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let mut rows = Vec::new();
     for n in sizes {
         rows.extend(rt.block_on(measure(n)));

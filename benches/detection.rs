@@ -52,14 +52,10 @@ async fn one_kill(n: usize) -> (Duration, usize) {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let Some(rt) = support::runtime() else {
         return;
-    }
+    };
     let sizes = support::sizes();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     println!("\n## detection summary (defaults: probe 300 ms, timeout 150 ms, 3 indirect, suspicion mult 3)\n");
     println!("| N | kills | detection median | p99 | false positives |");
     println!("|---|---|---|---|---|");

@@ -109,13 +109,18 @@ impl Identity {
         })
     }
 
-    /// Registers `actor` here; `None` when it is already hosted.
-    pub fn add_actor(&self, roster: &Roster, actor: &str) -> Option<ClusterEvent> {
-        let hosted = roster
+    /// Whether our record (this generation) lists `actor` as present.
+    fn hosts(&self, roster: &Roster, actor: &str) -> bool {
+        roster
             .record(&self.id)
             .filter(|r| r.generation == self.generation)
             .and_then(|r| r.actors.get(actor))
-            .is_some_and(|e| e.present);
+            .is_some_and(|e| e.present)
+    }
+
+    /// Registers `actor` here; `None` when it is already hosted.
+    pub fn add_actor(&self, roster: &Roster, actor: &str) -> Option<ClusterEvent> {
+        let hosted = self.hosts(roster, actor);
         (!hosted).then(|| ClusterEvent::ActorAdded {
             node: self.id.clone(),
             generation: self.generation,
@@ -126,11 +131,7 @@ impl Identity {
 
     /// Unregisters `actor`; `None` when it is not hosted here.
     pub fn remove_actor(&self, roster: &Roster, actor: &str) -> Option<ClusterEvent> {
-        let hosted = roster
-            .record(&self.id)
-            .filter(|r| r.generation == self.generation)
-            .and_then(|r| r.actors.get(actor))
-            .is_some_and(|e| e.present);
+        let hosted = self.hosts(roster, actor);
         hosted.then(|| ClusterEvent::ActorRemoved {
             node: self.id.clone(),
             generation: self.generation,

@@ -193,7 +193,7 @@ impl Node {
             addr: addr.clone(),
             listen: local,
             created,
-            recovered_members: recovered.roster.members().len(),
+            recovered_members: recovered.roster.num_members(),
             replayed: recovered.replayed,
             last_lsn: recovered.last_lsn,
             repaired_torn_tail: recovered.repaired.is_some(),
@@ -1064,7 +1064,7 @@ async fn join_loop(inner: Arc<Inner>) {
         tokio::select! {
             _ = inner.cancel.cancelled() => return,
             _ = &mut joined => {
-                tracing::info!(members = inner.roster.lock().unwrap().members().len(), "joined the cluster");
+                tracing::info!(members = inner.roster.lock().unwrap().num_members(), "joined the cluster");
                 return;
             }
             _ = tokio::time::sleep(wait) => {

@@ -561,13 +561,24 @@ impl Roster {
         };
         hosts
             .iter()
-            .filter(|id| {
-                self.nodes
-                    .get(*id)
-                    .is_some_and(|r| r.is_announced() && !r.liveness.state.is_tombstone())
-            })
+            .filter(|id| self.state_of(id).is_some_and(|s| !s.is_tombstone()))
             .cloned()
             .collect()
+    }
+
+    /// The state of `id` if it has announced itself (what `member(id)` says, without
+    /// building the view).
+    pub fn state_of(&self, id: &NodeId) -> Option<MemberState> {
+        self.nodes
+            .get(id)
+            .filter(|r| r.is_announced())
+            .map(|r| r.liveness.state)
+    }
+
+    /// Announced members, whatever their state (what `members()` would list, without
+    /// building the views).
+    pub fn num_members(&self) -> usize {
+        self.counts.iter().sum()
     }
 
     /// Counts of announced members by state, in the order alive, suspect, dead, left.
@@ -1051,6 +1062,7 @@ mod tests {
                     recount[m.state as usize] += 1;
                 }
                 prop_assert_eq!(r.count_by_state(), recount);
+                prop_assert_eq!(r.num_members(), r.members().len());
                 let reloaded =
                     Roster::from_records(r.iter_records().map(|(id, rec)| (id.clone(), rec.clone())));
                 prop_assert_eq!(reloaded.count_by_state(), recount);

@@ -187,6 +187,19 @@ async fn reject(ws: &mut Ws, reason: String) -> TransportError {
     TransportError::Rejected(reason)
 }
 
+/// The error for a handshake reply other than the `expected` frame: the peer's own
+/// rejection, a frame out of place (which we reject), or a closed connection.
+async fn unexpected(ws: &mut Ws, expected: &str, got: Option<Frame>) -> TransportError {
+    match got {
+        Some(Frame::Reject { reason }) => TransportError::Rejected(reason),
+        Some(other) => {
+            let reason = format!("expected {expected}, got {}", frame_name(&other));
+            reject(ws, reason).await
+        }
+        None => TransportError::Closed,
+    }
+}
+
 /// Admin clients need not know the cluster name (the secret still applies to them).
 fn check_hello(
     cfg: &TransportConfig,
@@ -276,13 +289,7 @@ pub async fn accept(
                     "the peer's proof does not match our secret",
                 ))
             }
-            Some(Frame::Reject { reason }) => Err(TransportError::Rejected(reason)),
-            Some(other) => Err(reject(
-                &mut ws,
-                format!("expected Proof, got {}", frame_name(&other)),
-            )
-            .await),
-            None => Err(TransportError::Closed),
+            other => Err(unexpected(&mut ws, "Proof", other).await),
         }
     })
     .await
@@ -362,13 +369,7 @@ pub async fn dial(
                 send(&mut ws, &Frame::Proof { proof }).await?;
                 Ok((ws, role))
             }
-            Some(Frame::Reject { reason }) => Err(TransportError::Rejected(reason)),
-            Some(other) => Err(reject(
-                &mut ws,
-                format!("expected Hello, got {}", frame_name(&other)),
-            )
-            .await),
-            None => Err(TransportError::Closed),
+            other => Err(unexpected(&mut ws, "Hello", other).await),
         }
     })
     .await

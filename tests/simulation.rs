@@ -483,11 +483,7 @@ impl Sim {
 
     /// What `observer` lists `of` as (announced members only).
     fn seen(&self, observer: usize, of: usize) -> Option<MemberState> {
-        self.nodes[observer]
-            .roster
-            .record(&self.ids[of])
-            .filter(|r| r.is_announced())
-            .map(|r| r.liveness.state)
+        self.nodes[observer].roster.state_of(&self.ids[of])
     }
 
     fn live(&self) -> impl Iterator<Item = usize> + '_ {

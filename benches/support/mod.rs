@@ -14,6 +14,20 @@ pub fn sizes() -> Vec<usize> {
         .unwrap_or_else(|| vec![5, 20, 50])
 }
 
+/// The runtime the cluster benchmarks run on; `None` when cargo only lists benchmarks
+/// (`--list`).
+pub fn runtime() -> Option<tokio::runtime::Runtime> {
+    if std::env::args().any(|a| a == "--list") {
+        return None;
+    }
+    Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    )
+}
+
 /// Default settings (fsync batch) for node `id` in `dir`.
 pub fn config(dir: &Path, id: &str, seeds: Vec<String>) -> NodeConfig {
     NodeConfig {

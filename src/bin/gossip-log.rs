@@ -8,6 +8,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "shared/logging.rs"]
+mod logging;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use gossip_roster::store::offline::Offline;
@@ -84,13 +87,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    logging::init("warn");
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dump {

@@ -130,11 +130,12 @@ impl Store {
         let roster = roster.finish();
         let last_lsn = scan.last_lsn.max(meta.snapshot_lsn);
         // The newest segment that still exists after repair, to append to.
-        let last_segment = scan
-            .segments
-            .last()
-            .map(|s| (s.path.as_path(), s.last_lsn()));
-        let wal = Wal::start(&wal_dir, last_lsn + 1, last_segment, config.wal.clone())?;
+        let wal = Wal::start(
+            &wal_dir,
+            last_lsn + 1,
+            scan.segments.last(),
+            config.wal.clone(),
+        )?;
         let recovered = Recovered {
             roster,
             snapshot_lsn: meta.snapshot_lsn,

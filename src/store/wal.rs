@@ -10,7 +10,7 @@
 //! have dropped the dirty pages, so a retry that "succeeds" would be a lie. Every later call
 //! gets [`Error::WalFailed`]; the node stops and recovers from the log on restart.
 
-use super::recovery::sync_dir;
+use super::recovery::{sync_dir, SegmentInfo};
 use super::segment::{self, WalRecord, HEADER_LEN};
 use crate::error::{Error, Result};
 use crate::event::{ClusterEvent, Lsn};
@@ -164,24 +164,21 @@ impl Wal {
     pub fn start(
         wal_dir: &Path,
         next_lsn: Lsn,
-        last: Option<(&Path, Lsn)>,
+        last: Option<&SegmentInfo>,
         config: WalConfig,
     ) -> Result<Wal> {
         let stats = Arc::new(WalStats::default());
         stats.last_lsn.store(next_lsn - 1, Ordering::Relaxed);
         stats.durable_lsn.store(next_lsn - 1, Ordering::Relaxed);
         let (file, segment_first, segment_len) = match last {
-            Some((path, segment_last)) if segment_last + 1 == next_lsn => {
+            Some(seg) if seg.last_lsn() + 1 == next_lsn => {
+                let path = seg.path.as_path();
                 let file = OpenOptions::new()
                     .append(true)
                     .open(path)
                     .map_err(Error::io(path))?;
                 let len = file.metadata().map_err(Error::io(path))?.len();
-                let first = segment::parse_segment_name(
-                    &path.file_name().unwrap_or_default().to_string_lossy(),
-                )
-                .unwrap_or(next_lsn);
-                (file, first, len)
+                (file, seg.first_lsn, len)
             }
             _ => (
                 create_segment(wal_dir, next_lsn)?,
