@@ -10,12 +10,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "shared/logging.rs"]
 mod logging;
+#[path = "shared/members.rs"]
+mod members;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use gossip_roster::store::offline::Offline;
 use gossip_roster::store::{Store, StoreConfig, WalScan};
-use gossip_roster::{Error, Lsn, Member};
+use gossip_roster::{Error, Lsn};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
@@ -270,36 +272,13 @@ fn verify(dir: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-fn print_members(members: &[Member], json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(members)?);
-        return Ok(());
-    }
-    println!(
-        "{:<20} {:<28} {:<8} {:>5} {:>8}  ACTORS",
-        "ID", "ADDR", "STATE", "INC", "VERSION"
-    );
-    for m in members {
-        println!(
-            "{:<20} {:<28} {:<8} {:>5} {:>8}  {}",
-            m.id.as_str(),
-            m.addr,
-            m.state.as_str(),
-            m.incarnation,
-            m.version,
-            m.actors.join(",")
-        );
-    }
-    Ok(())
-}
-
 fn replay(dir: &Path, json: bool, upto: Option<Lsn>) -> Result<ExitCode> {
     let offline = Offline::open(dir)?;
     let bar = progress(offline.wal_bytes(), "replaying");
     let result = offline.replay(upto, |n| bar.set_position(n));
     bar.finish_and_clear();
     let (roster, last, _) = result?;
-    print_members(&roster.members(), json)?;
+    members::print(&roster.members(), json, true)?;
     if !json {
         eprintln!("({} members, as of LSN {last})", roster.members().len());
     }

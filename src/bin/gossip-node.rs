@@ -7,6 +7,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "shared/logging.rs"]
 mod logging;
+#[path = "shared/members.rs"]
+mod members;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -15,7 +17,7 @@ use gossip_roster::message::{AdminReply, AdminRequest};
 use gossip_roster::store::{FsyncPolicy, StoreConfig, WalConfig};
 use gossip_roster::tls::Tls;
 use gossip_roster::transport::TransportConfig;
-use gossip_roster::{GossipConfig, Member, Node, NodeConfig, NodeId, SwimConfig};
+use gossip_roster::{GossipConfig, Node, NodeConfig, NodeId, SwimConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -335,37 +337,15 @@ async fn ask(conn: &Conn, req: AdminRequest) -> Result<AdminReply> {
         .with_context(|| format!("asking {}", conn.connect))
 }
 
-fn print_members(members: &[Member], json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(members)?);
-        return Ok(());
-    }
-    println!(
-        "{:<20} {:<28} {:<8} {:>5}  ACTORS",
-        "ID", "ADDR", "STATE", "INC"
-    );
-    for m in members {
-        println!(
-            "{:<20} {:<28} {:<8} {:>5}  {}",
-            m.id.as_str(),
-            m.addr,
-            m.state.as_str(),
-            m.incarnation,
-            m.actors.join(",")
-        );
-    }
-    Ok(())
-}
-
 async fn admin_command(cmd: Command) -> Result<()> {
     match cmd {
         Command::Members { conn, json } => match ask(&conn, AdminRequest::Members).await? {
-            AdminReply::Members(m) => print_members(&m, json),
+            AdminReply::Members(m) => members::print(&m, json, false),
             other => unexpected(other),
         },
         Command::Locate { conn, actor, json } => {
             match ask(&conn, AdminRequest::Locate { actor }).await? {
-                AdminReply::Located(m) => print_members(&m, json),
+                AdminReply::Located(m) => members::print(&m, json, false),
                 other => unexpected(other),
             }
         }
