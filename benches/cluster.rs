@@ -57,11 +57,14 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-fn traffic(c: &Cluster) -> (u64, u64) {
-    c.nodes.iter().fold((0, 0), |(f, b), n| {
-        let s = n.status();
-        (f + s.frames_sent, b + s.bytes_sent)
-    })
+async fn traffic(c: &Cluster) -> (u64, u64) {
+    let (mut f, mut b) = (0, 0);
+    for n in &c.nodes {
+        let s = n.status().await.unwrap();
+        f += s.frames_sent;
+        b += s.bytes_sent;
+    }
+    (f, b)
 }
 
 async fn measure(n: usize) -> Vec<(String, String)> {
@@ -109,10 +112,10 @@ async fn measure(n: usize) -> Vec<(String, String)> {
     ));
 
     // Idle traffic.
-    let (f0, b0) = traffic(&c);
+    let (f0, b0) = traffic(&c).await;
     let idle = Duration::from_secs(3);
     tokio::time::sleep(idle).await;
-    let (f1, b1) = traffic(&c);
+    let (f1, b1) = traffic(&c).await;
     let per = |x: u64, d: Duration| x as f64 / n as f64 / d.as_secs_f64();
     rows.push((
         format!("N={n}: idle traffic per node"),
@@ -132,7 +135,7 @@ async fn measure(n: usize) -> Vec<(String, String)> {
         60
     };
     let mut to_all = Vec::new();
-    let (f0, b0) = traffic(&c);
+    let (f0, b0) = traffic(&c).await;
     let t_busy = Instant::now();
     for k in 0..registrations {
         let origin = k % n;
@@ -153,7 +156,7 @@ async fn measure(n: usize) -> Vec<(String, String)> {
         to_all.push(last - t0);
     }
     let busy = t_busy.elapsed();
-    let (f1, b1) = traffic(&c);
+    let (f1, b1) = traffic(&c).await;
     to_all.sort();
     rows.push((
         format!("N={n}: actor registration seen by all, p50 / p99 ({registrations} runs)"),

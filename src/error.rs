@@ -81,6 +81,15 @@ pub enum Error {
     #[error("the node answered with an error: {0}")]
     Remote(String),
 
+    #[error("node id {0}")]
+    IdInUse(String),
+
+    #[error("invalid actor name: {0}")]
+    InvalidName(#[from] crate::names::NameError),
+
+    #[error("the node has stopped: {0}")]
+    Stopped(String),
+
     #[error("aborted at failure point {0}")]
     FailPoint(&'static str),
 }

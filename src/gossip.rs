@@ -10,7 +10,9 @@ use crate::roster::{NodeDigest, Roster};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One anti-entropy round in this many goes to a random member we hold dead instead of a
@@ -39,50 +41,156 @@ pub fn anti_entropy_interval(base: Duration, n: usize) -> Duration {
     base * (over.ceil() as u32 + 1)
 }
 
+/// Most events the broadcast queue holds. Beyond it the event with the fewest sends left is
+/// dropped (anti-entropy repairs what gossip drops): a bulk registration of 100,000 actors
+/// must not hold 100,000 events per node in memory until their budgets are spent.
+pub const MAX_QUEUED: usize = 16_384;
+
+/// Framing overhead allowed for per frame on top of the encoded events.
+pub const FRAME_OVERHEAD: usize = 64;
+
+/// Encoded size of one event on the wire (rmp-serde, as it sits inside a frame).
+pub fn encoded_len(event: &ClusterEvent) -> usize {
+    rmp_serde::to_vec(event).map_or(usize::MAX, |b| b.len())
+}
+
+struct Queued {
+    seq: u64,
+    left: u32,
+    bytes: usize,
+}
+
 /// Events waiting to be gossiped, each with the sends it has left.
-#[derive(Debug, Default)]
+///
+/// Bounded ([`MAX_QUEUED`]) with `O(log n)` push and per-event take: an ordered index by
+/// sends left (most first, then oldest first) beside a map from event to its slot.
+#[derive(Default)]
 pub struct Broadcasts {
-    queue: VecDeque<(ClusterEvent, u32)>,
+    slots: crate::roster::FastMap<Arc<ClusterEvent>, Queued>,
+    order: BTreeMap<(Reverse<u32>, u64), Arc<ClusterEvent>>,
+    next_seq: u64,
+    dropped: u64,
+}
+
+impl std::fmt::Debug for Broadcasts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broadcasts")
+            .field("len", &self.len())
+            .field("dropped", &self.dropped)
+            .finish()
+    }
 }
 
 impl Broadcasts {
     pub fn push(&mut self, event: ClusterEvent, budget: u32) {
-        // The same event again (a duplicate that still changed nothing) only refreshes it.
-        if let Some(slot) = self.queue.iter_mut().find(|(e, _)| *e == event) {
-            slot.1 = slot.1.max(budget);
+        if budget == 0 {
             return;
         }
-        self.queue.push_back((event, budget));
+        // The same event again (a duplicate that still changed nothing) only refreshes it.
+        if let Some(slot) = self.slots.get_mut(&event) {
+            if budget > slot.left {
+                let shared = self
+                    .order
+                    .remove(&(Reverse(slot.left), slot.seq))
+                    .expect("indexed");
+                slot.left = budget;
+                self.order.insert((Reverse(budget), slot.seq), shared);
+            }
+            return;
+        }
+        if self.slots.len() >= MAX_QUEUED {
+            // Full: the event with the fewest sends left goes (the newcomer, if it has fewer).
+            self.dropped += 1;
+            let lowest = self
+                .order
+                .last_key_value()
+                .map_or(0, |((Reverse(l), _), _)| *l);
+            if budget < lowest {
+                return;
+            }
+            let (_, victim) = self.order.pop_last().expect("non-empty");
+            self.slots.remove(&victim);
+        }
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let bytes = encoded_len(&event);
+        let shared = Arc::new(event);
+        self.order.insert((Reverse(budget), seq), shared.clone());
+        self.slots.insert(
+            shared,
+            Queued {
+                seq,
+                left: budget,
+                bytes,
+            },
+        );
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.slots.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Events dropped because the queue was full, since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Forgets every queued event (nobody to tell: anti-entropy will bring the news).
+    pub fn clear(&mut self) {
+        self.slots.clear();
+        self.order.clear();
     }
 
     /// Gives every queued event at least `budget` sends left: budgets are set from the
     /// cluster size a node knows when it queues an event, and a joiner knows only itself
     /// until its first sync.
     pub fn raise_to(&mut self, budget: u32) {
-        for (_, left) in self.queue.iter_mut() {
-            *left = (*left).max(budget);
+        let low: Vec<_> = self
+            .order
+            .range((Reverse(budget), 0)..)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in low {
+            let e = self.order.remove(&key).expect("listed");
+            let slot = self.slots.get_mut(&e).expect("indexed");
+            slot.left = budget;
+            self.order.insert((Reverse(budget), slot.seq), e);
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.queue.len()
-    }
-
-    /// Up to `max` events for one round to `targets` peers; each is charged `targets` sends
-    /// and dropped once its budget is spent. Fresher events (larger budget) go first.
-    pub fn take_round(&mut self, max: usize, targets: u32) -> Vec<ClusterEvent> {
-        let mut order: Vec<usize> = (0..self.queue.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(self.queue[i].1));
-        order.truncate(max);
-        let batch: Vec<ClusterEvent> = order.iter().map(|&i| self.queue[i].0.clone()).collect();
-        for &i in &order {
-            self.queue[i].1 = self.queue[i].1.saturating_sub(targets.max(1));
+    /// Events for one round to `targets` peers, at most `max_bytes` once encoded in one
+    /// frame; each is charged `targets` sends and dropped once its budget is spent. Fresher
+    /// events (more sends left) go first. Always takes at least one event when any is
+    /// queued (an event too large for any frame is the caller's to refuse earlier).
+    pub fn take_round(&mut self, max_bytes: usize, targets: u32) -> Vec<ClusterEvent> {
+        let budget = max_bytes.saturating_sub(FRAME_OVERHEAD);
+        let mut used = 0;
+        let mut taken = Vec::new();
+        for (key, e) in self.order.iter() {
+            let bytes = self.slots[e].bytes;
+            if !taken.is_empty() && used + bytes > budget {
+                break;
+            }
+            used += bytes;
+            taken.push((*key, e.clone()));
         }
-        self.queue.retain(|(_, left)| *left > 0);
+        let mut batch = Vec::with_capacity(taken.len());
+        for (key, e) in taken {
+            self.order.remove(&key);
+            let left = key.0 .0.saturating_sub(targets.max(1));
+            if left == 0 {
+                self.slots.remove(&e);
+            } else {
+                let slot = self.slots.get_mut(&e).expect("indexed");
+                slot.left = left;
+                self.order.insert((Reverse(left), slot.seq), e.clone());
+            }
+            batch.push(Arc::unwrap_or_clone(e));
+        }
         batch
     }
 }
@@ -170,12 +278,24 @@ pub fn delta_for(roster: &Roster, theirs: &BTreeMap<NodeId, NodeDigest>) -> Delt
     delta
 }
 
-/// Splits events into frames of at most `max_events` each (keeps frames under the size cap).
-pub fn chunks(events: Vec<ClusterEvent>, max_events: usize) -> Vec<Vec<ClusterEvent>> {
+/// Splits events into groups that each encode to at most `max_bytes` in one frame (an
+/// event alone over the limit gets a group of its own; callers refuse such events earlier).
+pub fn chunks(events: Vec<ClusterEvent>, max_bytes: usize) -> Vec<Vec<ClusterEvent>> {
+    let budget = max_bytes.saturating_sub(FRAME_OVERHEAD);
     let mut out = Vec::new();
-    let mut it = events.into_iter().peekable();
-    while it.peek().is_some() {
-        out.push(it.by_ref().take(max_events.max(1)).collect());
+    let mut current = Vec::new();
+    let mut used = 0;
+    for e in events {
+        let bytes = encoded_len(&e);
+        if !current.is_empty() && used + bytes > budget {
+            out.push(std::mem::take(&mut current));
+            used = 0;
+        }
+        used += bytes;
+        current.push(e);
+    }
+    if !current.is_empty() {
+        out.push(current);
     }
     out
 }
@@ -219,17 +339,17 @@ mod tests {
         let mut q = Broadcasts::default();
         q.push(ev(1), 6);
         q.push(ev(2), 3);
-        assert_eq!(q.take_round(10, 3), vec![ev(1), ev(2)]);
-        assert_eq!(q.take_round(10, 3), vec![ev(1)]);
+        assert_eq!(q.take_round(1 << 20, 3), vec![ev(1), ev(2)]);
+        assert_eq!(q.take_round(1 << 20, 3), vec![ev(1)]);
         assert!(q.is_empty());
         q.push(ev(1), 3);
         q.push(ev(1), 9);
         assert_eq!(q.len(), 1, "a duplicate refreshes, never doubles");
         q.push(ev(2), 1);
         q.raise_to(6);
-        assert_eq!(q.take_round(10, 3), vec![ev(1), ev(2)]);
+        assert_eq!(q.take_round(1 << 20, 3), vec![ev(1), ev(2)]);
         assert_eq!(
-            q.take_round(10, 3),
+            q.take_round(1 << 20, 3),
             vec![ev(1), ev(2)],
             "raised to 6 sends: two rounds of 3"
         );

@@ -22,25 +22,29 @@
 //! ```
 
 pub mod admin;
-mod detector;
+mod admin_server;
 pub mod error;
 pub mod event;
 pub mod gossip;
 pub mod local;
+pub mod machine;
 pub mod message;
+pub mod names;
 pub mod node;
 mod peers;
+pub mod quorum;
 pub mod roster;
 pub mod store;
 pub mod swim;
 pub mod tls;
 pub mod transport;
 
-pub use detector::Quorum;
 pub use error::{Error, Result};
 pub use event::{ClusterEvent, Generation, Incarnation, Lsn, MemberState, NodeId, Version};
 pub use local::Identity;
-pub use node::{GossipConfig, MembershipChange, Node, NodeConfig, StartInfo};
+pub use machine::{GossipConfig, Machine, MachineConfig, MembershipChange};
+pub use node::{Node, NodeConfig, StartInfo, StopReason};
+pub use quorum::Quorum;
 pub use roster::{Applied, Member, Roster};
 pub use store::{FsyncPolicy, Recovered, Store, StoreConfig};
 pub use swim::SwimConfig;

@@ -71,6 +71,10 @@ pub enum AdminRequest {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminReply {
+    /// Part of a `Members` or `Located` answer too large for one frame; more follows. A
+    /// member whose actors do not fit one frame is split over consecutive parts (same id,
+    /// the rest of its actors): the client joins them.
+    Part(Vec<Member>),
     Members(Vec<Member>),
     Located(Vec<Member>),
     /// Actors that changed (already hosted / not hosted ones are left out).

@@ -1,64 +1,38 @@
-//! The node runtime: the pure core (roster, gossip decisions) and the IO shell (store,
-//! WebSocket connections, timers) wired with tokio. Read top to bottom:
+//! The node: the membership [`Machine`] driven by one task, with sockets, the WAL, timers
+//! and admin around it. Read top to bottom:
 //!
-//! * `start`: bind, recover from the data dir, bring our own record up to date, spawn tasks.
-//! * tasks: accept loop, gossip flusher, anti-entropy, join (seeds or remembered peers),
-//!   compaction. All stop on `shutdown`.
-//! * `receive`: apply incoming events; those that changed the roster are logged and, only once
-//!   durable, re-gossiped and published to subscribers (raft-rs's persist-before-send).
+//! * `Node::start`: bind, recover from the data dir, build the machine, spawn the driver.
+//! * `drive`: the one task that owns the machine. Inputs arrive on two bounded channels
+//!   (probe traffic, durability and connection changes ahead of gossip and admin); after
+//!   each input the machine's `Ready` is carried out: records to the WAL thread (never
+//!   awaited here: a durability task reports back), frames to connection writers, replies,
+//!   notifications. A slow disk slows acknowledgements, never failure detection.
+//! * connections (`peers.rs`) and the admin server (`admin_server.rs`) talk to the driver
+//!   through the same channels; nothing shares the roster.
 //!
-//! The roster lock is a `std` mutex never held across an `.await`: no caller can deadlock on it.
+//! A WAL failure or a refused id stops the node: every task ends, and [`Node::stopped`]
+//! resolves with the reason.
 
-use crate::detector::{self, Quorum};
 use crate::error::{Error, Result};
-use crate::event::{ClusterEvent, Generation, Lsn, MemberState, NodeId};
-use crate::gossip::{self, Broadcasts, Delta};
+use crate::event::{ClusterEvent, Generation, Lsn, NodeId};
 use crate::local::Identity;
-use crate::message::{AdminReply, AdminRequest, Frame, Status};
-use crate::peers::Peers;
-use crate::roster::{Applied, Member, NodeDigest, Roster};
-use crate::store::{CompactionReport, Store, StoreConfig};
-use crate::swim::{Swim, SwimConfig};
+use crate::machine::{Command, Machine, MachineConfig, Outgoing, Ready, Reply, Stop, Token};
+use crate::message::{Frame, Status};
+use crate::peers::{self, Conn, Ctx, Input};
+use crate::quorum::Quorum;
+use crate::roster::{Member, Roster};
+use crate::store::{CompactionReport, Pending, Store, StoreConfig};
+use crate::swim::SwimConfig;
 use crate::transport::TransportConfig;
 use rand::Rng;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, watch, Notify};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-/// Dissemination knobs. Defaults are tuned for a LAN.
-#[derive(Clone, Debug)]
-pub struct GossipConfig {
-    /// Spacing of gossip rounds: a lone event goes out at once, a burst shares frames
-    /// sent at most once per window.
-    pub window: Duration,
-    /// Peers each gossip round goes to.
-    pub fanout: usize,
-    /// Each event is sent about `mult * ceil(log2(N + 1))` times in all.
-    pub retransmit_mult: u32,
-    /// Digest exchange with one random peer this often (repairs what gossip missed), in
-    /// clusters of up to 32; one more interval per doubling beyond
-    /// ([`gossip::anti_entropy_interval`]).
-    pub anti_entropy_interval: Duration,
-    /// Most events in one frame (frames stay well under the 1 MiB cap).
-    pub max_events_per_frame: usize,
-}
-
-impl Default for GossipConfig {
-    fn default() -> Self {
-        GossipConfig {
-            window: Duration::from_millis(2),
-            fanout: 3,
-            retransmit_mult: 3,
-            anti_entropy_interval: Duration::from_millis(500),
-            max_events_per_frame: 2048,
-        }
-    }
-}
+pub use crate::machine::{GossipConfig, MembershipChange};
 
 /// Everything needed to start a node. `Default` gives documented defaults.
 #[derive(Clone, Debug)]
@@ -118,45 +92,68 @@ pub struct StartInfo {
     pub repaired_torn_tail: bool,
 }
 
-pub(crate) struct Inner {
-    pub(crate) store: Store,
-    pub(crate) roster: Mutex<Roster>,
-    pub(crate) identity: Identity,
-    pub(crate) addr: String,
-    pub(crate) config: NodeConfig,
-    pub(crate) peers: Peers,
-    broadcasts: Mutex<Broadcasts>,
-    flush: Notify,
-    joined: Notify,
-    changes: broadcast::Sender<MembershipChange>,
-    pub(crate) swim: Mutex<Swim>,
-    quorum: Mutex<Quorum>,
-    quorum_tx: watch::Sender<Quorum>,
-    pub(crate) cancel: CancellationToken,
-    pub(crate) tasks: TaskTracker,
-    started: Instant,
-    /// Ourselves, for spawning tasks from `&self` methods.
-    this: std::sync::Weak<Inner>,
+/// Why a node stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// [`Node::shutdown`] was called.
+    Shutdown,
+    /// The WAL could not write or sync: nothing unacknowledged was lost; restart to recover.
+    WalFailed(String),
+    /// Our id is held by another live process; a peer refused us.
+    IdInUse(String),
 }
 
-/// A change of the roster as subscribers see it: the event, and the actors its node hosts
-/// (for `NodeSuspected`, `NodeDead` and `NodeLeft`, the actors an actor system may have to
-/// re-home).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MembershipChange {
-    pub event: ClusterEvent,
-    pub actors: Vec<String>,
+impl StopReason {
+    /// The error this stop means for a caller (`None` for a requested shutdown).
+    pub fn into_error(self) -> Option<Error> {
+        match self {
+            StopReason::Shutdown => None,
+            StopReason::WalFailed(e) => Some(Error::WalFailed(e)),
+            StopReason::IdInUse(e) => Some(Error::IdInUse(e)),
+        }
+    }
 }
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Shutdown => f.write_str("shut down"),
+            StopReason::WalFailed(e) => write!(f, "the WAL failed: {e}"),
+            StopReason::IdInUse(e) => write!(f, "node id {e}"),
+        }
+    }
+}
+
+/// How often the driver ticks the machine when nothing else wakes it. The detector's
+/// timeouts are multiples of the probe interval; this only bounds how late one is noticed.
+const TICK: Duration = Duration::from_millis(10);
+/// Bursts of quorum changes coalesce into one write of the largest cluster size this often
+/// (a sled flush and an fsync per write: one per growth step on every node was measured to
+/// double the cold-start time of 20 nodes on one machine).
+const PERSIST_LARGEST_EVERY: Duration = Duration::from_millis(250);
+/// Subscribers that fall this far behind get `Lagged`.
+const SUBSCRIBER_BUFFER: usize = 4096;
 
 /// A running node. Cheap to clone; all clones drive the same node.
 #[derive(Clone)]
 pub struct Node {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    identity: Identity,
+    addr: String,
+    store: Arc<Store>,
+    ctx: Arc<Ctx>,
+    changes: broadcast::Sender<MembershipChange>,
+    quorum: watch::Receiver<Quorum>,
+    stopped: watch::Receiver<Option<StopReason>>,
 }
 
 impl Node {
     /// Binds the listener, opens (or creates) the data dir, recovers the roster, brings our
-    /// own record up to date, and starts gossiping. Must be called inside a tokio runtime.
+    /// own record up to date (durably), and starts gossiping. Must be called inside a tokio
+    /// runtime.
     pub async fn start(config: NodeConfig) -> Result<(Node, StartInfo)> {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
@@ -176,8 +173,7 @@ impl Node {
             .unwrap_or_else(|| format!("{scheme}://{local}"));
 
         // Opening the store and persisting the identity read and fsync files: off the async
-        // workers, which would otherwise stall every other task (a node's peers' handshakes
-        // when many start in one process).
+        // workers, which would otherwise stall every other task.
         let opening = config.clone();
         let (store, recovered, (identity, created), largest) =
             tokio::task::spawn_blocking(move || -> Result<_> {
@@ -198,226 +194,628 @@ impl Node {
             last_lsn: recovered.last_lsn,
             repaired_torn_tail: recovered.repaired.is_some(),
         };
-        let previous = recovered.roster.record(&identity.id).cloned();
-        let quorum = detector::quorum(largest, recovered.roster.count_by_state());
-        let swim = detector::new_swim(&identity.id, config.swim.clone());
-        let inner = Arc::new_cyclic(|this| Inner {
-            store,
-            roster: Mutex::new(recovered.roster),
-            identity,
+        let started = Instant::now();
+        let machine = Machine::new(
+            MachineConfig {
+                identity: identity.clone(),
+                addr: addr.clone(),
+                seeds: config.seeds.clone(),
+                actors: config.actors.clone(),
+                gossip: config.gossip.clone(),
+                swim: config.swim.clone(),
+                max_frame_bytes: config.transport.max_frame_bytes,
+                largest_cluster: largest,
+            },
+            recovered.roster,
+            recovered.last_lsn,
+            rand::random(),
+            Duration::ZERO,
+        )?;
+        let store = Arc::new(store);
+        let (ctx, control_rx, data_rx) = Ctx::new(&identity, &addr, &config);
+        let ctx = Arc::new(ctx);
+        let (quorum_tx, quorum_rx) = watch::channel(machine.quorum());
+        let (stopped_tx, stopped_rx) = watch::channel(None);
+        let (changes, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+        let shared = Arc::new(Shared {
+            identity: identity.clone(),
             addr: addr.clone(),
-            peers: Peers::new(config.max_connections),
-            config,
-            broadcasts: Mutex::new(Broadcasts::default()),
-            flush: Notify::new(),
-            joined: Notify::new(),
-            changes: broadcast::channel(4096).0,
-            swim: Mutex::new(swim),
-            quorum: Mutex::new(quorum),
-            quorum_tx: watch::channel(quorum).0,
-            cancel: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-            started: Instant::now(),
-            this: this.clone(),
+            store: store.clone(),
+            ctx: ctx.clone(),
+            changes: changes.clone(),
+            quorum: quorum_rx,
+            stopped: stopped_rx,
         });
-        let node = Node { inner };
-        let events = {
-            let roster = node.inner.roster.lock().unwrap();
-            let me = &node.inner.identity;
-            match previous.filter(|p| p.generation != me.generation) {
-                // We left last time: a new generation that carries our actors and versions on.
-                Some(prev) => me.rejoin_events(&prev, &addr, &node.inner.config.actors),
-                None => me.startup_events(&roster, &addr, &node.inner.config.actors),
-            }
+        let (durability_tx, durability_rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            machine,
+            store: store.clone(),
+            ctx: ctx.clone(),
+            conns: HashMap::new(),
+            dialing: HashMap::new(),
+            backoff: HashMap::new(),
+            replies: HashMap::new(),
+            next_token: 1,
+            durability: durability_tx,
+            changes,
+            quorum: quorum_tx,
+            stopped: stopped_tx,
+            started,
+            config: config.clone(),
         };
-        // The detector starts from what the data dir remembers.
-        let everyone: Vec<NodeId> = node
-            .inner
-            .roster
-            .lock()
-            .unwrap()
-            .iter_records()
-            .map(|(id, _)| id.clone())
-            .collect();
-        detector::observe(&node.inner, &everyone);
-        node.inner.commit_local(events).await?;
-
-        let inner = &node.inner;
-        inner
-            .tasks
-            .spawn(crate::peers::accept_loop(inner.clone(), listener));
-        inner.tasks.spawn(flush_loop(inner.clone()));
-        inner.tasks.spawn(anti_entropy_loop(inner.clone()));
-        inner.tasks.spawn(join_loop(inner.clone()));
-        inner.tasks.spawn(compaction_loop(inner.clone()));
-        inner.tasks.spawn(detector::run(inner.clone()));
-        inner
-            .tasks
-            .spawn(persist_largest_loop(inner.clone(), largest));
+        ctx.tasks.spawn(durability_loop(ctx.clone(), durability_rx));
+        ctx.tasks.spawn(drive(driver, control_rx, data_rx));
+        let node = Node { shared };
+        // Start-up is done once our own record is durable (and so announced).
+        node.wait_durable().await?;
+        ctx.tasks.spawn(peers::accept_loop(ctx.clone(), listener));
+        ctx.tasks
+            .spawn(compaction_loop(node.clone(), config.compaction_check));
+        ctx.tasks.spawn(persist_largest_loop(node.clone(), largest));
         Ok((node, info))
     }
 
     pub fn id(&self) -> &NodeId {
-        &self.inner.identity.id
+        &self.shared.identity.id
     }
 
     pub fn generation(&self) -> Generation {
-        self.inner.identity.generation
+        self.shared.identity.generation
     }
 
     /// The address others dial.
     pub fn addr(&self) -> &str {
-        &self.inner.addr
+        &self.shared.addr
     }
 
     pub fn store(&self) -> &Store {
-        &self.inner.store
+        &self.shared.store
     }
 
     /// Registers an actor on this node; resolves once durable (it is then gossiped).
-    /// False if it was already hosted.
+    /// False if it was already hosted. The name must follow [`crate::names`].
     pub async fn register_actor(&self, actor: &str) -> Result<bool> {
-        self.change_own_record(|id, roster| id.add_actor(roster, actor))
-            .await
+        Ok(!self.add_actors(vec![actor.to_owned()]).await?.is_empty())
     }
 
     /// Unregisters an actor; resolves once durable. False if it was not hosted here.
     pub async fn unregister_actor(&self, actor: &str) -> Result<bool> {
-        self.change_own_record(|id, roster| id.remove_actor(roster, actor))
-            .await
+        Ok(!self.remove_actors(vec![actor.to_owned()]).await?.is_empty())
     }
 
-    async fn change_own_record(
-        &self,
-        change: impl FnOnce(&Identity, &Roster) -> Option<ClusterEvent>,
-    ) -> Result<bool> {
-        // Computed and applied under one lock, so concurrent changes get distinct versions.
-        let event = {
-            let mut roster = self.inner.roster.lock().unwrap();
-            match change(&self.inner.identity, &roster) {
-                Some(e) => {
-                    roster.apply(&e);
-                    e
-                }
-                None => return Ok(false),
-            }
-        };
-        self.inner.log_and_spread(vec![event], true).await?;
-        Ok(true)
+    /// Registers many actors in one durable change; returns those that were not hosted.
+    /// All names are checked first: one bad name refuses the whole call.
+    pub async fn add_actors(&self, actors: Vec<String>) -> Result<Vec<String>> {
+        match self.command(Command::AddActors(actors)).await? {
+            Reply::ActorsChanged(changed) => Ok(changed),
+            Reply::InvalidName(e) => Err(e.into()),
+            Reply::Left => unreachable!("an actor change is answered with actors"),
+        }
+    }
+
+    /// Unregisters many actors in one durable change; returns those that were hosted.
+    pub async fn remove_actors(&self, actors: Vec<String>) -> Result<Vec<String>> {
+        match self.command(Command::RemoveActors(actors)).await? {
+            Reply::ActorsChanged(changed) => Ok(changed),
+            Reply::InvalidName(e) => Err(e.into()),
+            Reply::Left => unreachable!("an actor change is answered with actors"),
+        }
     }
 
     /// Live hosts of an actor (alive or suspected members; never dead or gone ones).
-    pub fn locate(&self, actor: &str) -> Vec<NodeId> {
-        self.inner.roster.lock().unwrap().locate(actor)
+    pub async fn locate(&self, actor: &str) -> Result<Vec<NodeId>> {
+        let actor = actor.to_owned();
+        self.query(move |d| d.machine.roster().locate(&actor)).await
     }
 
-    pub fn members(&self) -> Vec<Member> {
-        self.inner.roster.lock().unwrap().members()
+    /// Every announced member, sorted by id.
+    pub async fn members(&self) -> Result<Vec<Member>> {
+        self.query(|d| d.machine.roster().members()).await
     }
 
     /// A copy of the whole roster.
-    pub fn roster(&self) -> Roster {
-        self.inner.roster.lock().unwrap().clone()
+    pub async fn roster(&self) -> Result<Roster> {
+        self.query(|d| d.machine.roster().clone()).await
     }
 
     /// Every change to the roster, as it becomes durable here, with the actors of the node
     /// it is about. Dropping the receiver unsubscribes. A receiver that falls more than 4096
     /// changes behind gets `Lagged` (and should re-read `members()`).
     pub fn subscribe(&self) -> broadcast::Receiver<MembershipChange> {
-        self.inner.changes.subscribe()
+        self.shared.changes.subscribe()
     }
 
     /// Whether this node sees a majority of the largest recent cluster.
     pub fn quorum(&self) -> Quorum {
-        *self.inner.quorum.lock().unwrap()
+        *self.shared.quorum.borrow()
     }
 
     /// Changes of [`Node::quorum`], as they happen.
     pub fn watch_quorum(&self) -> watch::Receiver<Quorum> {
-        self.inner.quorum_tx.subscribe()
+        self.shared.quorum.clone()
     }
 
-    /// Applies events as if received from a peer (tests and embedding); resolves once the
-    /// changed ones are durable. Returns them.
-    pub async fn apply_and_log(&self, events: Vec<ClusterEvent>) -> Result<Vec<ClusterEvent>> {
-        self.inner.receive(events).await
+    pub async fn status(&self) -> Result<Status> {
+        self.query(|d| d.status()).await
     }
 
-    pub fn status(&self) -> Status {
-        self.inner.status()
+    /// Resolves when the node stops, with the reason: a requested shutdown, or a failure
+    /// (the WAL could not write; our id is held by another live process).
+    pub async fn stopped(&self) -> StopReason {
+        let mut rx = self.shared.stopped.clone();
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                return rx.borrow().clone().unwrap_or(StopReason::Shutdown);
+            }
+        }
     }
 
     /// Compacts now if a threshold was passed. Blocking work runs off the executor.
     pub async fn compact_if_needed(&self) -> Result<Option<CompactionReport>> {
-        self.inner.clone().compact_if_needed().await
+        if !self.shared.store.needs_compaction() {
+            return Ok(None);
+        }
+        self.compact().await.map(Some)
     }
 
+    /// Snapshots the roster and drops covered WAL segments.
     pub async fn compact(&self) -> Result<CompactionReport> {
-        self.inner.clone().compact().await
+        let (roster, lsn) = self.query(|d| d.machine.snapshot_point()).await?;
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || store.compact_at(&roster, lsn))
+            .await
+            .expect("compaction does not panic")
     }
 
     /// Announces a graceful leave: `NodeLeft` is logged, then pushed to a few peers right
     /// away (bounded wait). The node keeps running until [`Node::shutdown`].
     pub async fn leave(&self) -> Result<()> {
-        let event = {
-            let roster = self.inner.roster.lock().unwrap();
-            let incarnation = roster
-                .record(self.id())
-                .map_or(0, |r| r.liveness.incarnation);
-            ClusterEvent::NodeLeft {
-                node: self.id().clone(),
-                generation: self.generation(),
-                incarnation,
+        self.command(Command::Leave).await?;
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            if self.query(|d| d.queues_empty()).await.unwrap_or(true) {
+                // Give the writers a moment to hand the last frame to the socket.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                break;
             }
-        };
-        let changed = self.inner.commit_local(vec![event]).await?;
-        let targets = self
-            .inner
-            .gossip_targets(self.inner.config.gossip.fanout * 2);
-        for m in &targets {
-            self.inner
-                .peers
-                .send(&self.inner, m, Frame::Events(changed.clone()));
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.inner.peers.drain(Duration::from_millis(500)).await;
         Ok(())
     }
 
     /// Stops every task, syncs the WAL and flushes the snapshot. The data dir is released
     /// when the last handle is dropped.
     pub async fn shutdown(self) -> Result<()> {
-        self.inner.cancel.cancel();
-        self.inner.tasks.close();
-        self.inner.tasks.wait().await;
-        self.inner.peers.clear();
-        let inner = self.inner;
-        tokio::task::spawn_blocking(move || match Arc::try_unwrap(inner) {
-            Ok(inner) => inner.store.close(),
-            Err(shared) => {
-                shared.store.sync().wait()?;
-                Ok(())
-            }
+        let ctx = self.shared.ctx.clone();
+        ctx.cancel.cancel();
+        ctx.tasks.close();
+        ctx.tasks.wait().await;
+        let store = self.shared.store.clone();
+        drop(self);
+        tokio::task::spawn_blocking(move || match Arc::try_unwrap(store) {
+            Ok(store) => store.close(),
+            Err(shared) => shared.sync().wait().map(|_| ()),
         })
         .await
         .expect("close does not panic")
     }
-}
 
-/// Applies an admin actor change to each name in turn; replies with the names that changed.
-async fn change_actors<F, Fut>(actors: Vec<String>, mut change: F) -> AdminReply
-where
-    F: FnMut(String) -> Fut,
-    Fut: std::future::Future<Output = Result<(String, bool)>>,
-{
-    let mut changed = Vec::new();
-    for a in actors {
-        match change(a).await {
-            Ok((a, true)) => changed.push(a),
-            Ok((_, false)) => {}
-            Err(e) => return AdminReply::Error(e.to_string()),
+    /// Runs `f` on the driver (it owns the machine) and returns its result.
+    async fn query<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Driver) -> R + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = oneshot::channel();
+        let job: peers::Job = Box::new(move |d: &Driver| {
+            let _ = tx.send(f(d));
+        });
+        self.shared
+            .ctx
+            .data
+            .send(Input::Query(job))
+            .await
+            .map_err(|_| self.stopped_error())?;
+        rx.await.map_err(|_| self.stopped_error())
+    }
+
+    async fn command(&self, command: Command) -> Result<Reply> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .ctx
+            .data
+            .send(Input::Command { command, reply: tx })
+            .await
+            .map_err(|_| self.stopped_error())?;
+        rx.await.map_err(|_| self.stopped_error())
+    }
+
+    /// Resolves once everything the machine has logged so far is durable.
+    async fn wait_durable(&self) -> Result<()> {
+        loop {
+            let (last, durable) = self
+                .query(|d| (d.machine.last_lsn(), d.machine.durable_lsn()))
+                .await?;
+            if durable >= last {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-    AdminReply::ActorsChanged { changed }
+
+    fn stopped_error(&self) -> Error {
+        match self.shared.stopped.borrow().clone() {
+            Some(r) => r
+                .into_error()
+                .unwrap_or_else(|| Error::Stopped("shut down".into())),
+            None => Error::Stopped("shutting down".into()),
+        }
+    }
+}
+
+/// The one task that owns the machine.
+pub(crate) struct Driver {
+    pub(crate) machine: Machine,
+    store: Arc<Store>,
+    ctx: Arc<Ctx>,
+    /// Open member connections by peer id.
+    conns: HashMap<NodeId, Conn>,
+    /// Dials in flight, with the frames that wait for them (at most `PEER_QUEUE`): during
+    /// a cold start most gossip goes to peers not connected yet, and dropping it there
+    /// would leave the repair to anti-entropy, hundreds of milliseconds later.
+    dialing: HashMap<String, Vec<Outgoing>>,
+    /// addr -> (no dial before, current delay); pruned as entries expire.
+    backoff: HashMap<String, (Instant, Duration)>,
+    replies: HashMap<Token, oneshot::Sender<Reply>>,
+    next_token: Token,
+    durability: mpsc::UnboundedSender<Pending>,
+    changes: broadcast::Sender<MembershipChange>,
+    quorum: watch::Sender<Quorum>,
+    stopped: watch::Sender<Option<StopReason>>,
+    started: Instant,
+    config: NodeConfig,
+}
+
+/// Most addresses kept in backoff before expired ones are dropped.
+const MAX_BACKOFF_ENTRIES: usize = 4096;
+
+impl Driver {
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn input(&mut self, input: Input) {
+        match input {
+            Input::Frame { from, frame } => {
+                if let Err(reason) = self.machine.handle_frame(&from, frame) {
+                    tracing::info!(peer = %from, %reason, "closing a connection");
+                    if let Some(c) = self.conns.get(&from) {
+                        c.close.cancel();
+                    }
+                }
+            }
+            Input::Hello {
+                id,
+                generation,
+                addr,
+                answer,
+            } => {
+                let _ = answer.send(self.machine.admit(&id, generation, &addr));
+            }
+            Input::Up {
+                peer,
+                conn,
+                dialed_addr,
+                kept,
+            } => self.connection_up(peer, conn, dialed_addr, kept),
+            Input::Down {
+                peer,
+                conn_id,
+                hint,
+            } => {
+                if self.conns.get(&peer).is_some_and(|c| c.id == conn_id) {
+                    self.conns.remove(&peer);
+                }
+                if hint {
+                    self.machine.handle_disconnected(&peer);
+                }
+            }
+            Input::DialFailed { addr, refused } => {
+                self.dialing.remove(&addr);
+                self.back_off(&addr);
+                if let Some(reason) = refused {
+                    self.machine.handle_refused(&addr, &reason);
+                }
+            }
+            Input::Refused { addr, reason } => {
+                tracing::warn!(peer = %addr, %reason, "peer refused us");
+                self.machine.handle_refused(&addr, &reason);
+            }
+            Input::Command { command, reply } => {
+                let token = self.next_token;
+                self.next_token += 1;
+                self.replies.insert(token, reply);
+                self.machine.handle_command(token, command);
+            }
+            Input::Query(job) => job(self),
+            Input::Durable(lsn) => self.machine.handle_durable(lsn),
+            Input::Failed(e) => {
+                tracing::error!(error = %e, "the WAL failed; stopping the node");
+                self.stop(StopReason::WalFailed(e.to_string()));
+            }
+        }
+    }
+
+    /// Carries out what the machine decided, in order: log, send, answer, publish.
+    fn execute(&mut self, ready: Ready) {
+        if !ready.append.is_empty() {
+            let pending = self.store.append(ready.append);
+            let _ = self.durability.send(pending);
+        }
+        for o in ready.send {
+            self.send(o);
+        }
+        for (token, reply) in ready.replies {
+            if let Some(tx) = self.replies.remove(&token) {
+                let _ = tx.send(reply);
+            }
+        }
+        if self.changes.receiver_count() > 0 {
+            for n in ready.notifications {
+                let _ = self.changes.send(n);
+            }
+        }
+        if let Some(q) = ready.quorum {
+            self.quorum.send_replace(q);
+        }
+        if let Some(Stop::IdInUse { peer_said }) = ready.stop {
+            self.stop(StopReason::IdInUse(peer_said));
+        }
+    }
+
+    fn stop(&mut self, reason: StopReason) {
+        if self.stopped.borrow().is_none() {
+            self.stopped.send_replace(Some(reason));
+        }
+        self.ctx.cancel.cancel();
+    }
+
+    /// Sends over the open connection, or dials the address first.
+    fn send(&mut self, o: Outgoing) {
+        if let Some(c) = o.to.id.as_ref().and_then(|id| self.conns.get(id)) {
+            c.push(&self.ctx, o.wire, o.probe);
+            return;
+        }
+        let Some(addr) = o.to.addr.clone() else {
+            return;
+        };
+        if addr == self.machine.addr() {
+            return;
+        }
+        if let Some(waiting) = self.dialing.get_mut(&addr) {
+            if waiting.len() < peers::PEER_QUEUE {
+                waiting.push(o);
+            }
+            return;
+        }
+        if self
+            .backoff
+            .get(&addr)
+            .is_some_and(|(until, _)| Instant::now() < *until)
+        {
+            return;
+        }
+        self.dialing.insert(addr.clone(), vec![o]);
+        self.ctx.tasks.spawn(peers::dial(self.ctx.clone(), addr));
+    }
+
+    fn back_off(&mut self, addr: &str) {
+        let now = Instant::now();
+        if self.backoff.len() >= MAX_BACKOFF_ENTRIES {
+            self.backoff.retain(|_, (until, _)| *until > now);
+        }
+        let delay = self
+            .backoff
+            .get(addr)
+            .map_or(Duration::from_millis(200), |(_, d)| {
+                (*d * 2).min(Duration::from_secs(10))
+            });
+        let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+        self.backoff
+            .insert(addr.to_owned(), (now + jittered, delay));
+    }
+
+    /// A member connection finished its handshake. When two nodes dial each other at once,
+    /// both keep the connection dialed by the smaller id: each side decides alone and they
+    /// agree. Frames that waited for the dial go over whichever connection is kept.
+    fn connection_up(
+        &mut self,
+        peer: NodeId,
+        conn: Conn,
+        dialed_addr: Option<String>,
+        kept: oneshot::Sender<bool>,
+    ) {
+        let waiting = dialed_addr
+            .as_ref()
+            .and_then(|a| self.dialing.remove(a))
+            .unwrap_or_default();
+        if let Some(a) = &dialed_addr {
+            self.backoff.remove(a);
+        }
+        let preferred = std::cmp::min(self.machine.id(), &peer).clone();
+        let keep_existing = self
+            .conns
+            .get(&peer)
+            .is_some_and(|e| e.dialer == preferred && conn.dialer != preferred);
+        if keep_existing || kept.send(true).is_err() {
+            tracing::debug!(%peer, "keeping the other connection to this peer");
+            let existing = &self.conns[&peer];
+            for o in waiting {
+                existing.push(&self.ctx, o.wire, o.probe);
+            }
+            return;
+        }
+        for o in waiting {
+            conn.push(&self.ctx, o.wire, o.probe);
+        }
+        if let Some(old) = self.conns.insert(peer.clone(), conn) {
+            old.close.cancel();
+        }
+        self.machine.handle_connected(&peer);
+    }
+
+    fn queues_empty(&self) -> bool {
+        self.conns.values().all(Conn::is_idle)
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        let roster = self.machine.roster();
+        let [alive, suspect, dead, left] = roster.count_by_state();
+        let wal = self.store.wal_stats();
+        let quorum = self.machine.quorum();
+        let swim = self.machine.swim();
+        let health = swim.health(self.machine.now());
+        Status {
+            node_id: self.machine.id().clone(),
+            generation: self.machine.identity().generation,
+            incarnation: self.machine.incarnation(),
+            addr: self.machine.addr().to_owned(),
+            cluster: self.config.transport.cluster.clone(),
+            alive,
+            suspect,
+            dead,
+            left,
+            connections: self.conns.len(),
+            frames_sent: self.ctx.traffic.frames_sent.load(Ordering::Relaxed),
+            bytes_sent: self.ctx.traffic.bytes_sent.load(Ordering::Relaxed),
+            wal_last_lsn: wal.last_lsn.load(Ordering::Relaxed),
+            wal_durable_lsn: wal.durable_lsn.load(Ordering::Relaxed),
+            wal_bytes_written: wal.bytes_written.load(Ordering::Relaxed),
+            fsync_policy: self.config.store.wal.policy.to_string(),
+            snapshot_lsn: self.store.meta().map(|m| m.snapshot_lsn).unwrap_or(0),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            in_majority: quorum.in_majority,
+            largest_cluster: quorum.largest,
+            awareness: swim.awareness(),
+            stable: health.iter().filter(|h| h.stable).count(),
+            flapping: health
+                .into_iter()
+                .filter(|h| h.flips > 0)
+                .map(|h| (h.id, h.flips))
+                .collect(),
+        }
+    }
+}
+
+/// The driver loop: one input at a time (probe traffic and durability first), then its
+/// `Ready`. Ticks come every [`TICK`] and whenever the machine asks for one earlier (a
+/// gossip round waiting for its window).
+async fn drive(mut d: Driver, mut control: mpsc::Receiver<Input>, mut data: mpsc::Receiver<Input>) {
+    let cancel = d.ctx.cancel.clone();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let first = d.machine.take_ready();
+    d.execute(first);
+    loop {
+        let wake = d
+            .machine
+            .next_deadline()
+            .map(|at| tokio::time::Instant::from_std(d.started + at));
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            Some(input) = control.recv() => d.input(input),
+            _ = tick.tick() => {
+                let now = d.now();
+                d.machine.handle_tick(now);
+            }
+            _ = async { tokio::time::sleep_until(wake.expect("guarded")).await }, if wake.is_some() => {
+                let now = d.now();
+                d.machine.handle_tick(now);
+            }
+            Some(input) = data.recv() => d.input(input),
+        }
+        let ready = d.machine.take_ready();
+        d.execute(ready);
+    }
+    for c in d.conns.values() {
+        c.close.cancel();
+    }
+    if d.stopped.borrow().is_none() {
+        d.stopped.send_replace(Some(StopReason::Shutdown));
+    }
+}
+
+/// Waits for the WAL's acknowledgements in order and tells the driver how far it is
+/// durable; a failure stops the node (never retried: the kernel may have dropped the pages).
+async fn durability_loop(ctx: Arc<Ctx>, mut pendings: mpsc::UnboundedReceiver<Pending>) {
+    loop {
+        let pending = tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            p = pendings.recv() => match p { Some(p) => p, None => return },
+        };
+        let input = match pending.await {
+            Ok(lsn) => Input::Durable(lsn),
+            Err(e) => Input::Failed(e),
+        };
+        let failed = matches!(input, Input::Failed(_));
+        if ctx.control.send(input).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+async fn compaction_loop(node: Node, every: Duration) {
+    let cancel = node.shared.ctx.cancel.clone();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = node.compact_if_needed().await {
+                    if !cancel.is_cancelled() {
+                        tracing::error!(error = %e, "compaction failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keeps `meta.largest_cluster` on disk in step with the quorum, at most one write per
+/// [`PERSIST_LARGEST_EVERY`]; the last value is written on shutdown, so a crash can lose at
+/// most the last interval's growth.
+async fn persist_largest_loop(node: Node, mut persisted: u64) {
+    let cancel = node.shared.ctx.cancel.clone();
+    let mut changes = node.watch_quorum();
+    loop {
+        let stopping = tokio::select! {
+            _ = cancel.cancelled() => true,
+            r = changes.changed() => r.is_err(),
+        };
+        if !stopping {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(PERSIST_LARGEST_EVERY) => {}
+            }
+        }
+        let largest = changes.borrow_and_update().largest;
+        if largest != persisted {
+            let store = node.shared.store.clone();
+            let written =
+                tokio::task::spawn_blocking(move || store.set_largest_cluster(largest)).await;
+            match written {
+                Ok(Ok(())) => persisted = largest,
+                Ok(Err(e)) => tracing::error!(error = %e, "could not persist the cluster size"),
+                Err(e) => tracing::error!(error = %e, "persisting the cluster size panicked"),
+            }
+        }
+        if stopping || cancel.is_cancelled() {
+            return;
+        }
+    }
 }
 
 /// Our identity: stored, or new (generation = now), or a new generation after a leave.
@@ -470,628 +868,25 @@ fn resolve_identity(
     ))
 }
 
-impl Inner {
-    pub(crate) fn me(&self) -> &NodeId {
-        &self.identity.id
-    }
-
-    /// The detector's clock: time since this node started.
-    pub(crate) fn now(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    /// Gossips an event that changed nothing here (a confirming suspicion), unlogged.
-    pub(crate) fn spread_only(&self, event: ClusterEvent) {
-        let n = self.roster.lock().unwrap().count_by_state()[0].max(1);
-        let budget = gossip::retransmit_budget(self.config.gossip.retransmit_mult, n);
-        self.broadcasts.lock().unwrap().push(event, budget);
-        self.flush.notify_one();
-    }
-
-    /// Recomputes the quorum after a change: `left` members left gracefully (the cluster
-    /// shrank on purpose), `reaped` a dead member was forgotten (it counts as a shrink only
-    /// while we are in the majority: a minority must not talk itself into being the whole).
-    pub(crate) fn update_quorum(&self, left: u64, reaped: bool) {
-        let counts = self.roster.lock().unwrap().count_by_state();
-        let (old, new) = {
-            let mut q = self.quorum.lock().unwrap();
-            let mut largest = q.largest.saturating_sub(left);
-            if reaped && q.in_majority {
-                largest = largest.saturating_sub(1);
-            }
-            let old = *q;
-            *q = detector::quorum(largest, counts);
-            (old, *q)
-        };
-        if new.in_majority != old.in_majority {
-            if new.in_majority {
-                tracing::info!(
-                    alive = new.alive,
-                    largest = new.largest,
-                    "in the majority again"
-                );
-            } else {
-                tracing::warn!(
-                    alive = new.alive,
-                    largest = new.largest,
-                    "NOT in the majority: this node sees too few members to speak for the cluster"
-                );
-            }
-        }
-        if new != old {
-            self.quorum_tx.send_replace(new);
-        }
-    }
-
-    fn self_arc(&self) -> Arc<Inner> {
-        self.this
-            .upgrade()
-            .expect("the node is alive while its methods run")
-    }
-
-    /// Our own changes (start-up, leave): applied, logged, then gossiped and published.
-    /// Returns the changed ones, once durable.
-    pub(crate) async fn commit_local(
-        &self,
-        events: Vec<ClusterEvent>,
-    ) -> Result<Vec<ClusterEvent>> {
-        let changed: Vec<ClusterEvent> = {
-            let mut roster = self.roster.lock().unwrap();
-            events
-                .into_iter()
-                .filter(|e| roster.apply(e) == Applied::Changed)
-                .collect()
-        };
-        self.log_and_spread(changed.clone(), true).await?;
-        Ok(changed)
-    }
-
-    /// Events from a peer: the acceptable ones are applied; those that changed the roster are
-    /// logged, then re-gossiped and published. Returns them, once durable.
-    pub(crate) async fn receive(&self, events: Vec<ClusterEvent>) -> Result<Vec<ClusterEvent>> {
-        detector::note_confirmations(self, &events);
-        let changed: Vec<ClusterEvent> = {
-            let mut roster = self.roster.lock().unwrap();
-            events
-                .into_iter()
-                .filter(|e| self.accept_event(e))
-                .filter(|e| roster.apply(e) == Applied::Changed)
-                .collect()
-        };
-        self.log_and_spread(changed.clone(), true).await?;
-        self.refute_if_accused().await?;
-        Ok(changed)
-    }
-
-    /// Events already applied to the roster: make them durable and let them out.
-    ///
-    /// What we say about ourselves (our record: its versions must never be reused for other
-    /// content after a crash) goes out only once durable. What we relay about others is
-    /// already durable at its owner, and losing our copy in a crash costs an anti-entropy
-    /// resend, nothing more: it goes out at once, so a wave of gossip does not wait for a
-    /// disk at every hop. Acknowledgements and subscribers always wait for durability.
-    pub(crate) async fn log_and_spread(
-        &self,
-        changed: Vec<ClusterEvent>,
-        spread: bool,
-    ) -> Result<()> {
-        if changed.is_empty() {
-            return Ok(());
-        }
-        let (own, relayed): (Vec<ClusterEvent>, Vec<ClusterEvent>) = if spread {
-            changed.iter().cloned().partition(|e| e.node() == self.me())
-        } else {
-            Default::default()
-        };
-        let mut first_wave = self.send_first_wave(relayed);
-        if let Err(e) = self.store.append(changed.clone()).await {
-            if matches!(e, Error::WalFailed(_)) {
-                // Never retried: stop, and recover from the log on restart.
-                tracing::error!(error = %e, "the WAL failed; stopping the node");
-                self.cancel.cancel();
-            }
-            return Err(e);
-        }
-        first_wave = first_wave.max(self.send_first_wave(own));
-        if spread {
-            let n = self.roster.lock().unwrap().count_by_state()[0].max(1);
-            let budget = gossip::retransmit_budget(self.config.gossip.retransmit_mult, n);
-            // The rest of the budget is spent by the flusher.
-            let remaining = budget.saturating_sub(first_wave as u32);
-            if remaining > 0 {
-                let mut q = self.broadcasts.lock().unwrap();
-                for e in &changed {
-                    q.push(e.clone(), remaining);
-                }
-                self.flush.notify_one();
-            }
-        }
-        let touched: Vec<NodeId> = changed.iter().map(|e| e.node().clone()).collect();
-        detector::observe(self, &touched);
-        self.update_quorum(detector::leaves(&changed, self.me()), false);
-        if self.changes.receiver_count() > 0 {
-            let roster = self.roster.lock().unwrap();
-            for event in changed {
-                let actors = roster
-                    .record(event.node())
-                    .map(|r| {
-                        let mut a: Vec<String> = r.hosted_actors().map(str::to_owned).collect();
-                        a.sort_unstable();
-                        a
-                    })
-                    .unwrap_or_default();
-                let _ = self.changes.send(MembershipChange { event, actors });
-            }
-        }
-        Ok(())
-    }
-
-    /// News goes out at once, in one frame per target: every hop of the first wave costs no
-    /// batching delay. Returns the number of targets.
-    fn send_first_wave(&self, events: Vec<ClusterEvent>) -> usize {
-        if events.is_empty() {
-            return 0;
-        }
-        let targets = self.gossip_targets(self.config.gossip.fanout);
-        for frame in gossip::chunks(events, self.config.gossip.max_events_per_frame) {
-            for m in &targets {
-                self.peers
-                    .send(&self.self_arc(), m, Frame::Events(frame.clone()));
-            }
-        }
-        targets.len()
-    }
-
-    /// Drops events no peer may send: data about our own record (we are its only writer, so
-    /// a peer can only echo what we wrote, or forge), and anything claiming our id under
-    /// another generation. What others say about our liveness is accepted (and refuted).
-    fn accept_event(&self, e: &ClusterEvent) -> bool {
-        if e.node() != self.me() {
-            return true;
-        }
-        if e.generation() > self.identity.generation {
-            tracing::warn!(event = %e, "ignoring an event that claims our id with a newer generation");
-            return false;
-        }
-        e.generation() == self.identity.generation
-            && matches!(
-                e,
-                ClusterEvent::NodeSuspected { .. }
-                    | ClusterEvent::NodeDead { .. }
-                    | ClusterEvent::NodeAlive { .. }
-                    | ClusterEvent::NodeLeft { .. }
-            )
-    }
-
-    /// SWIM refutation: if the roster says we are suspect or dead, announce ourselves alive
-    /// with a higher incarnation.
-    async fn refute_if_accused(&self) -> Result<()> {
-        let refutation = {
-            let mut roster = self.roster.lock().unwrap();
-            let rec = roster.record(self.me());
-            match rec.map(|r| (r.generation, r.liveness)) {
-                Some((g, l))
-                    if g == self.identity.generation
-                        && matches!(l.state, MemberState::Suspect | MemberState::Dead) =>
-                {
-                    let e = ClusterEvent::NodeAlive {
-                        node: self.me().clone(),
-                        generation: g,
-                        incarnation: l.incarnation + 1,
-                    };
-                    roster.apply(&e);
-                    Some(e)
-                }
-                _ => None,
-            }
-        };
-        match refutation {
-            Some(e) => {
-                tracing::info!(event = %e, "refuting a suspicion about us");
-                self.swim.lock().unwrap().handle_refuted();
-                self.log_and_spread(vec![e], true).await
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Members we may gossip to: announced, not dead or gone, not us. Random order, at most `n`.
-    pub(crate) fn gossip_targets(&self, n: usize) -> Vec<Member> {
-        self.pick_members(n, |state| !state.is_tombstone())
-    }
-
-    /// A random member we hold dead (not left): anti-entropy with it heals partitions.
-    fn dead_target(&self) -> Option<Member> {
-        self.pick_members(1, |state| state == MemberState::Dead)
-            .pop()
-    }
-
-    /// Up to `n` random announced members other than us whose state passes `keep`. Runs on
-    /// every gossip round, so only the chosen few are turned into `Member` views.
-    fn pick_members(&self, n: usize, keep: impl Fn(MemberState) -> bool) -> Vec<Member> {
-        let roster = self.roster.lock().unwrap();
-        let candidates: Vec<&NodeId> = roster
-            .iter_records()
-            .filter(|(id, r)| *id != self.me() && r.is_announced() && keep(r.liveness.state))
-            .map(|(id, _)| id)
-            .collect();
-        gossip::choose_peers(&mut rand::thread_rng(), &candidates, n)
-            .into_iter()
-            .filter_map(|id| roster.member(id))
-            .collect()
-    }
-
-    pub(crate) fn digest(&self) -> Vec<(NodeId, NodeDigest)> {
-        self.roster.lock().unwrap().digest().into_iter().collect()
-    }
-
-    fn delta_for(&self, theirs: Vec<(NodeId, NodeDigest)>) -> Delta {
-        let theirs: BTreeMap<NodeId, NodeDigest> = theirs.into_iter().collect();
-        gossip::delta_for(&self.roster.lock().unwrap(), &theirs)
-    }
-
-    /// Applies an anti-entropy delta (not re-gossiped: it is repair, not news).
-    async fn receive_delta(&self, from: &NodeId, delta: Delta) -> Result<()> {
-        let changed = {
-            let mut roster = self.roster.lock().unwrap();
-            let events: Vec<ClusterEvent> = delta
-                .events
-                .into_iter()
-                .filter(|e| self.accept_event(e))
-                .collect();
-            Delta {
-                events,
-                covers: delta.covers,
-            }
-            .apply_to(&mut roster)
-        };
-        let learned = !changed.is_empty();
-        // Repair is not news, with one exception: what the peer tells about itself. A node
-        // that joins by anti-entropy is known only to the peer it synced with otherwise (its
-        // own announcement then arrives there as a duplicate and stops); concurrent joiners
-        // would wait for anti-entropy to meet.
-        let (news, repair): (Vec<ClusterEvent>, Vec<ClusterEvent>) =
-            changed.into_iter().partition(|e| e.node() == from);
-        self.log_and_spread(news, true).await?;
-        self.log_and_spread(repair, false).await?;
-        // Our own events that waited for someone to tell (a newcomer's announcement) can go
-        // now that we know more peers.
-        if learned {
-            let n = self.roster.lock().unwrap().count_by_state()[0].max(1);
-            let budget = gossip::retransmit_budget(self.config.gossip.retransmit_mult, n);
-            let mut q = self.broadcasts.lock().unwrap();
-            if !q.is_empty() {
-                q.raise_to(budget);
-                self.flush.notify_one();
-            }
-        }
-        self.refute_if_accused().await
-    }
-
-    /// Splits a delta into frames under the size cap; the last one is built by `last`.
-    fn delta_frames(&self, delta: Delta, last: impl FnOnce(Delta) -> Frame) -> Vec<Frame> {
-        let mut chunks = gossip::chunks(delta.events, self.config.gossip.max_events_per_frame);
-        let tail = chunks.pop().unwrap_or_default();
-        let mut frames: Vec<Frame> = chunks
-            .into_iter()
-            .map(|events| {
-                Frame::Delta(Delta {
-                    events,
-                    covers: Vec::new(),
-                })
-            })
-            .collect();
-        frames.push(last(Delta {
-            events: tail,
-            covers: delta.covers,
-        }));
-        frames
-    }
-
-    /// Handles one frame from a member; returns frames to send back on the same connection.
-    pub(crate) async fn handle_member_frame(
-        &self,
-        from: &NodeId,
-        frame: Frame,
-    ) -> Result<Vec<Frame>, String> {
-        let result = match frame {
-            Frame::Events(events) => self.receive(events).await.map(|_| Vec::new()),
-            Frame::Digest(theirs) => {
-                let delta = self.delta_for(theirs);
-                let digest = self.digest();
-                Ok(self.delta_frames(delta, |d| Frame::Sync { delta: d, digest }))
-            }
-            Frame::Sync { delta, digest } => {
-                self.joined.notify_waiters();
-                let r = self.receive_delta(from, delta).await;
-                let back = self.delta_for(digest);
-                r.map(|_| {
-                    if back.is_empty() {
-                        Vec::new()
-                    } else {
-                        self.delta_frames(back, Frame::Delta)
-                    }
-                })
-            }
-            Frame::Delta(delta) => self.receive_delta(from, delta).await.map(|_| Vec::new()),
-            Frame::Swim(msg) => detector::handle(&self.self_arc(), from, msg)
-                .await
-                .map(|_| Vec::new()),
-            other => {
-                return Err(format!(
-                    "unexpected {} frame from member {from}",
-                    crate::transport::frame_name(&other)
-                ))
-            }
-        };
-        result.map_err(|e| format!("while handling a frame from {from}: {e}"))
-    }
-
-    pub(crate) async fn handle_admin(self: &Arc<Self>, req: AdminRequest) -> AdminReply {
-        let node = Node {
-            inner: self.clone(),
-        };
-        match req {
-            AdminRequest::Members => AdminReply::Members(node.members()),
-            AdminRequest::Locate { actor } => {
-                let roster = self.roster.lock().unwrap();
-                AdminReply::Located(
-                    roster
-                        .locate(&actor)
-                        .iter()
-                        .filter_map(|id| roster.member(id))
-                        .collect(),
-                )
-            }
-            AdminRequest::AddActors { actors } | AdminRequest::RemoveActors { actors }
-                if actors.iter().any(|a| a.is_empty() || a.len() > 1024) =>
-            {
-                AdminReply::Error("actor names must be 1 to 1024 bytes".into())
-            }
-            AdminRequest::AddActors { actors } => {
-                let node = &node;
-                change_actors(actors, |a| async move {
-                    node.register_actor(&a).await.map(|c| (a, c))
-                })
-                .await
-            }
-            AdminRequest::RemoveActors { actors } => {
-                let node = &node;
-                change_actors(actors, |a| async move {
-                    node.unregister_actor(&a).await.map(|c| (a, c))
-                })
-                .await
-            }
-            AdminRequest::Status => AdminReply::Status(Box::new(self.status())),
-        }
-    }
-
-    fn status(&self) -> Status {
-        let roster = self.roster.lock().unwrap();
-        let [alive, suspect, dead, left] = roster.count_by_state();
-        let incarnation = roster
-            .record(self.me())
-            .map_or(0, |r| r.liveness.incarnation);
-        drop(roster);
-        let wal = self.store.wal_stats();
-        let quorum = *self.quorum.lock().unwrap();
-        let (awareness, health) = {
-            let swim = self.swim.lock().unwrap();
-            (swim.awareness(), swim.health(self.now()))
-        };
-        Status {
-            node_id: self.me().clone(),
-            generation: self.identity.generation,
-            incarnation,
-            addr: self.addr.clone(),
-            cluster: self.config.transport.cluster.clone(),
-            alive,
-            suspect,
-            dead,
-            left,
-            connections: self.peers.len(),
-            frames_sent: self.peers.frames_sent.load(Ordering::Relaxed),
-            bytes_sent: self.peers.bytes_sent.load(Ordering::Relaxed),
-            wal_last_lsn: wal.last_lsn.load(Ordering::Relaxed),
-            wal_durable_lsn: wal.durable_lsn.load(Ordering::Relaxed),
-            wal_bytes_written: wal.bytes_written.load(Ordering::Relaxed),
-            fsync_policy: self.config.store.wal.policy.to_string(),
-            snapshot_lsn: self.store.meta().map(|m| m.snapshot_lsn).unwrap_or(0),
-            uptime_ms: self.started.elapsed().as_millis() as u64,
-            in_majority: quorum.in_majority,
-            largest_cluster: quorum.largest,
-            awareness,
-            stable: health.iter().filter(|h| h.stable).count(),
-            flapping: health
-                .into_iter()
-                .filter(|h| h.flips > 0)
-                .map(|h| (h.id, h.flips))
-                .collect(),
-        }
-    }
-
-    async fn compact_if_needed(self: Arc<Self>) -> Result<Option<CompactionReport>> {
-        if !self.store.needs_compaction() {
-            return Ok(None);
-        }
-        self.compact().await.map(Some)
-    }
-
-    async fn compact(self: Arc<Self>) -> Result<CompactionReport> {
-        tokio::task::spawn_blocking(move || {
-            self.store.compact(|| self.roster.lock().unwrap().clone())
+/// Events applied as if a peer had gossiped them (tests): resolves once durable.
+#[doc(hidden)]
+pub async fn inject(node: &Node, from: NodeId, events: Vec<ClusterEvent>) -> Result<()> {
+    node.shared
+        .ctx
+        .data
+        .send(Input::Frame {
+            from,
+            frame: Frame::Events(events),
         })
         .await
-        .expect("compaction does not panic")
-    }
-}
-
-/// Sends queued events to `fanout` random peers until their retransmit budgets are spent.
-/// An event that finds the flusher idle goes out at once; while rounds follow each other they
-/// are spaced by the batching window, so bursts share frames without delaying lone events.
-async fn flush_loop(inner: Arc<Inner>) {
-    let cfg = inner.config.gossip.clone();
-    let mut last_round = Instant::now() - cfg.window;
-    loop {
-        tokio::select! {
-            _ = inner.cancel.cancelled() => return,
-            _ = inner.flush.notified() => {}
-        }
-        loop {
-            let wait = cfg.window.saturating_sub(last_round.elapsed());
-            if !wait.is_zero() {
-                tokio::select! {
-                    _ = inner.cancel.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-            let targets = inner.gossip_targets(cfg.fanout);
-            let batch = {
-                let mut q = inner.broadcasts.lock().unwrap();
-                // Nobody to tell yet: keep the events until someone joins.
-                if q.is_empty() || targets.is_empty() {
-                    break;
-                }
-                q.take_round(cfg.max_events_per_frame, targets.len() as u32)
-            };
-            last_round = Instant::now();
-            for m in &targets {
-                inner.peers.send(&inner, m, Frame::Events(batch.clone()));
-            }
-        }
-    }
-}
-
-/// Digest exchange with one random peer per interval (jittered, so nodes do not sync up).
-async fn anti_entropy_loop(inner: Arc<Inner>) {
-    let base = inner.config.gossip.anti_entropy_interval;
-    loop {
-        let members = inner.roster.lock().unwrap().count_by_state()[0];
-        let every = gossip::anti_entropy_interval(base, members);
-        let jitter = rand::thread_rng().gen_range(0.75..1.25);
-        tokio::select! {
-            _ = inner.cancel.cancelled() => return,
-            _ = tokio::time::sleep(every.mul_f64(jitter)) => {}
-        }
-        // Undelivered events wait for a peer: let the flusher retry them too.
-        if !inner.broadcasts.lock().unwrap().is_empty() {
-            inner.flush.notify_one();
-        }
-        let reconnect = rand::thread_rng().gen_ratio(1, gossip::RECONNECT_ONE_IN);
-        let peer = if reconnect {
-            inner.dead_target()
-        } else {
-            inner.gossip_targets(1).pop()
-        };
-        if let Some(peer) = peer {
-            inner
-                .peers
-                .send(&inner, &peer, Frame::Digest(inner.digest()));
-        }
-    }
-}
-
-/// Bursts of quorum changes coalesce into one write of the largest cluster size this often.
-const PERSIST_LARGEST_EVERY: Duration = Duration::from_millis(250);
-
-/// Keeps `meta.largest_cluster` on disk in step with the quorum, at most one write (a sled
-/// flush and an fsync of its files) per `PERSIST_LARGEST_EVERY`. A cold start grows the
-/// cluster one member at a time; a write per step, on every node, was measured to double
-/// the convergence time of 20 nodes starting on one machine. The last value is written on
-/// shutdown; a crash can lose at most the last interval's growth.
-async fn persist_largest_loop(inner: Arc<Inner>, mut persisted: u64) {
-    let mut changes = inner.quorum_tx.subscribe();
-    loop {
-        let stopping = tokio::select! {
-            _ = inner.cancel.cancelled() => true,
-            r = changes.changed() => r.is_err(),
-        };
-        if !stopping {
-            tokio::select! {
-                _ = inner.cancel.cancelled() => {}
-                _ = tokio::time::sleep(PERSIST_LARGEST_EVERY) => {}
-            }
-        }
-        let largest = changes.borrow_and_update().largest;
-        if largest != persisted {
-            let store = inner.clone();
-            let written =
-                tokio::task::spawn_blocking(move || store.store.set_largest_cluster(largest)).await;
-            match written {
-                Ok(Ok(())) => persisted = largest,
-                Ok(Err(e)) => tracing::error!(error = %e, "could not persist the cluster size"),
-                Err(e) => tracing::error!(error = %e, "persisting the cluster size panicked"),
-            }
-        }
-        if stopping || inner.cancel.is_cancelled() {
-            return;
-        }
-    }
-}
-
-/// Joins through the seeds (or, without seeds, the peers the data dir remembers): a digest to
-/// each, retried with backoff and jitter until one answers with a full sync.
-async fn join_loop(inner: Arc<Inner>) {
-    let mut seeds = inner.config.seeds.clone();
-    if seeds.is_empty() {
-        seeds = inner
-            .roster
-            .lock()
-            .unwrap()
-            .members()
-            .into_iter()
-            .filter(|m| m.id != *inner.me() && !m.state.is_tombstone())
-            .map(|m| m.addr)
-            .collect();
-        if seeds.is_empty() {
-            tracing::info!("no seeds and no remembered peers: this node starts a new cluster");
-            return;
-        }
-        tracing::info!(peers = seeds.len(), "rejoining through remembered peers");
-    }
-    seeds.retain(|s| *s != inner.addr);
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let joined = inner.joined.notified();
-        tokio::pin!(joined);
-        joined.as_mut().enable();
-        for seed in &seeds {
-            inner
-                .peers
-                .dial_addr(&inner, seed, vec![Frame::Digest(inner.digest())]);
-        }
-        let wait = delay.mul_f64(rand::thread_rng().gen_range(0.8..1.2));
-        tokio::select! {
-            _ = inner.cancel.cancelled() => return,
-            _ = &mut joined => {
-                tracing::info!(members = inner.roster.lock().unwrap().num_members(), "joined the cluster");
-                return;
-            }
-            _ = tokio::time::sleep(wait) => {
-                tracing::debug!(?seeds, "no seed answered yet; retrying");
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-async fn compaction_loop(inner: Arc<Inner>) {
-    let mut tick = tokio::time::interval(inner.config.compaction_check);
-    loop {
-        tokio::select! {
-            _ = inner.cancel.cancelled() => return,
-            _ = tick.tick() => {
-                if let Err(e) = inner.clone().compact_if_needed().await {
-                    tracing::error!(error = %e, "compaction failed");
-                }
-            }
-        }
-    }
+        .map_err(|_| node.stopped_error())?;
+    node.wait_durable().await
 }
 
 #[cfg(test)]
 mod cluster_tests {
     use super::*;
+    use crate::event::MemberState;
 
     async fn node(dir: &std::path::Path, id: &str, seeds: Vec<String>) -> Node {
         let config = NodeConfig {
@@ -1103,14 +898,26 @@ mod cluster_tests {
         Node::start(config).await.unwrap().0
     }
 
-    async fn until(mut f: impl FnMut() -> bool) {
+    async fn until_async<F, Fut>(mut f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         tokio::time::timeout(Duration::from_secs(30), async {
-            while !f() {
+            while !f().await {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         })
         .await
         .expect("condition never held");
+    }
+
+    async fn sizes(nodes: &[&Node]) -> Vec<usize> {
+        let mut out = Vec::new();
+        for n in nodes {
+            out.push(n.members().await.unwrap().len());
+        }
+        out
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1120,15 +927,15 @@ mod cluster_tests {
         let seed = vec![a.addr().to_owned()];
         let b = node(dirs[1].path(), "b", seed.clone()).await;
         let c = node(dirs[2].path(), "c", seed).await;
-        until(|| [&a, &b, &c].iter().all(|n| n.members().len() == 3)).await;
+        until_async(|| async { sizes(&[&a, &b, &c]).await == [3, 3, 3] }).await;
         // Written in the background, once for the burst.
-        let stored = || a.inner.store.meta().unwrap().largest_cluster;
-        until(|| stored() == 3).await;
+        let stored = || a.store().meta().unwrap().largest_cluster;
+        until_async(|| async { stored() == 3 }).await;
         // A change shortly before shutdown (well within the coalescing interval) is written
         // by the shutdown.
         c.leave().await.unwrap();
         c.shutdown().await.unwrap();
-        until(|| b.quorum().largest == 2).await;
+        until_async(|| async { b.quorum().largest == 2 }).await;
         let b_dir = dirs[1].path().to_path_buf();
         b.shutdown().await.unwrap();
         let (store, _) =
@@ -1142,10 +949,10 @@ mod cluster_tests {
         let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let a = node(d1.path(), "a", vec![]).await;
         let b = node(d2.path(), "b", vec![a.addr().to_owned()]).await;
-        until(|| b.members().len() == 2 && a.members().len() == 2).await;
+        until_async(|| async { sizes(&[&a, &b]).await == [2, 2] }).await;
         let mut changes = b.subscribe();
         a.register_actor("billing").await.unwrap();
-        until(|| b.locate("billing") == [NodeId::new("a")]).await;
+        until_async(|| async { b.locate("billing").await.unwrap() == [NodeId::new("a")] }).await;
         let seen = changes.recv().await.unwrap();
         assert!(
             matches!(seen.event, ClusterEvent::ActorAdded { ref actor, .. } if actor == "billing"),
@@ -1153,13 +960,31 @@ mod cluster_tests {
         );
         a.leave().await.unwrap();
         a.shutdown().await.unwrap();
-        until(|| {
+        until_async(|| async {
             b.members()
+                .await
+                .unwrap()
                 .iter()
                 .any(|m| m.id.as_str() == "a" && m.state == MemberState::Left)
         })
         .await;
-        assert!(b.locate("billing").is_empty(), "a left node hosts nothing");
+        assert!(
+            b.locate("billing").await.unwrap().is_empty(),
+            "a left node hosts nothing"
+        );
         b.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_actor_names_are_refused_by_the_library_and_nothing_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let a = node(d.path(), "a", vec![]).await;
+        let err = a
+            .add_actors(vec!["good".into(), "has space".into()])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidName(_)), "{err}");
+        assert!(a.locate("good").await.unwrap().is_empty());
+        a.shutdown().await.unwrap();
     }
 }

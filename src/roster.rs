@@ -151,7 +151,7 @@ impl NodeRecord {
         if self.known >= since && upto > self.known {
             self.known = upto;
             self.version = self.version.max(upto);
-            self.pending = self.pending.split_off(&(upto + 1));
+            self.pending = self.pending.split_off(&upto.saturating_add(1));
             while self.pending.remove(&(self.known + 1)) {
                 self.known += 1;
             }
@@ -231,14 +231,17 @@ pub struct NodeDigest {
 /// is copied.
 #[derive(Clone, Debug)]
 pub struct Roster {
-    nodes: FastMap<NodeId, Arc<NodeRecord>>,
+    /// Insertion-ordered so a random member is one index away (gossip target sampling).
+    nodes: indexmap::IndexMap<NodeId, Arc<NodeRecord>, foldhash::fast::RandomState>,
     /// actor -> nodes whose record lists it as present (any liveness). Derived; not kept
     /// up to date while a [`RosterBuilder`] replays a log.
     actor_index: FastMap<String, BTreeSet<NodeId>>,
     indexed: bool,
     /// Reaped tombstones: events of these generations (or older) are stale, so a peer that
-    /// has not reaped yet cannot bring them back. Local bookkeeping, kept in memory only.
-    forgotten: FastMap<NodeId, Generation>,
+    /// has not reaped yet cannot bring them back, with one exception: the member itself,
+    /// alive again above the incarnation it died at (see [`Roster::apply`]). Local
+    /// bookkeeping, kept in memory only; the machine prunes it ([`Roster::unforget`]).
+    forgotten: FastMap<NodeId, (Generation, Liveness)>,
     /// Announced records by state (alive, suspect, dead, left), kept as records change:
     /// the retransmit budget asks for the alive count on every received batch.
     counts: [usize; 4],
@@ -247,7 +250,7 @@ pub struct Roster {
 impl Default for Roster {
     fn default() -> Self {
         Roster {
-            nodes: FastMap::default(),
+            nodes: Default::default(),
             actor_index: FastMap::default(),
             indexed: true,
             forgotten: FastMap::default(),
@@ -276,11 +279,14 @@ impl RosterBuilder {
     /// The roster with its index rebuilt.
     pub fn finish(mut self) -> Roster {
         self.roster.indexed = true;
-        let ids: Vec<NodeId> = self.roster.nodes.keys().cloned().collect();
-        for id in ids {
-            let rec = self.roster.nodes.remove(&id).expect("listed");
+        let records: Vec<(NodeId, Arc<NodeRecord>)> = self
+            .roster
+            .nodes
+            .iter()
+            .map(|(id, r)| (id.clone(), r.clone()))
+            .collect();
+        for (id, rec) in records {
             self.roster.index_add(&id, &rec);
-            self.roster.nodes.insert(id, rec);
         }
         self.roster
     }
@@ -326,8 +332,17 @@ impl Roster {
     pub fn apply(&mut self, event: &ClusterEvent) -> Applied {
         let id = event.node();
         let generation = event.generation();
-        if self.forgotten.get(id).is_some_and(|g| generation <= *g) {
-            return Applied::Stale;
+        if let Some(&(g, died)) = self.forgotten.get(id) {
+            // A reaped member back in the same generation (a crash restart after its tombstone
+            // expired) is welcome once it says it is alive above the incarnation it died at:
+            // only the member itself raises its incarnation, so no stale echo can do that.
+            let returns = generation == g
+                && died.state == MemberState::Dead
+                && matches!(event, ClusterEvent::NodeAlive { incarnation, .. } if *incarnation > died.incarnation);
+            if generation < g || (generation == g && !returns) {
+                return Applied::Stale;
+            }
+            self.forgotten.remove(id);
         }
         let current_generation = self.nodes.get(id).map(|r| r.generation);
         match current_generation {
@@ -335,7 +350,7 @@ impl Roster {
             Some(g) if generation == g => {}
             _ => {
                 // Unknown node, or it started over: a fresh record for this generation.
-                if let Some(old) = self.nodes.remove(id) {
+                if let Some(old) = self.nodes.swap_remove(id) {
                     self.index_remove(id, &old);
                     self.recount(old.tally(), None);
                 }
@@ -488,11 +503,12 @@ impl Roster {
         since: Version,
         upto: Version,
     ) {
-        if let Some(rec) = self
-            .nodes
-            .get_mut(id)
-            .filter(|r| r.generation == generation && r.known >= since && upto > r.known)
-        {
+        // Bounded by what we hold: a peer that sent every entry above `since` cannot have
+        // had versions above the highest one it sent (a larger `upto` is a lie or a bug, and
+        // would let a peer push our watermark anywhere).
+        if let Some(rec) = self.nodes.get_mut(id).filter(|r| {
+            r.generation == generation && r.known >= since && upto > r.known && upto <= r.version
+        }) {
             Arc::make_mut(rec).note_coverage(since, upto);
         }
     }
@@ -500,11 +516,33 @@ impl Roster {
     /// Forgets a node entirely (tombstone reaping). Returns its last record. Events of that
     /// generation or older stay stale from now on; a newer generation is welcome.
     pub fn remove(&mut self, id: &NodeId) -> Option<NodeRecord> {
-        let rec = self.nodes.remove(id)?;
+        let rec = self.nodes.swap_remove(id)?;
         self.index_remove(id, &rec);
         self.recount(rec.tally(), None);
-        self.forgotten.insert(id.clone(), rec.generation);
+        self.forgotten
+            .insert(id.clone(), (rec.generation, rec.liveness));
         Some(Arc::unwrap_or_clone(rec))
+    }
+
+    /// Drops the memory of a reaped member (long enough after the reap that every peer
+    /// reaped it too): the forgotten map must not grow with every member ever seen.
+    pub fn unforget(&mut self, id: &NodeId) {
+        self.forgotten.remove(id);
+    }
+
+    /// Reaped members still remembered (for bounds checks).
+    pub fn num_forgotten(&self) -> usize {
+        self.forgotten.len()
+    }
+
+    /// Marks a record complete up to its highest version: only its owner may (an owner has
+    /// every version it wrote, including jumps over versions it re-asserted above).
+    pub fn mark_complete(&mut self, id: &NodeId) {
+        if let Some(rec) = self.nodes.get_mut(id).filter(|r| r.known < r.version) {
+            let rec = Arc::make_mut(rec);
+            rec.known = rec.version;
+            rec.pending.clear();
+        }
     }
 
     pub fn record(&self, id: &NodeId) -> Option<&NodeRecord> {
@@ -514,6 +552,11 @@ impl Roster {
     /// All records, including ones not yet announced, in no particular order.
     pub fn iter_records(&self) -> impl Iterator<Item = (&NodeId, &NodeRecord)> {
         self.nodes.iter().map(|(id, r)| (id, r.as_ref()))
+    }
+
+    /// The record at position `i` (in no meaningful order): random sampling of members.
+    pub fn nth_record(&self, i: usize) -> Option<(&NodeId, &NodeRecord)> {
+        self.nodes.get_index(i).map(|(id, r)| (id, r.as_ref()))
     }
 
     pub fn num_records(&self) -> usize {
@@ -865,6 +908,37 @@ mod tests {
             Applied::Changed,
             "a new life is welcome"
         );
+    }
+
+    #[test]
+    fn a_reaped_node_alive_above_its_death_is_welcome_in_the_same_generation() {
+        let mut r = Roster::new();
+        r.apply(&new_node(1, 1, 1, &["a"]));
+        r.apply(&live(1, 1, MemberState::Dead, 2));
+        r.remove(&id(1));
+        assert_eq!(r.apply(&live(1, 1, MemberState::Alive, 2)), Applied::Stale);
+        assert_eq!(
+            r.apply(&live(1, 1, MemberState::Alive, 3)),
+            Applied::Changed,
+            "back from a crash after the reap: welcome"
+        );
+        assert_eq!(r.apply(&new_node(1, 1, 1, &["a"])), Applied::Changed);
+        assert_eq!(r.locate("a"), vec![id(1)]);
+        // A graceful leave stays final for the generation.
+        r.apply(&live(1, 1, MemberState::Left, 3));
+        r.remove(&id(1));
+        assert_eq!(r.apply(&live(1, 1, MemberState::Alive, 9)), Applied::Stale);
+    }
+
+    #[test]
+    fn coverage_beyond_what_a_peer_sent_is_ignored_and_never_overflows() {
+        let mut r = Roster::new();
+        r.apply(&new_node(1, 1, 1, &[]));
+        r.apply(&add(1, 1, 3, "x"));
+        r.note_coverage(&id(1), 1, 0, u64::MAX);
+        assert_eq!(r.record(&id(1)).unwrap().known, 1, "a lie is ignored");
+        r.note_coverage(&id(1), 1, 1, 3);
+        assert_eq!(r.record(&id(1)).unwrap().known, 3);
     }
 
     #[test]

@@ -57,7 +57,14 @@ pub async fn start_cluster(n: usize) -> (Vec<Node>, Vec<tempfile::TempDir>) {
         dirs.push(dir);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !nodes.iter().all(|x| x.members().len() == n) {
+    loop {
+        let mut all = true;
+        for x in &nodes {
+            all &= x.members().await.unwrap().len() == n;
+        }
+        if all {
+            break;
+        }
         assert!(Instant::now() < deadline, "cluster of {n} did not converge");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -241,6 +241,10 @@ async fn run(args: RunArgs) -> Result<()> {
         .as_deref()
         .map(admin::read_secret)
         .transpose()?;
+    for actor in &args.actors {
+        gossip_roster::names::validate_actor_name(actor)
+            .with_context(|| format!("--actor {actor:?}"))?;
+    }
     for seed in &args.seeds {
         gossip_roster::transport::host_port(seed).with_context(|| format!("--seed {seed}"))?;
     }
@@ -303,7 +307,15 @@ async fn run(args: RunArgs) -> Result<()> {
         %fsync,
         "node started"
     );
-    stop.await;
+    tokio::select! {
+        _ = stop => {}
+        reason = node.stopped() => {
+            // Stopped by itself (the WAL failed, our id is taken): exit non-zero at once,
+            // so a supervisor restarts us (recovery from the log) or a human sees why.
+            let error = reason.into_error().map_or_else(|| anyhow::anyhow!("the node stopped"), anyhow::Error::from);
+            return Err(error.context("the node stopped"));
+        }
+    }
     tracing::info!("leaving the cluster");
     if let Err(e) = node.leave().await {
         tracing::warn!(error = %e, "could not announce the leave");
@@ -350,39 +362,35 @@ async fn admin_command(cmd: Command) -> Result<()> {
             }
         }
         Command::Actors { op } => {
-            let (conn, req, verb) = match op {
-                ActorsOp::Add { conn, names } => (
-                    conn,
-                    AdminRequest::AddActors {
-                        actors: names.clone(),
-                    },
-                    ("added", names),
-                ),
-                ActorsOp::Remove { conn, names } => (
-                    conn,
-                    AdminRequest::RemoveActors {
-                        actors: names.clone(),
-                    },
-                    ("removed", names),
-                ),
+            let (conn, names, add) = match op {
+                ActorsOp::Add { conn, names } => (conn, names, true),
+                ActorsOp::Remove { conn, names } => (conn, names, false),
             };
-            match ask(&conn, req).await? {
-                AdminReply::ActorsChanged { changed } => {
-                    let (word, names) = verb;
-                    for n in &names {
-                        if changed.contains(n) {
-                            println!("{word} {n}");
-                        } else {
-                            println!(
-                                "unchanged {n} (already {})",
-                                if word == "added" { "hosted" } else { "absent" }
-                            );
-                        }
-                    }
-                    Ok(())
+            let secret = conn
+                .secret_file
+                .as_deref()
+                .map(admin::read_secret)
+                .transpose()?;
+            let changed =
+                admin::change_actors(&conn.connect, secret, conn.tls.load()?, names.clone(), add)
+                    .await
+                    .with_context(|| format!("asking {}", conn.connect))?;
+            let changed: std::collections::HashSet<String> = changed.into_iter().collect();
+            let word = if add { "added" } else { "removed" };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            use std::io::Write as _;
+            for n in &names {
+                if changed.contains(n) {
+                    writeln!(out, "{word} {n}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "unchanged {n} (already {})",
+                        if add { "hosted" } else { "absent" }
+                    )?;
                 }
-                other => unexpected(other),
             }
+            Ok(())
         }
         Command::Status { conn, json } => match ask(&conn, AdminRequest::Status).await? {
             AdminReply::Status(s) => {

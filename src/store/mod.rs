@@ -219,6 +219,18 @@ impl Store {
         Ok(report)
     }
 
+    /// Snapshots `roster`, which holds every record up to `covers` (it may hold more, as
+    /// replay is idempotent), and drops covered WAL segments. The WAL is synced first, so
+    /// the snapshot never claims records that are not durable. Blocking.
+    pub fn compact_at(&self, roster: &Roster, covers: Lsn) -> Result<CompactionReport> {
+        self.wal.sync().wait()?;
+        let bytes = self.wal.stats().bytes_written.load(Ordering::Relaxed);
+        let report = compaction::compact(&self.dir, &self.snapshot, roster, covers)?;
+        *self.last_compaction.lock().unwrap() = (report.snapshot_lsn, bytes);
+        tracing::info!(?report, "compacted");
+        Ok(report)
+    }
+
     /// Syncs the WAL, flushes the snapshot and releases the lock.
     pub fn close(self) -> Result<()> {
         self.wal.close()?;

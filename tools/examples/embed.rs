@@ -38,11 +38,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Register an actor on a (durable when this returns) and find it from b.
     a.register_actor("billing").await?;
-    while b.locate("billing").is_empty() {
+    while b.locate("billing").await?.is_empty() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    println!("billing lives on {:?}", b.locate("billing"));
-    for m in b.members() {
+    println!("billing lives on {:?}", b.locate("billing").await?);
+    for m in b.members().await? {
         println!("member {} at {} is {}", m.id, m.addr, m.state);
     }
 

@@ -1,0 +1,205 @@
+//! The admin side of a node: requests from `gossip-node members|actors|locate|status` on an
+//! admin connection, answered by the driver. Answers of any size: a member list too large
+//! for one frame goes out in parts ([`AdminReply::Part`]).
+
+use crate::machine::{Command, Reply};
+use crate::message::{AdminReply, AdminRequest, Frame};
+use crate::peers::{Ctx, Input, Job};
+use crate::roster::Member;
+use crate::transport::{self, Ws};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// Serves one admin connection: requests in, replies out, no gossip.
+pub(crate) async fn serve(ctx: Arc<Ctx>, mut ws: Ws) {
+    let idle = ctx.transport.idle_timeout;
+    loop {
+        let next = tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            n = tokio::time::timeout(idle, transport::recv(&mut ws)) => n,
+        };
+        let req = match next {
+            Ok(Ok(Some(Frame::Admin(req)))) => req,
+            Ok(Ok(Some(other))) => {
+                tracing::info!(
+                    frame = transport::frame_name(&other),
+                    "admin client sent a non-admin frame; closing"
+                );
+                return;
+            }
+            _ => return,
+        };
+        let frames = match answer(&ctx, req).await {
+            Some(reply) => split(reply, ctx.transport.max_frame_bytes),
+            None => return,
+        };
+        for reply in frames {
+            if transport::send(&mut ws, &Frame::AdminReply(reply))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The answer to one request (`None`: the node is stopping).
+async fn answer(ctx: &Ctx, req: AdminRequest) -> Option<AdminReply> {
+    match req {
+        AdminRequest::Members => {
+            query(ctx, |d| AdminReply::Members(d.machine.roster().members())).await
+        }
+        AdminRequest::Locate { actor } => {
+            query(ctx, move |d| {
+                let roster = d.machine.roster();
+                AdminReply::Located(
+                    roster
+                        .locate(&actor)
+                        .iter()
+                        .filter_map(|id| roster.member(id))
+                        .collect(),
+                )
+            })
+            .await
+        }
+        AdminRequest::Status => query(ctx, |d| AdminReply::Status(Box::new(d.status()))).await,
+        AdminRequest::AddActors { actors } => command(ctx, Command::AddActors(actors)).await,
+        AdminRequest::RemoveActors { actors } => command(ctx, Command::RemoveActors(actors)).await,
+    }
+}
+
+async fn query(
+    ctx: &Ctx,
+    f: impl FnOnce(&crate::node::Driver) -> AdminReply + Send + 'static,
+) -> Option<AdminReply> {
+    let (tx, rx) = oneshot::channel();
+    let job: Job = Box::new(move |d| {
+        let _ = tx.send(f(d));
+    });
+    ctx.data.send(Input::Query(job)).await.ok()?;
+    rx.await.ok()
+}
+
+async fn command(ctx: &Ctx, command: Command) -> Option<AdminReply> {
+    let (tx, rx) = oneshot::channel();
+    ctx.data
+        .send(Input::Command { command, reply: tx })
+        .await
+        .ok()?;
+    Some(match rx.await {
+        Ok(Reply::ActorsChanged(changed)) => AdminReply::ActorsChanged { changed },
+        Ok(Reply::InvalidName(e)) => AdminReply::Error(format!("invalid actor name: {e}")),
+        Ok(Reply::Left) => AdminReply::Error("unexpected leave reply".into()),
+        Err(_) => AdminReply::Error("the node is stopping".into()),
+    })
+}
+
+/// Rough encoded size of a member entry, generous (rmp-serde adds a few bytes per field).
+fn member_bytes(m: &Member) -> usize {
+    96 + m.id.as_str().len() + m.addr.len()
+}
+
+/// Splits a member list answer into frames that fit `max_bytes`: `Part`s, then the final
+/// reply of the original kind. Other replies are small and go as they are.
+pub(crate) fn split(reply: AdminReply, max_bytes: usize) -> Vec<AdminReply> {
+    type Finish = fn(Vec<Member>) -> AdminReply;
+    let (members, last): (Vec<Member>, Finish) = match reply {
+        AdminReply::Members(m) => (m, AdminReply::Members),
+        AdminReply::Located(m) => (m, AdminReply::Located),
+        other => return vec![other],
+    };
+    let budget = max_bytes.saturating_sub(1024).max(4096) / 2;
+    let mut parts: Vec<Vec<Member>> = vec![Vec::new()];
+    let mut used = 0;
+    for mut m in members {
+        let head = member_bytes(&m);
+        let actors = std::mem::take(&mut m.actors);
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = head;
+        let mut pieces = Vec::new();
+        for a in actors {
+            let b = a.len() + 5;
+            if !chunk.is_empty() && chunk_bytes + b > budget {
+                pieces.push(std::mem::take(&mut chunk));
+                chunk_bytes = head;
+            }
+            chunk_bytes += b;
+            chunk.push(a);
+        }
+        pieces.push(chunk);
+        for actors in pieces {
+            let piece = Member {
+                actors,
+                ..m.clone()
+            };
+            let bytes =
+                member_bytes(&piece) + piece.actors.iter().map(|a| a.len() + 5).sum::<usize>();
+            if used + bytes > budget && !parts.last().expect("non-empty").is_empty() {
+                parts.push(Vec::new());
+                used = 0;
+            }
+            used += bytes;
+            parts.last_mut().expect("non-empty").push(piece);
+        }
+    }
+    let tail = parts.pop().expect("non-empty");
+    let mut out: Vec<AdminReply> = parts.into_iter().map(AdminReply::Part).collect();
+    out.push(last(tail));
+    out
+}
+
+/// Joins the parts of an answer back: consecutive entries of one member become one.
+pub fn join_parts(parts: Vec<Vec<Member>>) -> Vec<Member> {
+    let mut out: Vec<Member> = Vec::new();
+    for m in parts.into_iter().flatten() {
+        match out.last_mut() {
+            Some(prev) if prev.id == m.id => prev.actors.extend(m.actors),
+            _ => out.push(m),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{MemberState, NodeId};
+    use crate::message::Frame;
+
+    fn member(id: &str, actors: usize) -> Member {
+        Member {
+            id: NodeId::new(id),
+            addr: "ws://127.0.0.1:1".into(),
+            state: MemberState::Alive,
+            actors: (0..actors).map(|i| format!("actor-{i:06}")).collect(),
+            incarnation: 0,
+            generation: 1,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn a_large_answer_is_split_into_frames_that_fit_and_joins_back() {
+        let members = vec![member("a", 10), member("b", 100_000), member("c", 3)];
+        let max = 1 << 20;
+        let frames = split(AdminReply::Members(members.clone()), max);
+        assert!(frames.len() > 1);
+        let mut parts = Vec::new();
+        for (i, f) in frames.into_iter().enumerate() {
+            let bytes = Frame::AdminReply(f.clone()).encode().len();
+            assert!(bytes <= max, "frame {i}: {bytes} bytes");
+            match f {
+                AdminReply::Part(p) | AdminReply::Members(p) => parts.push(p),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(join_parts(parts), members);
+    }
+
+    #[test]
+    fn small_answers_go_in_one_frame() {
+        let frames = split(AdminReply::Located(vec![member("a", 2)]), 1 << 20);
+        assert_eq!(frames, vec![AdminReply::Located(vec![member("a", 2)])]);
+    }
+}

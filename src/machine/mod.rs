@@ -1,0 +1,1101 @@
+//! The membership machine: the whole node-level protocol as one pure, deterministic state
+//! machine (foca's `Foca`, raft-rs's `RawNode`). The real node ([`crate::node`]) and the
+//! simulation (`tests/simulation.rs`) both run it; neither holds a rule of its own.
+//!
+//! ```text
+//!                 +--------------------------------------------+
+//!  frame(from) -->|  roster merge      SWIM detector           |--> Ready {
+//!  connected  --->|  own record        broadcast queue         |      append:   records for the WAL
+//!  closed     --->|  (versions,        anti-entropy, join      |      send:     frames, encoded once
+//!  tick(now)  --->|   refutation,      quorum, reaping         |      replies:  command answers
+//!  command    --->|   re-assertion)    admission (ids in use)  |      notifications, quorum, stop
+//!  durable(n) --->|                                            |    }
+//!                 +--------------------------------------------+
+//! ```
+//!
+//! Rules kept here, in one place:
+//! * Nothing about our own record's content leaves before it is durable: our data changes
+//!   are applied to the roster (which gossip, digests and deltas read) only once the WAL
+//!   says so. A crash can then never have shown a version that the restarted node reuses.
+//! * No peer changes our record, its versions or its coverage. What peers say about our
+//!   liveness is refuted; what they hold of our data beyond what we have (a data dir restored
+//!   from an older copy, a lost fsync window) is overwritten from a version above theirs.
+//! * Replies and notifications of any change wait for its durability; relays of others'
+//!   news go out at once (their owner has it durable already).
+//! * A live id claimed by another process is refused at the door ([`Machine::admit`]).
+//! * Every queue and map is bounded or pruned.
+//!
+//! No clock, no socket, no tokio: time comes in with every input, randomness from a seed.
+
+mod own;
+pub mod ready;
+
+pub use ready::{Command, Dest, MembershipChange, Outgoing, Ready, Reply, Stop, Token, Wire};
+
+use crate::event::{ClusterEvent, Incarnation, Lsn, MemberState, NodeId, Version};
+use crate::gossip::{self, Broadcasts, Delta};
+use crate::local::Identity;
+use crate::message::Frame;
+use crate::quorum::{self, Quorum};
+use crate::roster::{Applied, FastMap, NodeDigest, Roster};
+use crate::swim::{Output, Swim, SwimConfig, SwimMsg};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The start of a `Reject` reason that means "your node id is held by a live member": the
+/// dialer stops instead of retrying.
+pub const ID_IN_USE: &str = "node id in use: ";
+
+/// Dissemination knobs. Defaults are tuned for a LAN.
+#[derive(Clone, Debug)]
+pub struct GossipConfig {
+    /// Spacing of gossip rounds: a lone event goes out at once, a burst shares frames
+    /// sent at most once per window.
+    pub window: Duration,
+    /// Peers each gossip round goes to.
+    pub fanout: usize,
+    /// Each event is sent about `mult * ceil(log2(N + 1))` times in all.
+    pub retransmit_mult: u32,
+    /// Digest exchange with one random peer this often (repairs what gossip missed), in
+    /// clusters of up to 32; one more interval per doubling beyond
+    /// ([`gossip::anti_entropy_interval`]).
+    pub anti_entropy_interval: Duration,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            window: Duration::from_millis(2),
+            fanout: 3,
+            retransmit_mult: 3,
+            anti_entropy_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Everything the machine needs to know at start.
+#[derive(Clone, Debug)]
+pub struct MachineConfig {
+    pub identity: Identity,
+    /// The address others dial.
+    pub addr: String,
+    /// Addresses to join through; empty: the peers the roster remembers.
+    pub seeds: Vec<String>,
+    /// Actors hosted from the start (added if not already registered).
+    pub actors: Vec<String>,
+    pub gossip: GossipConfig,
+    pub swim: SwimConfig,
+    /// Largest frame a peer accepts: every frame we build stays under it.
+    pub max_frame_bytes: usize,
+    /// Largest recent cluster size, as persisted (the quorum base).
+    pub largest_cluster: u64,
+}
+
+/// Counters for status and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub suspicions: u64,
+    pub declared_dead: u64,
+    pub refutations: u64,
+    pub reassertions: u64,
+    pub refused_ids: u64,
+}
+
+/// Something held back until the WAL is durable up to its LSN.
+#[derive(Debug)]
+enum Held {
+    /// Our own data changes: applied, gossiped and published only now.
+    Own {
+        events: Vec<ClusterEvent>,
+        reply: Option<(Token, Reply)>,
+    },
+    /// Changes already applied (peers' news, our liveness): published now.
+    Notify(Vec<ClusterEvent>),
+    /// A leave: pushed to a few peers now, then answered.
+    Leave(Token, ClusterEvent),
+}
+
+/// Most reaped members remembered (their events stay stale meanwhile).
+const MAX_FORGOTTEN: usize = 65_536;
+/// Most members whose last message time is kept.
+const MAX_HEARD: usize = 1 << 20;
+/// A join retries its seeds no less often than this.
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
+const JOIN_RETRY_FIRST: Duration = Duration::from_millis(100);
+
+pub struct Machine {
+    me: Identity,
+    addr: String,
+    config: MachineConfig,
+    roster: Roster,
+    swim: Swim,
+    queue: Broadcasts,
+    rng: StdRng,
+    now: Duration,
+    quorum: Quorum,
+    /// LSN of the last record handed out in a `Ready`, and the last one known durable.
+    last_lsn: Lsn,
+    durable_lsn: Lsn,
+    held: VecDeque<(Lsn, Held)>,
+    own: own::OwnRecord,
+    seeds: Vec<String>,
+    joined: bool,
+    next_join: Duration,
+    join_delay: Duration,
+    next_anti_entropy: Duration,
+    /// Earliest time of the next gossip round (rounds are spaced by the window).
+    next_round: Duration,
+    /// When each member last sent us anything: a claim on a live id is refused.
+    last_heard: FastMap<NodeId, Duration>,
+    /// Reaped members, oldest first: forgotten for good one more TTL later.
+    reaped: VecDeque<(Duration, NodeId)>,
+    left: bool,
+    counters: Counters,
+    out: Ready,
+}
+
+impl Machine {
+    /// A machine for a node whose data dir recovered `roster` up to `last_lsn`. Its first
+    /// `Ready` brings our own record up to date (announcement, start-up actors, an
+    /// incarnation above whatever was said of us before).
+    pub fn new(
+        config: MachineConfig,
+        roster: Roster,
+        last_lsn: Lsn,
+        seed: u64,
+        now: Duration,
+    ) -> Result<Machine, crate::names::NameError> {
+        for a in &config.actors {
+            crate::names::validate_actor_name(a)?;
+        }
+        let me = config.identity.clone();
+        let mut swim = Swim::new(me.id.clone(), config.swim.clone(), seed);
+        for (id, r) in roster.iter_records() {
+            swim.update_member(
+                id,
+                r.generation,
+                r.liveness.incarnation,
+                r.liveness.state,
+                now,
+            );
+        }
+        let quorum = quorum::quorum(config.largest_cluster, roster.count_by_state());
+        let mut seeds = config.seeds.clone();
+        if seeds.is_empty() {
+            seeds = roster
+                .iter_records()
+                .filter(|(id, r)| {
+                    **id != me.id && r.is_announced() && !r.liveness.state.is_tombstone()
+                })
+                .map(|(_, r)| r.addr.clone())
+                .collect();
+            seeds.sort();
+            if seeds.is_empty() {
+                tracing::info!("no seeds and no remembered peers: this node starts a new cluster");
+            } else {
+                tracing::info!(peers = seeds.len(), "rejoining through remembered peers");
+            }
+        }
+        seeds.retain(|s| *s != config.addr);
+        let own = own::OwnRecord::new(&me, &roster);
+        let mut m = Machine {
+            addr: config.addr.clone(),
+            me,
+            roster,
+            swim,
+            queue: Broadcasts::default(),
+            rng: StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
+            now,
+            quorum,
+            last_lsn,
+            durable_lsn: last_lsn,
+            held: VecDeque::new(),
+            own,
+            joined: seeds.is_empty(),
+            seeds,
+            next_join: now,
+            join_delay: JOIN_RETRY_FIRST,
+            next_anti_entropy: now + config.gossip.anti_entropy_interval,
+            next_round: now,
+            last_heard: FastMap::default(),
+            reaped: VecDeque::new(),
+            left: false,
+            counters: Counters::default(),
+            out: Ready::default(),
+            config,
+        };
+        m.start_own_record();
+        m.join_tick();
+        Ok(m)
+    }
+
+    // ---- queries ----
+
+    pub fn id(&self) -> &NodeId {
+        &self.me.id
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.me
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The roster as this node holds it (our own record as of its last durable change).
+    pub fn roster(&self) -> &Roster {
+        &self.roster
+    }
+
+    pub fn quorum(&self) -> Quorum {
+        self.quorum
+    }
+
+    pub fn swim(&self) -> &Swim {
+        &self.swim
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Whether a seed (or a remembered peer) answered our join.
+    pub fn joined(&self) -> bool {
+        self.joined
+    }
+
+    /// Our current incarnation (as the roster holds it).
+    pub fn incarnation(&self) -> Incarnation {
+        self.roster
+            .record(&self.me.id)
+            .filter(|r| r.generation == self.me.generation)
+            .map_or(0, |r| r.liveness.incarnation)
+    }
+
+    pub fn last_lsn(&self) -> Lsn {
+        self.last_lsn
+    }
+
+    pub fn durable_lsn(&self) -> Lsn {
+        self.durable_lsn
+    }
+
+    /// Sizes of every queue and map that grows with traffic (for bounds checks).
+    pub fn sizes(&self) -> Sizes {
+        Sizes {
+            broadcasts: self.queue.len(),
+            held: self.held.len(),
+            forgotten: self.roster.num_forgotten(),
+            last_heard: self.last_heard.len(),
+            pending_actors: self.own.pending_len(),
+        }
+    }
+
+    /// A roster to snapshot and the LSN it covers: everything appended so far except our
+    /// own changes still waiting for durability (they are in the WAL, not yet in the
+    /// roster), so the snapshot claims no more than it holds. Replay is idempotent, so a
+    /// roster holding more than the LSN says is fine.
+    pub fn snapshot_point(&self) -> (Roster, Lsn) {
+        let covers = self
+            .held
+            .iter()
+            .find(|(_, h)| matches!(h, Held::Own { .. }))
+            .map_or(self.last_lsn, |(lsn, _)| lsn - 1);
+        (self.roster.clone(), covers)
+    }
+
+    /// When the machine next needs a tick (a gossip round waiting for its window, a probe
+    /// deadline); the driver ticks at least this early.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        (!self.queue.is_empty()).then_some(self.next_round.max(self.now))
+    }
+
+    /// Takes everything the inputs so far produced.
+    pub fn take_ready(&mut self) -> Ready {
+        std::mem::take(&mut self.out)
+    }
+
+    // ---- inputs ----
+
+    /// Time passes: probes, suspicions, reaping, anti-entropy, join retries, gossip rounds.
+    pub fn handle_tick(&mut self, now: Duration) {
+        self.now = self.now.max(now);
+        let outputs = self.swim.tick(self.now);
+        self.run_detector(outputs);
+        self.prune_forgotten();
+        self.join_tick();
+        self.anti_entropy_tick();
+        self.flush();
+    }
+
+    /// The WAL is durable up to `lsn`: what waited for it goes out.
+    pub fn handle_durable(&mut self, lsn: Lsn) {
+        self.durable_lsn = self.durable_lsn.max(lsn.min(self.last_lsn));
+        while self
+            .held
+            .front()
+            .is_some_and(|(l, _)| *l <= self.durable_lsn)
+        {
+            let (lsn, held) = self.held.pop_front().expect("checked");
+            match held {
+                Held::Own { events, reply } => {
+                    self.own.settled(&events, lsn);
+                    let mut changed = Vec::with_capacity(events.len());
+                    for e in events {
+                        if self.roster.apply(&e) == Applied::Changed {
+                            changed.push(e);
+                        }
+                    }
+                    self.roster.mark_complete(&self.me.id);
+                    let budget = self.budget();
+                    for e in &changed {
+                        self.queue.push(e.clone(), budget);
+                    }
+                    self.publish(changed);
+                    self.out.replies.extend(reply);
+                }
+                Held::Notify(events) => self.publish(events),
+                Held::Leave(token, event) => {
+                    let wire = encode(&Frame::Events(vec![event]));
+                    for (id, addr) in self.gossip_targets(self.config.gossip.fanout * 2) {
+                        self.send(Dest::member(&id, &addr), wire.clone(), false);
+                    }
+                    self.out.replies.push((token, Reply::Left));
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// A local command; its reply comes once what it changed is durable.
+    pub fn handle_command(&mut self, token: Token, command: Command) {
+        match command {
+            Command::AddActors(names) | Command::RemoveActors(names)
+                if names
+                    .iter()
+                    .any(|n| crate::names::validate_actor_name(n).is_err()) =>
+            {
+                let err = names
+                    .iter()
+                    .find_map(|n| crate::names::validate_actor_name(n).err())
+                    .expect("found above");
+                self.out.replies.push((token, Reply::InvalidName(err)));
+            }
+            Command::AddActors(names) => self.change_actors(token, names, true),
+            Command::RemoveActors(names) => self.change_actors(token, names, false),
+            Command::Leave => {
+                let event = ClusterEvent::NodeLeft {
+                    node: self.me.id.clone(),
+                    generation: self.me.generation,
+                    incarnation: self.incarnation(),
+                };
+                self.left = true;
+                self.roster.apply(&event);
+                let lsn = self.append(vec![event.clone()]);
+                self.held
+                    .push_back((lsn, Held::Notify(vec![event.clone()])));
+                self.held.push_back((lsn, Held::Leave(token, event)));
+                self.update_quorum(0, false);
+            }
+        }
+    }
+
+    /// A member connection opened (after its handshake).
+    pub fn handle_connected(&mut self, peer: &NodeId) {
+        self.heard(peer);
+    }
+
+    /// A member connection closed: probe that member soon (a hint, never a verdict).
+    pub fn handle_disconnected(&mut self, peer: &NodeId) {
+        self.swim.handle_closed(peer);
+    }
+
+    /// Whether a member presenting `id`, `generation` and `addr` in its handshake may
+    /// connect. Refused: our own id, and an id a live member holds at another address that
+    /// we heard from recently (a second process started with `--node-id` of a live one).
+    /// The reason starts with [`ID_IN_USE`] for the latter.
+    pub fn admit(&mut self, id: &NodeId, generation: u64, addr: &str) -> Result<(), String> {
+        if *id == self.me.id {
+            return Err(format!(
+                "{ID_IN_USE}{id} is this node's own id (held by {}, generation {})",
+                self.addr, self.me.generation
+            ));
+        }
+        let Some(rec) = self.roster.record(id) else {
+            return Ok(());
+        };
+        // Another process: another data dir (generation) at another address. The same data
+        // dir restarted on a new port keeps its generation and is welcome.
+        let live = !rec.liveness.state.is_tombstone();
+        let other_process = rec.addr != addr && rec.generation != generation;
+        let recent = self
+            .last_heard
+            .get(id)
+            .is_some_and(|t| self.now.saturating_sub(*t) <= self.swim.suspicion_timeout(0));
+        if live && other_process && rec.is_announced() && recent {
+            self.counters.refused_ids += 1;
+            let reason = format!(
+                "{ID_IN_USE}{id} is held by the live member at {} (generation {})",
+                rec.addr, rec.generation
+            );
+            tracing::warn!(%id, claimed_by = addr, held_by = %rec.addr, "refusing a second process that claims a live member's id");
+            return Err(reason);
+        }
+        Ok(())
+    }
+
+    /// A peer refused our handshake. An id conflict stops the node.
+    pub fn handle_refused(&mut self, addr: &str, reason: &str) {
+        if let Some(rest) = reason.strip_prefix(ID_IN_USE) {
+            tracing::error!(%addr, "{rest}");
+            self.out.stop = Some(Stop::IdInUse {
+                peer_said: rest.to_owned(),
+            });
+        }
+    }
+
+    /// One frame from a member. An error means the frame has no place on a member
+    /// connection (the caller closes it); the machine is unchanged then.
+    pub fn handle_frame(&mut self, from: &NodeId, frame: Frame) -> Result<(), String> {
+        self.heard(from);
+        match frame {
+            Frame::Events(events) => self.receive(from, events, true),
+            Frame::Digest(theirs) => {
+                self.check_view_of_us(from, &theirs);
+                let delta = self.delta_for(theirs);
+                let digest = self.digest();
+                self.send_delta(from, delta, |d| Frame::Sync { delta: d, digest });
+            }
+            Frame::Sync { delta, digest } => {
+                if !self.joined {
+                    self.joined = true;
+                    tracing::info!(peer = %from, members = self.roster.num_members() + 1, "joined the cluster");
+                    self.queue.raise_to(self.budget());
+                }
+                self.own.self_synced();
+                self.receive_delta(from, delta);
+                self.check_view_of_us(from, &digest);
+                let back = self.delta_for(digest);
+                if !back.is_empty() {
+                    self.send_delta(from, back, Frame::Delta);
+                }
+            }
+            Frame::Delta(delta) => self.receive_delta(from, delta),
+            Frame::Swim(msg) => {
+                let outputs = self.swim.handle_message(from, msg, self.now);
+                self.run_detector(outputs);
+            }
+            other => {
+                return Err(format!(
+                    "unexpected {} frame from member {from}",
+                    crate::transport::frame_name(&other)
+                ))
+            }
+        }
+        self.flush();
+        Ok(())
+    }
+
+    // ---- our own record ----
+
+    /// Start-up: the announcement (or re-announcement after a leave), start-up actors, and
+    /// an incarnation above anything said of us before.
+    fn start_own_record(&mut self) {
+        let (data, liveness) = self
+            .own
+            .startup(&self.me, &self.roster, &self.addr, &self.config);
+        if !liveness.is_empty() {
+            self.apply_local_liveness(liveness);
+        }
+        if !data.is_empty() {
+            self.commit_own(data, None);
+        }
+    }
+
+    fn change_actors(&mut self, token: Token, names: Vec<String>, add: bool) {
+        let (events, changed) = self.own.change_actors(&self.me, &self.roster, names, add);
+        if events.is_empty() {
+            self.out
+                .replies
+                .push((token, Reply::ActorsChanged(changed)));
+        } else {
+            self.commit_own(events, Some((token, Reply::ActorsChanged(changed))));
+        }
+    }
+
+    /// Our own data changes: logged now, applied and gossiped once durable.
+    fn commit_own(&mut self, events: Vec<ClusterEvent>, reply: Option<(Token, Reply)>) {
+        let lsn = self.append(events.clone());
+        self.own.pending(&events, lsn);
+        self.held.push_back((lsn, Held::Own { events, reply }));
+    }
+
+    /// Our own liveness (refutation, start-up incarnation): applied and gossiped now
+    /// (an incarnation carries no content to reuse), published once durable.
+    fn apply_local_liveness(&mut self, events: Vec<ClusterEvent>) {
+        let changed: Vec<ClusterEvent> = events
+            .into_iter()
+            .filter(|e| self.roster.apply(e) == Applied::Changed)
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        let budget = self.budget();
+        for e in &changed {
+            self.queue.push(e.clone(), budget);
+        }
+        let lsn = self.append(changed.clone());
+        self.held.push_back((lsn, Held::Notify(changed)));
+    }
+
+    /// SWIM refutation: the roster says we are suspect or dead; say alive, one higher.
+    fn refute_if_accused(&mut self) {
+        let Some(rec) = self.roster.record(&self.me.id) else {
+            return;
+        };
+        if rec.generation != self.me.generation
+            || !matches!(rec.liveness.state, MemberState::Suspect | MemberState::Dead)
+        {
+            return;
+        }
+        let event = ClusterEvent::NodeAlive {
+            node: self.me.id.clone(),
+            generation: self.me.generation,
+            incarnation: rec.liveness.incarnation + 1,
+        };
+        tracing::info!(event = %event, "refuting a suspicion about us");
+        self.counters.refutations += 1;
+        self.swim.handle_refuted();
+        self.apply_local_liveness(vec![event]);
+    }
+
+    /// What a peer's digest says of us: an accusation to refute, a record of ours beyond what
+    /// we hold (to re-assert), a claim on our id, or nothing at all (it forgot us).
+    fn check_view_of_us(&mut self, from: &NodeId, digest: &[(NodeId, NodeDigest)]) {
+        let theirs = digest
+            .iter()
+            .find(|(id, _)| *id == self.me.id)
+            .map(|(_, d)| *d);
+        match theirs {
+            Some(d) if d.generation == self.me.generation => {
+                if matches!(d.liveness.state, MemberState::Suspect | MemberState::Dead) {
+                    let e = Roster::liveness_event(&self.me.id, d.generation, d.liveness);
+                    if self.roster.apply(&e) == Applied::Changed {
+                        let lsn = self.append(vec![e.clone()]);
+                        self.held.push_back((lsn, Held::Notify(vec![e])));
+                    }
+                    self.refute_if_accused();
+                }
+                if d.known > self.own.version() {
+                    // They hold versions of our record we do not have: pull our whole record
+                    // from them to see what, then overwrite it from above.
+                    tracing::warn!(peer = %from, theirs = d.known, ours = self.own.version(), "a peer holds a newer version of our record than we do (data dir restored from an older copy, or a lost fsync window); re-asserting ours");
+                    self.own.audit();
+                }
+            }
+            Some(d) if d.generation > self.me.generation => {
+                tracing::warn!(peer = %from, generation = d.generation, "a peer holds our id with a newer generation than ours (another process with our id?)");
+            }
+            Some(_) => {}
+            // A member that knows others but not us: it reaped us while we were away.
+            None if digest.len() > 1
+                && self.roster.state_of(from).is_some()
+                && self.own.note_unknown_to(from) =>
+            {
+                tracing::warn!(peer = %from, "a peer does not know this node (reaped while we were away?); announcing ourselves again");
+                let e = ClusterEvent::NodeAlive {
+                    node: self.me.id.clone(),
+                    generation: self.me.generation,
+                    incarnation: self.incarnation() + 1,
+                };
+                self.apply_local_liveness(vec![e]);
+            }
+            None => {}
+        }
+    }
+
+    /// Data events about our own record from a peer: never applied; compared with ours, and
+    /// any difference overwritten from a version above everything seen.
+    fn check_claims_on_us(&mut self, events: &[ClusterEvent]) {
+        let conflict = self.own.conflicts(&self.me, &self.roster, events);
+        if let Some((above, foreign)) = conflict {
+            let events = self
+                .own
+                .reassert(&self.me, &self.roster, &self.addr, above, foreign);
+            self.counters.reassertions += 1;
+            tracing::warn!(
+                above,
+                events = events.len(),
+                "peers hold data of our record that we do not: re-asserting our record above it"
+            );
+            self.commit_own(events, None);
+        }
+    }
+
+    // ---- peers' news ----
+
+    /// Events from a peer (`news`: gossip, re-gossiped; otherwise anti-entropy repair).
+    fn receive(&mut self, from: &NodeId, events: Vec<ClusterEvent>, news: bool) {
+        let mut changed = Vec::new();
+        let mut about_us = Vec::new();
+        for e in events {
+            if let ClusterEvent::NodeSuspected {
+                node,
+                incarnation,
+                by: Some(by),
+                ..
+            } = &e
+            {
+                self.swim.handle_suspicion(node, *incarnation, by);
+            }
+            if *e.node() == self.me.id {
+                if e.generation() == self.me.generation && is_liveness(&e) {
+                    if self.roster.apply(&e) == Applied::Changed {
+                        changed.push(e);
+                    }
+                } else if e.generation() == self.me.generation {
+                    about_us.push(e);
+                }
+                continue;
+            }
+            if self.roster.apply(&e) == Applied::Changed {
+                changed.push(e);
+            }
+        }
+        if !about_us.is_empty() {
+            self.check_claims_on_us(&about_us);
+        }
+        // Repair is not news, with one exception: what the peer tells about itself (a node
+        // that joined by anti-entropy is otherwise known only to the peer it synced with).
+        let budget = self.budget();
+        for e in &changed {
+            if news || e.node() == from {
+                self.queue.push(e.clone(), budget);
+            }
+        }
+        self.record_changes(changed);
+        self.refute_if_accused();
+    }
+
+    fn receive_delta(&mut self, from: &NodeId, delta: Delta) {
+        let learned = !delta.events.is_empty();
+        self.receive(from, delta.events, false);
+        for c in &delta.covers {
+            // Our own record's coverage is ours alone to state.
+            if c.node != self.me.id {
+                self.roster
+                    .note_coverage(&c.node, c.generation, c.since, c.upto);
+            }
+        }
+        if learned && !self.queue.is_empty() {
+            self.queue.raise_to(self.budget());
+        }
+    }
+
+    /// Applied changes: logged, the detector and quorum told, published once durable.
+    fn record_changes(&mut self, changed: Vec<ClusterEvent>) {
+        if changed.is_empty() {
+            return;
+        }
+        for e in &changed {
+            self.observe(e.node());
+        }
+        let left = quorum::leaves(&changed, &self.me.id);
+        let lsn = self.append(changed.clone());
+        self.held.push_back((lsn, Held::Notify(changed)));
+        self.update_quorum(left, false);
+    }
+
+    // ---- the detector ----
+
+    fn run_detector(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Send { to, msg } => {
+                    let addr = self
+                        .roster
+                        .record(&to)
+                        .map(|r| r.addr.clone())
+                        .unwrap_or_default();
+                    // An ack goes back whoever asked, known to our roster or not.
+                    let dest = if matches!(msg, SwimMsg::Ack { .. }) && addr.is_empty() {
+                        Dest::back(&to)
+                    } else {
+                        Dest::member(&to, &addr)
+                    };
+                    self.send(dest, encode(&Frame::Swim(msg)), true);
+                }
+                Output::Suspect {
+                    node,
+                    generation,
+                    incarnation,
+                } => {
+                    self.counters.suspicions += 1;
+                    let event = ClusterEvent::NodeSuspected {
+                        node: node.clone(),
+                        generation,
+                        incarnation,
+                        by: Some(self.me.id.clone()),
+                    };
+                    tracing::info!(%node, incarnation, "no answer to probes; suspecting");
+                    let budget = self.budget();
+                    if self.roster.apply(&event) == Applied::Changed {
+                        self.queue.push(event.clone(), budget);
+                        self.record_changes(vec![event]);
+                    } else {
+                        // Already suspected by someone else: our own suspicion confirms it
+                        // (it shortens everyone's timeout), though it changes nothing here.
+                        self.queue.push(event, budget);
+                    }
+                }
+                Output::Dead {
+                    node,
+                    generation,
+                    incarnation,
+                } => {
+                    let event = ClusterEvent::NodeDead {
+                        node: node.clone(),
+                        generation,
+                        incarnation,
+                    };
+                    if self.roster.apply(&event) == Applied::Changed {
+                        tracing::warn!(%node, incarnation, "suspicion timed out; declaring dead");
+                        self.counters.declared_dead += 1;
+                        let budget = self.budget();
+                        self.queue.push(event.clone(), budget);
+                        self.record_changes(vec![event]);
+                    }
+                }
+                Output::Reap { node, generation } => {
+                    let is_tombstone = self.roster.record(&node).is_some_and(|r| {
+                        r.generation == generation && r.liveness.state.is_tombstone()
+                    });
+                    self.swim.remove_member(&node);
+                    self.last_heard.remove(&node);
+                    if is_tombstone {
+                        self.roster.remove(&node);
+                        self.reaped.push_back((self.now, node.clone()));
+                        tracing::info!(%node, "tombstone expired; forgotten");
+                        self.update_quorum(0, true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells the detector what the roster now says about `id`.
+    fn observe(&mut self, id: &NodeId) {
+        if let Some(r) = self.roster.record(id) {
+            self.swim.update_member(
+                id,
+                r.generation,
+                r.liveness.incarnation,
+                r.liveness.state,
+                self.now,
+            );
+        }
+    }
+
+    /// Reaped members are remembered one more TTL (so peers that reap later cannot bring
+    /// them back to us), and never more than [`MAX_FORGOTTEN`].
+    fn prune_forgotten(&mut self) {
+        let ttl = self.config.swim.tombstone_ttl;
+        while let Some((at, id)) = self.reaped.front() {
+            if self.now.saturating_sub(*at) < ttl && self.reaped.len() <= MAX_FORGOTTEN {
+                break;
+            }
+            self.roster.unforget(id);
+            self.reaped.pop_front();
+        }
+    }
+
+    fn heard(&mut self, from: &NodeId) {
+        if self.last_heard.len() >= MAX_HEARD && !self.last_heard.contains_key(from) {
+            let now = self.now;
+            let window = self.swim.suspicion_timeout(0);
+            self.last_heard
+                .retain(|_, t| now.saturating_sub(*t) <= window);
+            if self.last_heard.len() >= MAX_HEARD {
+                return;
+            }
+        }
+        self.last_heard.insert(from.clone(), self.now);
+    }
+
+    /// Recomputes the quorum after a change: `left` members left gracefully (the cluster
+    /// shrank on purpose), `reaped` a dead member was forgotten (a shrink only while we are
+    /// in the majority: a minority must not talk itself into being the whole).
+    fn update_quorum(&mut self, left: u64, reaped: bool) {
+        let old = self.quorum;
+        let mut largest = old.largest.saturating_sub(left);
+        if reaped && old.in_majority {
+            largest = largest.saturating_sub(1);
+        }
+        let new = quorum::quorum(largest, self.roster.count_by_state());
+        if new.in_majority != old.in_majority {
+            if new.in_majority {
+                tracing::info!(
+                    alive = new.alive,
+                    largest = new.largest,
+                    "in the majority again"
+                );
+            } else {
+                tracing::warn!(
+                    alive = new.alive,
+                    largest = new.largest,
+                    "NOT in the majority: this node sees too few members to speak for the cluster"
+                );
+            }
+        }
+        if new != old {
+            self.quorum = new;
+            self.out.quorum = Some(new);
+        }
+    }
+
+    // ---- dissemination ----
+
+    /// Sends an event gets in the cluster as we know it now.
+    fn budget(&self) -> u32 {
+        let n = self.roster.count_by_state()[0].max(1);
+        gossip::retransmit_budget(self.config.gossip.retransmit_mult, n)
+    }
+
+    /// A gossip round if the window allows: queued events, most sends left first, in one
+    /// frame under the size cap, to `fanout` random live members. With nobody to tell, the
+    /// queue is dropped: anti-entropy brings the news to whoever comes.
+    fn flush(&mut self) {
+        if self.queue.is_empty() || self.now < self.next_round {
+            return;
+        }
+        let targets = self.gossip_targets(self.config.gossip.fanout);
+        if targets.is_empty() {
+            self.queue.clear();
+            return;
+        }
+        let batch = self
+            .queue
+            .take_round(self.config.max_frame_bytes, targets.len() as u32);
+        let wire = encode(&Frame::Events(batch));
+        for (id, addr) in targets {
+            self.send(Dest::member(&id, &addr), wire.clone(), false);
+        }
+        self.next_round = self.now + self.config.gossip.window;
+    }
+
+    fn anti_entropy_tick(&mut self) {
+        if self.now < self.next_anti_entropy {
+            return;
+        }
+        let alive = self.roster.count_by_state()[0];
+        let every = gossip::anti_entropy_interval(self.config.gossip.anti_entropy_interval, alive);
+        self.next_anti_entropy = self.now + every.mul_f64(self.rng.gen_range(0.75..1.25));
+        if !self.joined || self.left {
+            return;
+        }
+        let target = if self.rng.gen_ratio(1, gossip::RECONNECT_ONE_IN) {
+            self.pick(1, |s| s == MemberState::Dead).pop()
+        } else {
+            self.gossip_targets(1).pop()
+        };
+        if let Some((id, addr)) = target {
+            let wire = encode(&Frame::Digest(self.digest()));
+            self.send(Dest::member(&id, &addr), wire, false);
+        }
+    }
+
+    /// Until a seed answers: a digest to every seed, retried with backoff and jitter.
+    fn join_tick(&mut self) {
+        if self.joined || self.now < self.next_join {
+            return;
+        }
+        let wire = encode(&Frame::Digest(self.digest()));
+        for seed in self.seeds.clone() {
+            self.send(Dest::addr(&seed), wire.clone(), false);
+        }
+        let wait = self.join_delay.mul_f64(self.rng.gen_range(0.8..1.2));
+        self.next_join = self.now + wait;
+        self.join_delay = (self.join_delay * 2).min(JOIN_RETRY_MAX);
+    }
+
+    /// Members we may gossip to: announced, not dead or gone, not us. Random, at most `n`.
+    fn gossip_targets(&mut self, n: usize) -> Vec<(NodeId, String)> {
+        self.pick(n, |s| !s.is_tombstone())
+    }
+
+    /// Up to `n` random announced members other than us whose state passes `keep`: sampled
+    /// by rejection (a scan of the roster per gossip round would cost the cluster size),
+    /// falling back to a scan when few qualify.
+    fn pick(&mut self, n: usize, keep: impl Fn(MemberState) -> bool) -> Vec<(NodeId, String)> {
+        let counts = self.roster.count_by_state();
+        let qualifying: usize = [
+            MemberState::Alive,
+            MemberState::Suspect,
+            MemberState::Dead,
+            MemberState::Left,
+        ]
+        .iter()
+        .filter(|s| keep(**s))
+        .map(|s| counts[*s as usize])
+        .sum();
+        let mut chosen: Vec<NodeId> = Vec::with_capacity(n);
+        let total = self.roster.num_records();
+        if qualifying > 2 * n + 8 && total > 0 {
+            for _ in 0..(8 * n + 16) {
+                if chosen.len() == n {
+                    break;
+                }
+                let Some((id, _)) = self.roster.nth_record(self.rng.gen_range(0..total)) else {
+                    break;
+                };
+                let ok = *id != self.me.id
+                    && self.roster.state_of(id).is_some_and(&keep)
+                    && !chosen.contains(id);
+                if ok {
+                    chosen.push(id.clone());
+                }
+            }
+        }
+        if chosen.len() < n {
+            let mut rest: Vec<&NodeId> = self
+                .roster
+                .iter_records()
+                .filter(|(id, r)| {
+                    **id != self.me.id
+                        && r.is_announced()
+                        && keep(r.liveness.state)
+                        && !chosen.contains(id)
+                })
+                .map(|(id, _)| id)
+                .collect();
+            rest.sort();
+            let more = gossip::choose_peers(&mut self.rng, &rest, n - chosen.len());
+            chosen.extend(more.into_iter().cloned());
+        }
+        chosen
+            .into_iter()
+            .filter_map(|id| {
+                let addr = self.roster.record(&id)?.addr.clone();
+                Some((id, addr))
+            })
+            .collect()
+    }
+
+    /// Our digest. Our own entry claims nothing until we have seen the cluster's view of
+    /// our record once (after a start, or when a peer showed a newer one): peers then send
+    /// us all they hold of it, and any difference is re-asserted.
+    fn digest(&self) -> Vec<(NodeId, NodeDigest)> {
+        let mut d: Vec<(NodeId, NodeDigest)> = self.roster.digest().into_iter().collect();
+        if self.own.auditing() {
+            for (id, nd) in d.iter_mut() {
+                if *id == self.me.id {
+                    nd.known = 0;
+                }
+            }
+        }
+        d
+    }
+
+    fn delta_for(&self, theirs: Vec<(NodeId, NodeDigest)>) -> Delta {
+        let theirs: BTreeMap<NodeId, NodeDigest> = theirs.into_iter().collect();
+        gossip::delta_for(&self.roster, &theirs)
+    }
+
+    /// Sends a delta back to `to` split into frames under the size cap; the last one is
+    /// built by `last` (and carries the coverage, which holds only once all events arrived).
+    fn send_delta(&mut self, to: &NodeId, delta: Delta, last: impl FnOnce(Delta) -> Frame) {
+        let mut chunks = gossip::chunks(delta.events, self.config.max_frame_bytes);
+        let tail = chunks.pop().unwrap_or_default();
+        for events in chunks {
+            let wire = encode(&Frame::Delta(Delta {
+                events,
+                covers: Vec::new(),
+            }));
+            self.send(Dest::back(to), wire, false);
+        }
+        // Coverage is small per node, but a roster of many nodes has many: split too.
+        let mut covers = delta.covers;
+        let per_frame = (self.config.max_frame_bytes / 2 / 96).max(1);
+        while covers.len() > per_frame {
+            let rest = covers.split_off(per_frame);
+            let wire = encode(&Frame::Delta(Delta {
+                events: Vec::new(),
+                covers,
+            }));
+            self.send(Dest::back(to), wire, false);
+            covers = rest;
+        }
+        let wire = encode(&last(Delta {
+            events: tail,
+            covers,
+        }));
+        self.send(Dest::back(to), wire, false);
+    }
+
+    fn send(&mut self, to: Dest, wire: Wire, probe: bool) {
+        self.out.send.push(Outgoing { to, wire, probe });
+    }
+
+    /// Hands records to the WAL; returns the LSN of the last one.
+    fn append(&mut self, events: Vec<ClusterEvent>) -> Lsn {
+        self.last_lsn += events.len() as u64;
+        self.out.append.extend(events);
+        self.last_lsn
+    }
+
+    fn publish(&mut self, events: Vec<ClusterEvent>) {
+        for event in events {
+            let actors = self
+                .roster
+                .record(event.node())
+                .map(|r| {
+                    let mut a: Vec<String> = r.hosted_actors().map(str::to_owned).collect();
+                    a.sort_unstable();
+                    a
+                })
+                .unwrap_or_default();
+            self.out
+                .notifications
+                .push(MembershipChange { event, actors });
+        }
+    }
+}
+
+/// Sizes of the machine's growing structures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sizes {
+    pub broadcasts: usize,
+    pub held: usize,
+    pub forgotten: usize,
+    pub last_heard: usize,
+    pub pending_actors: usize,
+}
+
+fn is_liveness(e: &ClusterEvent) -> bool {
+    matches!(
+        e,
+        ClusterEvent::NodeSuspected { .. }
+            | ClusterEvent::NodeAlive { .. }
+            | ClusterEvent::NodeDead { .. }
+            | ClusterEvent::NodeLeft { .. }
+    )
+}
+
+/// Encodes a frame once for every target it goes to.
+pub fn encode(frame: &Frame) -> Wire {
+    Arc::new(frame.encode())
+}
+
+/// Versions of our own record are numbers; this keeps the type visible in signatures.
+pub type OwnVersion = Version;
+
+#[cfg(test)]
+mod tests;

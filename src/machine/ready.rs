@@ -1,0 +1,122 @@
+//! What goes into the machine besides frames and ticks, and what comes out of it.
+//!
+//! Every input leaves its outputs in one [`Ready`] that the caller takes with
+//! [`Machine::take_ready`](super::Machine::take_ready) and carries out in order: append the
+//! records to the WAL first, then send the frames, complete the replies, publish the
+//! notifications. What may only leave once durable (our own record's changes, the replies
+//! and notifications of any change) the machine holds back itself until
+//! [`Machine::handle_durable`](super::Machine::handle_durable) says so.
+
+use crate::event::{ClusterEvent, NodeId};
+use crate::names::NameError;
+use crate::quorum::Quorum;
+use std::sync::Arc;
+
+/// A caller's handle for a command's reply (chosen by the caller, echoed back).
+pub type Token = u64;
+
+/// A frame encoded once, shared by every target it goes to.
+pub type Wire = Arc<Vec<u8>>;
+
+/// Local commands: what the embedding application or an admin client asks of this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Host these actors here (already hosted ones are left alone).
+    AddActors(Vec<String>),
+    /// Stop hosting these actors (ones not hosted are left alone).
+    RemoveActors(Vec<String>),
+    /// Announce a graceful leave: final for this generation.
+    Leave,
+}
+
+/// The answer to a [`Command`], once what it changed is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The actors that changed (already hosted / not hosted ones left out).
+    ActorsChanged(Vec<String>),
+    /// A name broke the rules; nothing was changed.
+    InvalidName(NameError),
+    /// The leave is durable and on its way to peers.
+    Left,
+}
+
+/// Where a frame goes: a member (over its connection, dialing `addr` if there is none) or
+/// an address we know nothing else of (a seed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dest {
+    pub id: Option<NodeId>,
+    pub addr: Option<String>,
+}
+
+impl Dest {
+    pub fn member(id: &NodeId, addr: &str) -> Dest {
+        Dest {
+            id: Some(id.clone()),
+            addr: (!addr.is_empty()).then(|| addr.to_owned()),
+        }
+    }
+
+    /// Back to `id` over the connection its frame came on (no dial if it is gone).
+    pub fn back(id: &NodeId) -> Dest {
+        Dest {
+            id: Some(id.clone()),
+            addr: None,
+        }
+    }
+
+    pub fn addr(addr: &str) -> Dest {
+        Dest {
+            id: None,
+            addr: Some(addr.to_owned()),
+        }
+    }
+}
+
+/// One frame to one destination. Probe traffic (`probe`) is sent ahead of everything else.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub to: Dest,
+    pub wire: Wire,
+    pub probe: bool,
+}
+
+/// A change of the roster as subscribers see it: the event, and the actors its node hosts
+/// (for `NodeSuspected`, `NodeDead` and `NodeLeft`, the actors an actor system may have to
+/// re-home).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipChange {
+    pub event: ClusterEvent,
+    pub actors: Vec<String>,
+}
+
+/// Why the machine wants the node to stop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Our id is held by another live process (another data dir); a peer told us so.
+    IdInUse { peer_said: String },
+}
+
+/// Everything one or more inputs produced, in the order it must be carried out.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Records to append to the WAL, in order: they take the next LSNs.
+    pub append: Vec<ClusterEvent>,
+    /// Frames to send now.
+    pub send: Vec<Outgoing>,
+    pub replies: Vec<(Token, Reply)>,
+    pub notifications: Vec<MembershipChange>,
+    /// The quorum, when it changed.
+    pub quorum: Option<Quorum>,
+    pub stop: Option<Stop>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.append.is_empty()
+            && self.send.is_empty()
+            && self.replies.is_empty()
+            && self.notifications.is_empty()
+            && self.quorum.is_none()
+            && self.stop.is_none()
+    }
+}

@@ -1,0 +1,242 @@
+//! The machine's rules, one at a time, with frames passed by hand (no sockets, no clock).
+
+use super::*;
+use crate::event::MemberState;
+use crate::gossip::Coverage;
+
+fn id(s: &str) -> NodeId {
+    NodeId::new(s)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn config(name: &str, seeds: &[&str]) -> MachineConfig {
+    MachineConfig {
+        identity: Identity {
+            id: id(name),
+            generation: 1,
+        },
+        addr: format!("sim://{name}"),
+        seeds: seeds.iter().map(|s| s.to_string()).collect(),
+        actors: Vec::new(),
+        gossip: GossipConfig::default(),
+        swim: SwimConfig::default(),
+        max_frame_bytes: 1 << 20,
+        largest_cluster: 0,
+    }
+}
+
+fn machine(name: &str) -> Machine {
+    Machine::new(config(name, &[]), Roster::new(), 0, 7, ms(0)).unwrap()
+}
+
+/// Acknowledges everything appended so far; returns the Ready.
+fn settle(m: &mut Machine) -> Ready {
+    let mut all = m.take_ready();
+    let last = m.last_lsn();
+    m.handle_durable(last);
+    let more = m.take_ready();
+    all.append.extend(more.append);
+    all.send.extend(more.send);
+    all.replies.extend(more.replies);
+    all.notifications.extend(more.notifications);
+    all
+}
+
+fn frames(ready: &Ready) -> Vec<(Dest, Frame)> {
+    ready
+        .send
+        .iter()
+        .map(|o| (o.to.clone(), Frame::decode(&o.wire).unwrap()))
+        .collect()
+}
+
+fn peer_announcement(name: &str) -> ClusterEvent {
+    ClusterEvent::NewNode {
+        node: id(name),
+        generation: 1,
+        version: 1,
+        addr: format!("sim://{name}"),
+        actors: Default::default(),
+    }
+}
+
+#[test]
+fn own_changes_leave_only_once_durable() {
+    let mut m = machine("a");
+    settle(&mut m);
+    m.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
+        .unwrap();
+    settle(&mut m);
+    m.handle_command(1, Command::AddActors(vec!["x".into()]));
+    let r = m.take_ready();
+    assert_eq!(r.append.len(), 1, "logged at once");
+    assert!(r.replies.is_empty(), "answered only once durable");
+    let leaked = r.send.iter().any(|o| {
+        matches!(Frame::decode(&o.wire), Ok(Frame::Events(ref e)) if e.iter().any(|e| matches!(e, ClusterEvent::ActorAdded { .. })))
+    });
+    assert!(!leaked, "gossiped before durable");
+    // Anti-entropy before durability does not show it either.
+    m.handle_frame(&id("b"), Frame::Digest(vec![])).unwrap();
+    let r = m.take_ready();
+    for (_, f) in frames(&r) {
+        if let Frame::Sync { delta, .. } = f {
+            assert!(
+                !delta
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, ClusterEvent::ActorAdded { .. })),
+                "a delta showed an undurable change"
+            );
+        }
+    }
+    m.handle_durable(m.last_lsn());
+    m.handle_tick(ms(10));
+    let r = m.take_ready();
+    assert_eq!(r.replies, vec![(1, Reply::ActorsChanged(vec!["x".into()]))]);
+    assert!(r.send.iter().any(|o| {
+        matches!(Frame::decode(&o.wire), Ok(Frame::Events(ref e)) if e.iter().any(|e| matches!(e, ClusterEvent::ActorAdded { .. })))
+    }));
+}
+
+#[test]
+fn peers_cannot_change_our_record_its_versions_or_its_coverage() {
+    let mut m = machine("a");
+    settle(&mut m);
+    let before = m.roster().record(&id("a")).unwrap().clone();
+    m.handle_frame(
+        &id("b"),
+        Frame::Delta(Delta {
+            events: vec![],
+            covers: vec![Coverage {
+                node: id("a"),
+                generation: 1,
+                since: 0,
+                upto: u64::MAX,
+            }],
+        }),
+    )
+    .unwrap();
+    settle(&mut m);
+    assert_eq!(m.roster().record(&id("a")).unwrap().known, before.known);
+    // A forged fresh add on our record: not applied; ours is re-asserted above it.
+    let forged = ClusterEvent::ActorAdded {
+        node: id("a"),
+        generation: 1,
+        version: 50,
+        actor: "intruder".into(),
+    };
+    m.handle_frame(&id("b"), Frame::Events(vec![forged]))
+        .unwrap();
+    let r = settle(&mut m);
+    assert!(m.roster().locate("intruder").is_empty());
+    let rec = m.roster().record(&id("a")).unwrap();
+    assert!(rec.version > 50, "re-asserted above the forged version");
+    assert!(r.append.iter().any(|e| matches!(e, ClusterEvent::ActorRemoved { actor, version, .. } if actor == "intruder" && *version > 50)));
+}
+
+#[test]
+fn a_restored_data_dir_wins_its_record_back() {
+    // Peer b holds versions of a's record that a lost (restored from an older copy).
+    let mut m = machine("a");
+    settle(&mut m);
+    m.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
+        .unwrap();
+    settle(&mut m);
+    let lost = vec![
+        ClusterEvent::ActorAdded {
+            node: id("a"),
+            generation: 1,
+            version: 2,
+            actor: "lost".into(),
+        },
+        ClusterEvent::ActorAdded {
+            node: id("a"),
+            generation: 1,
+            version: 3,
+            actor: "kept".into(),
+        },
+    ];
+    m.handle_frame(
+        &id("b"),
+        Frame::Sync {
+            delta: Delta {
+                events: lost,
+                covers: vec![],
+            },
+            digest: vec![],
+        },
+    )
+    .unwrap();
+    let r = settle(&mut m);
+    let rec = m.roster().record(&id("a")).unwrap();
+    assert!(rec.version > 3);
+    assert!(m.roster().locate("lost").is_empty());
+    assert!(r
+        .append
+        .iter()
+        .any(|e| matches!(e, ClusterEvent::ActorRemoved { actor, .. } if actor == "lost")));
+}
+
+#[test]
+fn acks_go_back_to_whoever_pinged_known_or_not() {
+    let mut m = machine("a");
+    settle(&mut m);
+    m.handle_frame(&id("stranger"), Frame::Swim(SwimMsg::Ping { seq: 9 }))
+        .unwrap();
+    let r = m.take_ready();
+    let f = frames(&r);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].0, Dest::back(&id("stranger")));
+    assert!(r.send[0].probe);
+    assert_eq!(f[0].1, Frame::Swim(SwimMsg::Ack { seq: 9 }));
+}
+
+#[test]
+fn a_live_id_claimed_from_another_address_is_refused() {
+    let mut m = machine("a");
+    settle(&mut m);
+    m.handle_frame(&id("f4"), Frame::Events(vec![peer_announcement("f4")]))
+        .unwrap();
+    settle(&mut m);
+    let err = m.admit(&id("f4"), 2, "sim://impostor").unwrap_err();
+    assert!(
+        err.starts_with(ID_IN_USE) && err.contains("sim://f4"),
+        "{err}"
+    );
+    assert_eq!(m.admit(&id("f4"), 1, "sim://f4"), Ok(()));
+    assert!(m.admit(&id("a"), 1, "sim://x").is_err(), "our own id");
+    // Not heard from for long: a replacement is welcome.
+    m.handle_tick(ms(60_000));
+    assert_eq!(m.admit(&id("f4"), 2, "sim://impostor"), Ok(()));
+    // The refused side stops.
+    let mut imp = machine("f4");
+    imp.handle_refused("sim://a", &err);
+    assert!(matches!(imp.take_ready().stop, Some(Stop::IdInUse { .. })));
+}
+
+#[test]
+fn bad_names_are_refused_and_nothing_is_logged() {
+    let mut m = machine("a");
+    settle(&mut m);
+    m.handle_command(3, Command::AddActors(vec!["ok".into(), "not ok".into()]));
+    let r = m.take_ready();
+    assert!(r.append.is_empty());
+    assert!(matches!(r.replies.as_slice(), [(3, Reply::InvalidName(_))]));
+}
+
+#[test]
+fn the_broadcast_queue_is_dropped_when_there_is_nobody_to_tell() {
+    let mut m = machine("a");
+    settle(&mut m);
+    m.handle_command(
+        1,
+        Command::AddActors((0..100).map(|i| format!("x{i}")).collect()),
+    );
+    settle(&mut m);
+    m.handle_tick(ms(10));
+    assert_eq!(m.sizes().broadcasts, 0);
+    let _ = MemberState::Alive;
+}

@@ -1,0 +1,91 @@
+//! Actor names: one rule for `--actor`, the admin API and the library.
+//!
+//! A name is what `locate` looks up and what the CLI prints one to a line or joined by
+//! commas, so it is non-empty, at most [`MAX_ACTOR_NAME_BYTES`] bytes of UTF-8, with no
+//! whitespace, no control characters and no comma. The byte limit keeps every single event
+//! far below the smallest frame a node accepts, so any record can always be gossiped.
+
+use thiserror::Error;
+
+/// Longest actor name, in bytes of UTF-8.
+pub const MAX_ACTOR_NAME_BYTES: usize = 1024;
+
+/// Why a name was refused. Nothing was registered.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum NameError {
+    #[error("actor names must not be empty")]
+    Empty,
+    #[error("actor name of {len} bytes is over the limit of {MAX_ACTOR_NAME_BYTES} bytes")]
+    TooLong { len: usize },
+    #[error("actor name {name:?} contains {what} at byte {at}; names have no whitespace, control characters or commas")]
+    BadChar {
+        name: String,
+        what: &'static str,
+        at: usize,
+    },
+}
+
+/// Checks one actor name against the rules in the module doc.
+pub fn validate_actor_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_ACTOR_NAME_BYTES {
+        return Err(NameError::TooLong { len: name.len() });
+    }
+    for (at, c) in name.char_indices() {
+        let what = if c.is_control() {
+            "a control character"
+        } else if c.is_whitespace() {
+            "whitespace"
+        } else if c == ',' {
+            "a comma"
+        } else {
+            continue;
+        };
+        let shown: String = name.chars().take(64).collect();
+        return Err(NameError::BadChar {
+            name: shown,
+            what,
+            at,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_rules() {
+        for ok in [
+            "billing",
+            "a",
+            "orders/eu-1",
+            "\u{4e2d}\u{6587}",
+            &"x".repeat(1024),
+        ] {
+            assert_eq!(validate_actor_name(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(validate_actor_name(""), Err(NameError::Empty));
+        assert_eq!(
+            validate_actor_name(&"x".repeat(1025)),
+            Err(NameError::TooLong { len: 1025 })
+        );
+        for bad in [
+            "a b",
+            "a\tb",
+            "a\nb",
+            "a,b",
+            "a\u{0}b",
+            "a\u{85}b",
+            "a\u{3000}b",
+        ] {
+            assert!(
+                matches!(validate_actor_name(bad), Err(NameError::BadChar { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+}
