@@ -31,6 +31,30 @@ fn assert_healthy(addr: &str) {
     assert_eq!(ids, ["target"], "nothing from the bad connections got in");
 }
 
+/// The node's own record as it reports it: generation, version and actors.
+#[derive(Debug, PartialEq)]
+struct Own {
+    generation: u64,
+    version: u64,
+    actors: serde_json::Value,
+}
+
+fn own_record(addr: &str) -> Own {
+    let roster = members(addr, &[]).expect("the node answers");
+    let me = roster
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "target")
+        .expect("the node lists itself")
+        .clone();
+    Own {
+        generation: me["generation"].as_u64().unwrap(),
+        version: me["version"].as_u64().unwrap(),
+        actors: me["actors"].clone(),
+    }
+}
+
 /// The node's last LSN, through its status (the dir is locked while it runs).
 fn wal_records(node: &NodeProc) -> usize {
     let out = admin(&["status", "--connect", &node.addr, "--json"]);
@@ -48,6 +72,7 @@ fn garbage_oversized_and_out_of_order_frames_close_only_that_connection() {
     .unwrap();
     let addr = node.addr.clone();
     let before = wal_records(&node);
+    let own = own_record(&addr);
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     // Raw bytes and plain HTTP instead of a WebSocket upgrade.
@@ -86,29 +111,57 @@ fn garbage_oversized_and_out_of_order_frames_close_only_that_connection() {
                 "the node must close the connection, got {closed:?}"
             );
         }
-        // Valid frames that claim to be about the node itself (data only it may write).
+        // Valid frames that claim to be about the node itself (data only it may write), and
+        // FRESH: its own generation with the next version, and its generation plus one. Were
+        // they accepted, the roster would host "evil" and the WAL would grow.
         let (mut ws, _) = transport::dial(&addr, &intruder(), &cfg).await.unwrap();
-        let forged = ClusterEvent::ActorAdded {
-            node: NodeId::new("target"),
-            generation: 1,
-            version: 1_000_000,
-            actor: "evil".into(),
-        };
-        transport::send(&mut ws, &Frame::Events(vec![forged]))
+        let forged = vec![
+            ClusterEvent::ActorAdded {
+                node: NodeId::new("target"),
+                generation: own.generation,
+                version: own.version + 1,
+                actor: "evil".into(),
+            },
+            ClusterEvent::NewNode {
+                node: NodeId::new("target"),
+                generation: own.generation + 1,
+                version: own.version + 1,
+                addr: "ws://127.0.0.1:9".into(),
+                actors: ["evil2".to_string()].into(),
+            },
+        ];
+        transport::send(&mut ws, &Frame::Events(forged))
             .await
             .unwrap();
+        // A digest on the same connection: frames of a connection are handled in order, so
+        // its answer (Sync) proves the events were handled before it.
+        transport::send(&mut ws, &Frame::Digest(Vec::new()))
+            .await
+            .unwrap();
+        loop {
+            let frame =
+                tokio::time::timeout(std::time::Duration::from_secs(30), transport::recv(&mut ws))
+                    .await
+                    .expect("the node answers the digest")
+                    .expect("the connection stays open")
+                    .expect("the node answers the digest before closing");
+            if matches!(frame, Frame::Sync { .. }) {
+                break;
+            }
+        }
         let _ = ws.close(None).await;
     });
-    // Give the node a moment to have processed the last frame, then check nothing changed.
-    std::thread::sleep(std::time::Duration::from_millis(200));
     assert_healthy(&addr);
-    let out = admin(&["locate", "--connect", &addr, "evil"]);
-    assert_eq!(
-        stdout(&out).lines().count(),
-        1,
-        "only the header: {}",
-        stdout(&out)
-    );
+    assert_eq!(own_record(&addr), own, "our own record is untouched");
+    for actor in ["evil", "evil2"] {
+        let out = admin(&["locate", "--connect", &addr, actor]);
+        assert_eq!(
+            stdout(&out).lines().count(),
+            1,
+            "only the header: {}",
+            stdout(&out)
+        );
+    }
     assert_eq!(
         wal_records(&node),
         before,

@@ -4,6 +4,11 @@
 //! An oracle records what was acknowledged; after every restart each acknowledged change must
 //! be there, and the data dir must open. At the end `gossip-log verify` must be clean.
 //!
+//! Every cycle must acknowledge at least one add before its kill (the kill's random delay
+//! starts at the first one). A refusal (an admin error reply, a rejected handshake, a
+//! protocol error) fails the test; only a broken connection after our SIGKILL, from a node
+//! that then turns out to have died of that SIGKILL, counts as a request lost to the kill.
+//!
 //! 20 cycles by default; `GOSSIP_CRASH_CYCLES=1000 cargo test --release --test crash_loop --
 //! --nocapture` (or `tools/crash-loop 1000`) for the long run.
 
@@ -11,8 +16,13 @@ mod common;
 use common::*;
 use gossip_roster::admin;
 use gossip_roster::message::{AdminReply, AdminRequest};
+use gossip_roster::transport::TransportError;
+use gossip_roster::Error;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 
 /// What we know of one actor: the last acknowledged state, and whether a request whose
 /// outcome we never learned (the node died mid-request) came after it.
@@ -62,7 +72,8 @@ fn acknowledged_changes_survive_kill_9_at_random_instants() {
         "--compact-records",
         "40",
     ];
-    let (mut acked, mut lost_in_flight) = (0u64, 0u64);
+    let (mut acked, mut acked_adds, mut lost_in_flight) = (0u64, 0u64, 0u64);
+    let mut checked = 0u64;
 
     for cycle in 0..cycles {
         let policy = ["always", "batch", "never"][cycle % 3];
@@ -75,6 +86,7 @@ fn acknowledged_changes_survive_kill_9_at_random_instants() {
         let now: Vec<String> = hosted(&node.addr);
         for (actor, k) in &oracle {
             if !k.uncertain {
+                checked += 1;
                 assert_eq!(
                     now.contains(actor),
                     k.present,
@@ -89,17 +101,27 @@ fn acknowledged_changes_survive_kill_9_at_random_instants() {
             k.uncertain = false;
         }
 
-        // Kill at a random instant while requests stream in.
+        // Kill at a random instant while requests stream in: the clock starts at the first
+        // acknowledged add of the cycle (or after 60 s without one, which fails the cycle),
+        // so every cycle acknowledges something before its kill.
         let pid = node.child.id();
         let kill_after = std::time::Duration::from_millis(rng.gen_range(20..300));
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(kill_after);
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        });
+        let killed = Arc::new(AtomicBool::new(false));
+        let (first_ack, first_ack_rx) = mpsc::channel::<()>();
+        let killer = {
+            let killed = killed.clone();
+            std::thread::spawn(move || {
+                let _ = first_ack_rx.recv_timeout(std::time::Duration::from_secs(60));
+                std::thread::sleep(kill_after);
+                killed.store(true, Ordering::SeqCst);
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            })
+        };
         let addr = node.addr.clone();
-        rt.block_on(async {
+        let mut adds_this_cycle = 0u64;
+        let failure = rt.block_on(async {
             loop {
                 let actor = format!("a{}", rng.gen_range(0..60));
                 let add = !oracle.get(&actor).is_some_and(|k| k.present) || rng.gen_bool(0.2);
@@ -112,7 +134,7 @@ fn acknowledged_changes_survive_kill_9_at_random_instants() {
                         actors: vec![actor.clone()],
                     }
                 };
-                let entry = oracle.entry(actor).or_default();
+                let entry = oracle.entry(actor.clone()).or_default();
                 match admin::request(&addr, None, None, req).await {
                     Ok(AdminReply::ActorsChanged { .. }) => {
                         *entry = Known {
@@ -120,20 +142,52 @@ fn acknowledged_changes_survive_kill_9_at_random_instants() {
                             uncertain: false,
                         };
                         acked += 1;
+                        if add {
+                            adds_this_cycle += 1;
+                            let _ = first_ack.send(());
+                        }
                     }
-                    Ok(other) => panic!("unexpected reply {other:?}"),
-                    Err(_) => {
-                        // The node died under this request: its outcome is unknown.
+                    Ok(other) => panic!("cycle {cycle}: unexpected reply {other:?}"),
+                    // The node died under this request: its outcome is unknown. Only a
+                    // broken connection can be the kill; whether it was is checked below.
+                    Err(Error::Transport(t))
+                        if matches!(
+                            *t,
+                            TransportError::Io(_) | TransportError::Ws(_) | TransportError::Closed
+                        ) =>
+                    {
                         entry.uncertain = true;
                         lost_in_flight += 1;
-                        break;
+                        break format!("{actor}: {t}");
                     }
+                    // An answer from a node that is up (an admin error reply, a rejected
+                    // handshake, a protocol error): a refusal, never a kill.
+                    Err(e) => panic!(
+                        "cycle {cycle}: the node refused {} {actor}: {e}",
+                        if add { "adding" } else { "removing" }
+                    ),
                 }
             }
         });
+        // The broken connection must be our kill: the kill was sent before it, and the node
+        // died of SIGKILL (not of an exit of its own).
+        assert!(
+            killed.load(Ordering::SeqCst),
+            "cycle {cycle}: the connection broke before the kill ({failure})"
+        );
         killer.join().unwrap();
         let mut node = node;
-        let _ = node.child.wait();
+        let status = node.child.wait().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "cycle {cycle}: the node was not killed by us but ended with {status} ({failure})"
+        );
+        assert!(
+            adds_this_cycle > 0,
+            "cycle {cycle}: no add was acknowledged before the kill ({failure})"
+        );
+        acked_adds += adds_this_cycle;
     }
     // Final check through the offline tools.
     let out = gossip_log(&["verify"], dir.path());
@@ -164,5 +218,16 @@ fn acknowledged_changes_survive_kill_9_at_random_instants() {
             );
         }
     }
-    eprintln!("crash loop: {cycles} kill -9 cycles, {acked} acknowledged changes, {lost_in_flight} in flight at a kill, none lost");
+    assert!(
+        acked_adds >= cycles as u64,
+        "every cycle acknowledged an add"
+    );
+    assert!(
+        checked > 0
+            && oracle
+                .iter()
+                .any(|(a, k)| !k.uncertain && k.present && on_disk.contains(&a.as_str())),
+        "acknowledged adds were checked after restarts and are on disk"
+    );
+    eprintln!("crash loop: {cycles} kill -9 cycles, {acked} acknowledged changes ({acked_adds} adds), {lost_in_flight} in flight at a kill, none lost");
 }
