@@ -1051,17 +1051,23 @@ impl Machine {
         self.last_lsn
     }
 
+    /// Notifications of durable changes. A liveness change carries the actors its node
+    /// hosts (what an actor system may have to re-home); a data change names its actor
+    /// itself (listing every actor per event would cost a bulk registration its square).
     fn publish(&mut self, events: Vec<ClusterEvent>) {
         for event in events {
-            let actors = self
-                .roster
-                .record(event.node())
-                .map(|r| {
-                    let mut a: Vec<String> = r.hosted_actors().map(str::to_owned).collect();
-                    a.sort_unstable();
-                    a
-                })
-                .unwrap_or_default();
+            let actors = if is_liveness(&event) {
+                self.roster
+                    .record(event.node())
+                    .map(|r| {
+                        let mut a: Vec<String> = r.hosted_actors().map(str::to_owned).collect();
+                        a.sort_unstable();
+                        a
+                    })
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             self.out
                 .notifications
                 .push(MembershipChange { event, actors });

@@ -15,6 +15,9 @@ use std::collections::{BTreeSet, HashSet};
 /// (names are at most 1 KiB; 256 of them stay far under the smallest frame cap we allow).
 const ACTORS_PER_ANNOUNCEMENT: usize = 256;
 
+/// Versions skipped at every restart: more than one life of a process can write.
+pub(super) const RESTART_VERSION_GAP: Version = 1 << 32;
+
 /// Peers remembered as having not known us (one warning each).
 const MAX_UNKNOWN_TO: usize = 1024;
 
@@ -146,6 +149,12 @@ impl OwnRecord {
             }
             None => (self.announce(me, addr, given), Vec::new()),
             Some(rec) => {
+                // A restart may have lost versions that peers saw (an fsync window under
+                // `batch`/`never`, a data dir restored from an older copy): new versions
+                // start far above any we could have written since, so no version is ever
+                // reused for other content. What peers hold beyond ours is re-asserted
+                // once seen (see `conflicts`).
+                self.version = self.version.saturating_add(RESTART_VERSION_GAP);
                 let mut data = Vec::new();
                 if rec.addr != addr {
                     data.push(new_node(me, self.next(), addr, BTreeSet::new()));
@@ -285,8 +294,7 @@ impl OwnRecord {
                 _ => {}
             }
         }
-        let hosted = self.hosted(me, roster);
-        foreign.retain(|a| !hosted.contains(a));
+        foreign.retain(|a| !self.hosts(me, roster, a));
         (above > 0).then_some((above, foreign))
     }
 

@@ -80,9 +80,9 @@ pub struct Outgoing {
     pub probe: bool,
 }
 
-/// A change of the roster as subscribers see it: the event, and the actors its node hosts
-/// (for `NodeSuspected`, `NodeDead` and `NodeLeft`, the actors an actor system may have to
-/// re-home).
+/// A change of the roster as subscribers see it: the event and, for liveness events
+/// (`NodeSuspected`, `NodeDead`, `NodeLeft`, `NodeAlive`), the actors its node hosts: what
+/// an actor system may have to re-home. Empty for data events, which name their actor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MembershipChange {
     pub event: ClusterEvent,
