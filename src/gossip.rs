@@ -253,12 +253,17 @@ pub fn delta_for(roster: &Roster, theirs: &BTreeMap<NodeId, NodeDigest>) -> Delt
                         .events
                         .push(Roster::liveness_event(id, rec.generation, rec.liveness));
                 }
-                if rec.version <= d.known {
+                // The same content (fingerprints agree): nothing to send, though coverage
+                // may still move their watermark. Otherwise everything above it.
+                let same = d.sum != 0 && d.sum == rec.fingerprint();
+                if rec.version <= d.known || (same && rec.known <= d.known) {
                     continue;
                 }
-                delta
-                    .events
-                    .extend(roster.events_since(id, Some((d.generation, d.known))));
+                if !same {
+                    delta
+                        .events
+                        .extend(roster.events_since(id, Some((d.generation, d.known))));
+                }
                 d.known
             }
             _ => {

@@ -184,16 +184,12 @@ impl Node {
             })
             .await
             .expect("store open does not panic")?;
-        let info = StartInfo {
-            identity: identity.clone(),
-            addr: addr.clone(),
-            listen: local,
-            created,
-            recovered_members: recovered.roster.num_members(),
-            replayed: recovered.replayed,
-            last_lsn: recovered.last_lsn,
-            repaired_torn_tail: recovered.repaired.is_some(),
-        };
+        let recovered_members = recovered.roster.num_members();
+        let (replayed, last_lsn, repaired) = (
+            recovered.replayed,
+            recovered.last_lsn,
+            recovered.repaired.is_some(),
+        );
         let started = Instant::now();
         let machine = Machine::new(
             MachineConfig {
@@ -211,6 +207,19 @@ impl Node {
             rand::random(),
             Duration::ZERO,
         )?;
+        // The machine may run under a newer generation than the stored one (taken back from
+        // another claimant and logged before it was stored): it says which.
+        let identity = machine.identity().clone();
+        let info = StartInfo {
+            identity: identity.clone(),
+            addr: addr.clone(),
+            listen: local,
+            created,
+            recovered_members,
+            replayed,
+            last_lsn,
+            repaired_torn_tail: repaired,
+        };
         let store = Arc::new(store);
         let (ctx, control_rx, data_rx) = Ctx::new(&identity, &addr, &config);
         let ctx = Arc::new(ctx);
@@ -569,6 +578,14 @@ impl Driver {
         }
         if let Some(q) = ready.quorum {
             self.quorum.send_replace(q);
+        }
+        if let Some(me) = ready.identity {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = store.set_identity(&me.id, me.generation) {
+                    tracing::error!(error = %e, "could not store our new generation (the WAL has it)");
+                }
+            });
         }
         if let Some(Stop::IdInUse { peer_said }) = ready.stop {
             self.stop(StopReason::IdInUse(peer_said));

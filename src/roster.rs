@@ -93,6 +93,43 @@ pub struct NodeRecord {
     /// losing it costs a redundant resend, never correctness.
     #[serde(skip)]
     pending: BTreeSet<Version>,
+    /// A fingerprint of the content (address and every actor entry), kept as entries change:
+    /// two peers whose watermarks are stuck below a gap (its owner is gone, or restarted
+    /// above the gap) but whose contents agree have nothing to exchange. Derived.
+    #[serde(skip)]
+    sum: u64,
+}
+
+/// FNV-1a, 64 bits: the same on every node and every build (a fingerprint compared across
+/// the cluster cannot use a per-process seeded hasher).
+fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in *part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // MurmurHash3's finaliser: FNV alone is too linear for sums of entries to stay apart.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+fn entry_sum(actor: &str, e: ActorEntry) -> u64 {
+    fnv(&[
+        actor.as_bytes(),
+        &e.version.to_le_bytes(),
+        &[u8::from(e.present)],
+    ])
+}
+
+fn addr_sum(addr: &str, version: Version) -> u64 {
+    fnv(&[b"@addr", addr.as_bytes(), &version.to_le_bytes()])
 }
 
 impl PartialEq for NodeRecord {
@@ -130,7 +167,42 @@ impl NodeRecord {
             liveness: Liveness::INITIAL,
             known: 0,
             pending: BTreeSet::new(),
+            sum: 0,
         }
+    }
+
+    /// The content fingerprint (see the field).
+    pub fn fingerprint(&self) -> u64 {
+        self.sum
+    }
+
+    /// Recomputes the fingerprint (after loading a record from a snapshot).
+    fn resum(&mut self) {
+        let mut sum = if self.is_announced() {
+            addr_sum(&self.addr, self.addr_version)
+        } else {
+            0
+        };
+        for (a, e) in &self.actors {
+            sum = sum.wrapping_add(entry_sum(a, *e));
+        }
+        self.sum = sum;
+    }
+
+    /// Replaces (or inserts) an actor entry, keeping the fingerprint; returns the old one.
+    fn set_actor(&mut self, actor: &str, entry: ActorEntry) -> Option<ActorEntry> {
+        self.sum = self.sum.wrapping_add(entry_sum(actor, entry));
+        let old = match self.actors.get_mut(actor) {
+            Some(cur) => Some(std::mem::replace(cur, entry)),
+            None => {
+                self.actors.insert(actor.to_owned(), entry);
+                None
+            }
+        };
+        if let Some(o) = old {
+            self.sum = self.sum.wrapping_sub(entry_sum(actor, o));
+        }
+        old
     }
 
     /// Accounts for owner version `v` (applied now, or already superseded).
@@ -178,14 +250,10 @@ impl NodeRecord {
 
     /// Joins an actor entry; true if it moved.
     fn merge_actor(&mut self, actor: &str, entry: ActorEntry) -> bool {
-        match self.actors.get_mut(actor) {
+        match self.actors.get(actor) {
             Some(cur) if *cur >= entry => false,
-            Some(cur) => {
-                *cur = entry;
-                true
-            }
-            None => {
-                self.actors.insert(actor.to_owned(), entry);
+            _ => {
+                self.set_actor(actor, entry);
                 true
             }
         }
@@ -193,8 +261,14 @@ impl NodeRecord {
 
     fn merge_addr(&mut self, version: Version, addr: &str) -> bool {
         if (version, addr) > (self.addr_version, self.addr.as_str()) {
+            if self.is_announced() {
+                self.sum = self
+                    .sum
+                    .wrapping_sub(addr_sum(&self.addr, self.addr_version));
+            }
             self.addr_version = version;
             self.addr = addr.to_owned();
+            self.sum = self.sum.wrapping_add(addr_sum(addr, version));
             true
         } else {
             false
@@ -221,6 +295,9 @@ pub struct NodeDigest {
     /// The completeness watermark (`NodeRecord::known`), not the highest version seen.
     pub known: Version,
     pub liveness: Liveness,
+    /// The content fingerprint ([`NodeRecord::fingerprint`]); 0 from peers that predate it.
+    #[serde(default)]
+    pub sum: u64,
 }
 
 /// The cluster roster: node records plus a derived actor index for `locate`.
@@ -307,7 +384,8 @@ impl Roster {
     /// Rebuilds a roster from stored records (a snapshot).
     pub fn from_records(records: impl IntoIterator<Item = (NodeId, NodeRecord)>) -> Self {
         let mut roster = Roster::new();
-        for (id, rec) in records {
+        for (id, mut rec) in records {
+            rec.resum();
             roster.index_add(&id, &rec);
             roster.recount(None, rec.tally());
             if let Some(old) = roster.nodes.insert(id, Arc::new(rec)) {
@@ -412,14 +490,14 @@ impl Roster {
                     present,
                 };
                 rec.note_version(*version);
-                let was = match rec.actors.get_mut(actor.as_str()) {
-                    Some(cur) if *cur >= entry => return false,
-                    Some(cur) => std::mem::replace(cur, entry).present,
-                    None => {
-                        rec.actors.insert(actor.clone(), entry);
-                        false
-                    }
-                };
+                if rec
+                    .actors
+                    .get(actor.as_str())
+                    .is_some_and(|cur| *cur >= entry)
+                {
+                    return false;
+                }
+                let was = rec.set_actor(actor, entry).is_some_and(|o| o.present);
                 match (was, present) {
                     (false, true) => self.index_insert(actor, id),
                     (true, false) => self.index_delete(actor, id),
@@ -640,6 +718,7 @@ impl Roster {
                         generation: r.generation,
                         known: r.known,
                         liveness: r.liveness,
+                        sum: r.sum,
                     },
                 )
             })

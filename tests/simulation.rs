@@ -180,6 +180,8 @@ struct Sim {
     hops: Vec<Option<u32>>,
     swim: SwimConfig,
     gossip: GossipConfig,
+    /// Print every frame sent (set while measuring idle traffic with SIM_DEBUG).
+    debug: bool,
 }
 
 fn id(i: usize) -> NodeId {
@@ -222,6 +224,7 @@ impl Sim {
             hops: Vec::new(),
             swim: SwimConfig::default(),
             gossip: GossipConfig::default(),
+            debug: false,
         }
     }
 
@@ -458,6 +461,56 @@ impl Sim {
             }
         };
         self.slots[from].bytes_sent += wire.len() as u64;
+        if self.debug {
+            let kind = match Frame::decode(&wire) {
+                Ok(Frame::Events(e)) => format!(
+                    "Events {} -> {} ({} events, e.g. {})",
+                    self.slots[from].id,
+                    self.slots[target].id,
+                    e.len(),
+                    e.first()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default()
+                        .chars()
+                        .take(120)
+                        .collect::<String>()
+                ),
+                Ok(Frame::Digest(_)) => "Digest".into(),
+                Ok(Frame::Sync { delta, .. }) => format!(
+                    "Sync {} -> {} ({} events, {} covers; e.g. {})",
+                    self.slots[from].id,
+                    self.slots[target].id,
+                    delta.events.len(),
+                    delta.covers.len(),
+                    delta
+                        .events
+                        .first()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default()
+                        .chars()
+                        .take(120)
+                        .collect::<String>()
+                ),
+                Ok(Frame::Delta(delta)) => format!(
+                    "Delta {} -> {} ({} events, {} covers; e.g. {})",
+                    self.slots[from].id,
+                    self.slots[target].id,
+                    delta.events.len(),
+                    delta.covers.len(),
+                    delta
+                        .events
+                        .first()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default()
+                        .chars()
+                        .take(120)
+                        .collect::<String>()
+                ),
+                Ok(Frame::Swim(_)) => "Swim".into(),
+                _ => "other".into(),
+            };
+            eprintln!("[{}] {} bytes: {kind}", self.now, wire.len());
+        }
         self.messages += 1;
         if self.side[from] != self.side[target] || self.rng.gen_bool(self.loss) {
             return;
@@ -772,10 +825,38 @@ impl Sim {
         let Some(&first) = live.first() else {
             return Ok(());
         };
-        let reference = self.slots[first].proc.as_ref().unwrap().machine.roster();
+        // Tombstones of members that are gone for good are reaped at slightly different
+        // times on each node: compare everything else.
+        let live_ids: HashSet<NodeId> = live.iter().map(|&i| self.slots[i].id.clone()).collect();
+        let comparable = |r: &Roster| -> BTreeMap<NodeId, gossip_roster::roster::NodeRecord> {
+            r.iter_records()
+                .filter(|(id, rec)| live_ids.contains(*id) || !rec.liveness.state.is_tombstone())
+                .map(|(id, rec)| (id.clone(), rec.clone()))
+                .collect()
+        };
+        let reference_roster = self.slots[first].proc.as_ref().unwrap().machine.roster();
+        let reference = comparable(reference_roster);
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.proc.is_none() && !s.impostor {
+                errors.push(format!(
+                    "slot {i} ({}) is not running: {:?}",
+                    s.id, s.stopped
+                ));
+            }
+        }
         for &o in &live {
             let m = &self.slots[o].proc.as_ref().unwrap().machine;
-            if m.roster() != reference {
+            let mine = comparable(m.roster());
+            if mine != reference {
+                for (id, rec) in &mine {
+                    if reference.get(id) != Some(rec) {
+                        errors.push(format!(
+                            "slot {o} holds {id} as {rec:?}\n  slot {first}: {:?}",
+                            reference.get(id)
+                        ));
+                    }
+                }
+                let reference = reference_roster;
                 let a: Vec<_> = m
                     .roster()
                     .members()
@@ -1060,6 +1141,7 @@ fn chaos(seed: u64) -> Result<(f64, f64), String> {
     sim.loss = 0.0;
     for i in 0..sim.slots.len() {
         sim.slots[i].disk.latency_ms = 1;
+        sim.slots[i].disk.fail_next = false;
         if let Some(p) = sim.slots[i].proc.as_mut() {
             p.paused_until = 0;
         }
@@ -1069,9 +1151,40 @@ fn chaos(seed: u64) -> Result<(f64, f64), String> {
             sim.start(i);
         }
     }
-    let t = sim.now + 30_000;
+    // A supervisor restarts what stopped by itself (a node refused while an impostor still
+    // held its id, until the impostor was declared dead), every 2 s.
+    for _ in 0..15 {
+        let t = sim.now + 2_000;
+        sim.run_until(t, |_| false);
+        for i in 0..sim.slots.len() {
+            if sim.slots[i].proc.is_none() && !sim.slots[i].impostor {
+                sim.start(i);
+            }
+        }
+    }
+    let t = sim.now + 10_000;
     sim.run_until(t, |_| false);
+    sim.debug = std::env::var("SIM_DEBUG").is_ok();
+    if sim.debug {
+        for i in sim.live() {
+            let r = sim.slots[i].proc.as_ref().unwrap().machine.roster();
+            let view: Vec<_> = r
+                .iter_records()
+                .map(|(id, rec)| {
+                    (
+                        id.to_string(),
+                        rec.generation,
+                        rec.version,
+                        rec.known,
+                        rec.liveness.state,
+                    )
+                })
+                .collect();
+            eprintln!("slot {i} ({}): {view:?}", sim.slots[i].id);
+        }
+    }
     let after = sim.idle_bytes_per_node_per_s(3_000);
+    sim.debug = false;
     let mut result = sim.check_invariants();
     if result.is_ok() && after > 2.0 * baseline + 2_000.0 {
         result = Err(format!(

@@ -32,7 +32,7 @@ pub mod ready;
 
 pub use ready::{Command, Dest, MembershipChange, Outgoing, Ready, Reply, Stop, Token, Wire};
 
-use crate::event::{ClusterEvent, Incarnation, Lsn, MemberState, NodeId, Version};
+use crate::event::{ClusterEvent, Generation, Incarnation, Lsn, MemberState, NodeId, Version};
 use crate::gossip::{self, Broadcasts, Delta};
 use crate::local::Identity;
 use crate::message::Frame;
@@ -101,6 +101,7 @@ pub struct Counters {
     pub declared_dead: u64,
     pub refutations: u64,
     pub reassertions: u64,
+    pub reclaims: u64,
     pub refused_ids: u64,
 }
 
@@ -153,6 +154,7 @@ pub struct Machine {
     /// Reaped members, oldest first: forgotten for good one more TTL later.
     reaped: VecDeque<(Duration, NodeId)>,
     left: bool,
+    last_reclaim: Option<Duration>,
     counters: Counters,
     out: Ready,
 }
@@ -171,7 +173,7 @@ impl Machine {
         for a in &config.actors {
             crate::names::validate_actor_name(a)?;
         }
-        let me = config.identity.clone();
+        let me = effective_identity(&config.identity, &roster);
         let mut swim = Swim::new(me.id.clone(), config.swim.clone(), seed);
         for (id, r) in roster.iter_records() {
             swim.update_member(
@@ -200,6 +202,10 @@ impl Machine {
             }
         }
         seeds.retain(|s| *s != config.addr);
+        let mut roster = roster;
+        // We are complete for our own record by definition (replay leaves gaps where a
+        // restart jumped its versions).
+        roster.mark_complete(&me.id);
         let own = own::OwnRecord::new(&me, &roster);
         let mut m = Machine {
             addr: config.addr.clone(),
@@ -223,10 +229,14 @@ impl Machine {
             last_heard: FastMap::default(),
             reaped: VecDeque::new(),
             left: false,
+            last_reclaim: None,
             counters: Counters::default(),
             out: Ready::default(),
             config,
         };
+        if m.me != m.config.identity {
+            m.out.identity = Some(m.me.clone());
+        }
         m.start_own_record();
         m.join_tick();
         Ok(m)
@@ -364,6 +374,9 @@ impl Machine {
                 }
                 Held::Notify(events) => self.publish(events),
                 Held::Leave(token, event) => {
+                    self.roster.apply(&event);
+                    self.update_quorum(0, false);
+                    self.publish(vec![event.clone()]);
                     let wire = encode(&Frame::Events(vec![event]));
                     for (id, addr) in self.gossip_targets(self.config.gossip.fanout * 2) {
                         self.send(Dest::member(&id, &addr), wire.clone(), false);
@@ -392,18 +405,16 @@ impl Machine {
             Command::AddActors(names) => self.change_actors(token, names, true),
             Command::RemoveActors(names) => self.change_actors(token, names, false),
             Command::Leave => {
+                // Final for this generation: durable before anyone hears of it, so a crash
+                // before the write cannot leave peers holding a leave we come back without.
                 let event = ClusterEvent::NodeLeft {
                     node: self.me.id.clone(),
                     generation: self.me.generation,
                     incarnation: self.incarnation(),
                 };
                 self.left = true;
-                self.roster.apply(&event);
                 let lsn = self.append(vec![event.clone()]);
-                self.held
-                    .push_back((lsn, Held::Notify(vec![event.clone()])));
                 self.held.push_back((lsn, Held::Leave(token, event)));
-                self.update_quorum(0, false);
             }
         }
     }
@@ -520,6 +531,31 @@ impl Machine {
         }
     }
 
+    /// Peers hold our id under a newer generation than ours: another process claimed it
+    /// (admitted somewhere that had not heard from us lately) or is claiming it. Our record
+    /// is ours: it comes back under a generation above theirs, with our address and actors.
+    /// At most once per suspicion timeout, so two live claimants cannot outbid each other
+    /// in a storm (the other one is refused at every door that hears from us).
+    fn reclaim(&mut self, from: &NodeId, theirs: Generation) {
+        let quiet = self.swim.suspicion_timeout(0);
+        if theirs < self.me.generation
+            || self
+                .last_reclaim
+                .is_some_and(|t| self.now.saturating_sub(t) < quiet)
+        {
+            return;
+        }
+        self.last_reclaim = Some(self.now);
+        let hosted = self.own.hosted(&self.me, &self.roster);
+        let generation = theirs + 1;
+        tracing::warn!(peer = %from, theirs, ours = self.me.generation, generation, "peers hold our id under a newer generation (another process with our id?); taking our record back under a newer one");
+        self.counters.reclaims += 1;
+        self.me.generation = generation;
+        self.out.identity = Some(self.me.clone());
+        let events = self.own.announce(&self.me, &self.addr, hosted);
+        self.commit_own(events, None);
+    }
+
     fn change_actors(&mut self, token: Token, names: Vec<String>, add: bool) {
         let (events, changed) = self.own.change_actors(&self.me, &self.roster, names, add);
         if events.is_empty() {
@@ -585,6 +621,13 @@ impl Machine {
             .find(|(id, _)| *id == self.me.id)
             .map(|(_, d)| *d);
         match theirs {
+            Some(d)
+                if d.generation == self.me.generation
+                    && d.liveness.state == MemberState::Left
+                    && !self.left =>
+            {
+                self.reclaim(from, d.generation)
+            }
             Some(d) if d.generation == self.me.generation => {
                 if matches!(d.liveness.state, MemberState::Suspect | MemberState::Dead) {
                     let e = Roster::liveness_event(&self.me.id, d.generation, d.liveness);
@@ -594,6 +637,15 @@ impl Machine {
                     }
                     self.refute_if_accused();
                 }
+                let ours = self.roster.record(&self.me.id);
+                let phantoms = ours
+                    .is_some_and(|r| d.sum != 0 && d.sum != r.fingerprint() && d.known >= r.known);
+                if phantoms && !self.own.auditing() {
+                    // As complete as we are, yet different: they hold entries of our record
+                    // that we never wrote in this life (a lost fsync window). See them all.
+                    tracing::info!(peer = %from, "a peer holds our record with other contents than ours; asking for all of it");
+                    self.own.audit();
+                }
                 if d.known > self.own.version() {
                     // They hold versions of our record we do not have: pull our whole record
                     // from them to see what, then overwrite it from above.
@@ -601,9 +653,7 @@ impl Machine {
                     self.own.audit();
                 }
             }
-            Some(d) if d.generation > self.me.generation => {
-                tracing::warn!(peer = %from, generation = d.generation, "a peer holds our id with a newer generation than ours (another process with our id?)");
-            }
+            Some(d) if d.generation > self.me.generation => self.reclaim(from, d.generation),
             Some(_) => {}
             // A member that knows others but not us: it reaped us while we were away.
             None if digest.len() > 1
@@ -657,12 +707,22 @@ impl Machine {
                 self.swim.handle_suspicion(node, *incarnation, by);
             }
             if *e.node() == self.me.id {
-                if e.generation() == self.me.generation && is_liveness(&e) {
+                if e.generation() == self.me.generation
+                    && matches!(e, ClusterEvent::NodeLeft { .. })
+                    && !self.left
+                {
+                    // Peers hold a leave of this generation that we never made durable (we
+                    // crashed before its write, or another process with our id left): `left`
+                    // is final, so we go on under a new generation.
+                    self.reclaim(from, self.me.generation);
+                } else if e.generation() == self.me.generation && is_liveness(&e) {
                     if self.roster.apply(&e) == Applied::Changed {
                         changed.push(e);
                     }
                 } else if e.generation() == self.me.generation {
                     about_us.push(e);
+                } else if e.generation() > self.me.generation {
+                    self.reclaim(from, e.generation());
                 }
                 continue;
             }
@@ -1083,6 +1143,20 @@ pub struct Sizes {
     pub forgotten: usize,
     pub last_heard: usize,
     pub pending_actors: usize,
+}
+
+/// The generation we run as: never below what our own record says (the WAL is the truth:
+/// a generation taken back from another claimant is logged before it is stored), and a new
+/// one if that record says we left (`left` is final for a generation).
+fn effective_identity(given: &Identity, roster: &Roster) -> Identity {
+    let mut me = given.clone();
+    if let Some(rec) = roster.record(&me.id) {
+        me.generation = me.generation.max(rec.generation);
+        if rec.generation == me.generation && rec.liveness.state == MemberState::Left {
+            me.generation += 1;
+        }
+    }
+    me
 }
 
 fn is_liveness(e: &ClusterEvent) -> bool {

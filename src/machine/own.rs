@@ -92,7 +92,7 @@ impl OwnRecord {
     }
 
     /// Every actor we host, counting changes not yet durable, sorted.
-    fn hosted(&self, me: &Identity, roster: &Roster) -> BTreeSet<String> {
+    pub(super) fn hosted(&self, me: &Identity, roster: &Roster) -> BTreeSet<String> {
         let mut all: BTreeSet<String> = roster
             .record(&me.id)
             .filter(|r| r.generation == me.generation)
@@ -109,7 +109,7 @@ impl OwnRecord {
     }
 
     /// Announcements of `actors` at `addr`, from the next version on, in events that fit.
-    fn announce(
+    pub(super) fn announce(
         &mut self,
         me: &Identity,
         addr: &str,
@@ -252,9 +252,11 @@ impl OwnRecord {
         let ours = |actor: &str| rec.and_then(|r| r.actors.get(actor)).copied();
         let mut above = 0;
         let mut foreign = BTreeSet::new();
+        // Every actor named in a conflicting event: those we do not host get a removal of
+        // ours above it (present there: a phantom to remove; absent: a tombstone to match).
         let mut conflict = |v: Version, actor: Option<(&str, bool)>| {
             above = above.max(v);
-            if let Some((a, true)) = actor {
+            if let Some((a, _)) = actor {
                 foreign.insert(a.to_owned());
             }
         };

@@ -8,6 +8,7 @@
 //! [`Machine::handle_durable`](super::Machine::handle_durable) says so.
 
 use crate::event::{ClusterEvent, NodeId};
+use crate::local::Identity;
 use crate::names::NameError;
 use crate::quorum::Quorum;
 use std::sync::Arc;
@@ -107,6 +108,8 @@ pub struct Ready {
     pub notifications: Vec<MembershipChange>,
     /// The quorum, when it changed.
     pub quorum: Option<Quorum>,
+    /// Our identity changed (a new generation): store it, for the next start and status.
+    pub identity: Option<Identity>,
     pub stop: Option<Stop>,
 }
 
@@ -117,6 +120,7 @@ impl Ready {
             && self.replies.is_empty()
             && self.notifications.is_empty()
             && self.quorum.is_none()
+            && self.identity.is_none()
             && self.stop.is_none()
     }
 }
