@@ -84,6 +84,9 @@ pub enum Error {
     #[error("node id {0}")]
     IdInUse(String),
 
+    #[error("configuration: {0}")]
+    Config(String),
+
     #[error("invalid actor name: {0}")]
     InvalidName(#[from] crate::names::NameError),
 

@@ -155,6 +155,13 @@ impl Node {
     /// own record up to date (durably), and starts gossiping. Must be called inside a tokio
     /// runtime.
     pub async fn start(config: NodeConfig) -> Result<(Node, StartInfo)> {
+        if config.transport.max_frame_bytes < crate::machine::MIN_FRAME_BYTES {
+            return Err(Error::Config(format!(
+                "the frame cap of {} bytes is below the minimum of {}",
+                config.transport.max_frame_bytes,
+                crate::machine::MIN_FRAME_BYTES
+            )));
+        }
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| Error::Listen {
@@ -201,6 +208,7 @@ impl Node {
                 swim: config.swim.clone(),
                 max_frame_bytes: config.transport.max_frame_bytes,
                 largest_cluster: largest,
+                version_floor: crate::machine::version_floor(crate::store::wal::unix_ms()),
             },
             recovered.roster,
             recovered.last_lsn,

@@ -360,3 +360,91 @@ fn a_reaped_node_that_restarts_is_alive_again_and_hosts_its_actor() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// The hosted actors of `id` as `addr` sees them, sorted (empty when it is not listed).
+fn actors_of(addr: &str, id: &str) -> Result<(Vec<String>, u64), String> {
+    let r = members(addr, &[]).ok_or_else(|| format!("members of {addr} failed"))?;
+    let m = member(&r, id).ok_or_else(|| format!("{id} is not listed by {addr}"))?;
+    let mut actors: Vec<String> = m["actors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    actors.sort();
+    Ok((actors, m["version"].as_u64().unwrap()))
+}
+
+/// A node restored from an older copy of its data dir (the peers hold newer versions of its
+/// record: actors it registered after the copy was taken) wins its record back: the cluster
+/// ends with the content of the restored dir, at versions above any the peers held.
+#[test]
+fn a_data_dir_restored_from_an_older_copy_wins_its_record_back() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = start(
+        dirs[0].path(),
+        &["--node-id", "a", "--listen", "127.0.0.1:0"],
+    );
+    let listen_b = format!("127.0.0.1:{}", free_port());
+    let b_args = ["--node-id", "b", "--listen", &listen_b, "--seed", &a.addr];
+    let b = start(dirs[1].path(), &b_args);
+    assert!(admin(&["actors", "add", "--connect", &b.addr, "old"])
+        .status
+        .success());
+    eventually_within(
+        "a sees b's old actor",
+        Duration::from_secs(30),
+        || match actors_of(&a.addr, "b")? {
+            (actors, _) if actors == ["old"] => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // The copy: taken of a stopped node (kill -9: no leave), as a backup would be.
+    let mut b = b;
+    b.signal("KILL");
+    b.child.wait().unwrap();
+    drop(b);
+    let copy = tempfile::tempdir().unwrap();
+    copy_tree(dirs[1].path(), copy.path());
+    let b = start(dirs[1].path(), &b_args);
+    assert!(
+        admin(&["actors", "add", "--connect", &b.addr, "new1", "new2"])
+            .status
+            .success()
+    );
+    assert!(admin(&["actors", "remove", "--connect", &b.addr, "old"])
+        .status
+        .success());
+    let mut newer = 0;
+    eventually_within(
+        "a sees b's newer actors",
+        Duration::from_secs(30),
+        || match actors_of(&a.addr, "b")? {
+            (actors, v) if actors == ["new1", "new2"] => {
+                newer = v;
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // Restore the older copy in place and restart on it.
+    let mut b = b;
+    b.signal("KILL");
+    b.child.wait().unwrap();
+    drop(b);
+    std::fs::remove_dir_all(dirs[1].path()).unwrap();
+    copy_tree(copy.path(), dirs[1].path());
+    let b = start(dirs[1].path(), &b_args);
+    for addr in [a.addr.as_str(), b.addr.as_str()] {
+        eventually_within(
+            &format!("{addr} holds b's restored content above version {newer}"),
+            Duration::from_secs(30),
+            || match actors_of(addr, "b")? {
+                (actors, v) if actors == ["old"] && v > newer => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+    assert_eq!(locate(&a.addr, "old").unwrap(), ["b"]);
+    assert!(locate(&a.addr, "new1").unwrap().is_empty());
+}

@@ -313,6 +313,7 @@ impl Sim {
             swim: self.swim.clone(),
             max_frame_bytes: 1 << 20,
             largest_cluster: 0,
+            version_floor: gossip_roster::machine::version_floor(self.now + 1),
         };
         let seed = self.rng.gen();
         let machine = Machine::new(

@@ -105,9 +105,10 @@ struct RunArgs {
     /// A member alive this long without a flip counts as stable.
     #[arg(long, default_value_t = 30)]
     stable_after_s: u64,
-    /// Largest frame accepted, in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
-    max_frame_bytes: usize,
+    /// Largest frame accepted (and sent), in bytes; at least 65536. Larger gossip, deltas
+    /// and admin answers are split to fit.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(65536..=(1 << 30)))]
+    max_frame_bytes: u64,
     /// Most inbound connections at once.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
@@ -259,7 +260,7 @@ async fn run(args: RunArgs) -> Result<()> {
             cluster: args.cluster,
             secret: secret.map(Arc::new),
             tls: args.tls.load()?,
-            max_frame_bytes: args.max_frame_bytes,
+            max_frame_bytes: args.max_frame_bytes as usize,
             ..TransportConfig::default()
         },
         gossip: GossipConfig {

@@ -45,6 +45,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The smallest frame cap a node may run with: every event it writes fits well within it.
+pub const MIN_FRAME_BYTES: usize = 64 * 1024;
+
 /// The start of a `Reject` reason that means "your node id is held by a live member": the
 /// dialer stops instead of retrying.
 pub const ID_IN_USE: &str = "node id in use: ";
@@ -92,6 +95,17 @@ pub struct MachineConfig {
     pub max_frame_bytes: usize,
     /// Largest recent cluster size, as persisted (the quorum base).
     pub largest_cluster: u64,
+    /// Where our own versions resume after a restart: [`version_floor`] of the wall clock.
+    /// An earlier life (a lost fsync window, a data dir restored from an older copy) cannot
+    /// have written that far, so no version is ever reused for other content.
+    pub version_floor: Version,
+}
+
+/// The version floor at wall-clock time `unix_ms`: 2^20 versions per millisecond, more than
+/// a process can write (a life that started at T wrote fewer than (now - T) * 2^20), with
+/// room in a u64 for centuries.
+pub fn version_floor(unix_ms: u64) -> Version {
+    unix_ms.saturating_mul(1 << 20)
 }
 
 /// Counters for status and metrics.

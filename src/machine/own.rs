@@ -11,12 +11,10 @@ use crate::local::Identity;
 use crate::roster::{FastMap, Roster};
 use std::collections::{BTreeSet, HashSet};
 
-/// Actors per `NewNode` event we write: every event must fit any frame a peer accepts
-/// (names are at most 1 KiB; 256 of them stay far under the smallest frame cap we allow).
-const ACTORS_PER_ANNOUNCEMENT: usize = 256;
-
-/// Versions skipped at every restart: more than one life of a process can write.
-pub(super) const RESTART_VERSION_GAP: Version = 1 << 32;
+/// Bytes of actor names per `NewNode` event we write: every event must fit any frame a peer
+/// accepts (the smallest cap allowed is [`crate::machine::MIN_FRAME_BYTES`]; a name is at
+/// most 1 KiB).
+const ANNOUNCEMENT_BYTES: usize = 16 * 1024;
 
 /// Peers remembered as having not known us (one warning each).
 const MAX_UNKNOWN_TO: usize = 1024;
@@ -115,15 +113,21 @@ impl OwnRecord {
         addr: &str,
         actors: BTreeSet<String>,
     ) -> Vec<ClusterEvent> {
-        let actors: Vec<String> = actors.into_iter().collect();
         let mut out = Vec::new();
-        let mut chunks = actors.chunks(ACTORS_PER_ANNOUNCEMENT).peekable();
-        if chunks.peek().is_none() {
-            out.push(new_node(me, self.next(), addr, BTreeSet::new()));
+        let mut chunk = BTreeSet::new();
+        let mut bytes = 0;
+        for actor in actors {
+            if !chunk.is_empty() && bytes + actor.len() + 8 > ANNOUNCEMENT_BYTES {
+                let v = self.next();
+                out.push(new_node(me, v, addr, std::mem::take(&mut chunk)));
+                bytes = 0;
+            }
+            bytes += actor.len() + 8;
+            chunk.insert(actor);
         }
-        for chunk in chunks {
+        if !chunk.is_empty() || out.is_empty() {
             let v = self.next();
-            out.push(new_node(me, v, addr, chunk.iter().cloned().collect()));
+            out.push(new_node(me, v, addr, chunk));
         }
         out
     }
@@ -151,10 +155,11 @@ impl OwnRecord {
             Some(rec) => {
                 // A restart may have lost versions that peers saw (an fsync window under
                 // `batch`/`never`, a data dir restored from an older copy): new versions
-                // start far above any we could have written since, so no version is ever
-                // reused for other content. What peers hold beyond ours is re-asserted
-                // once seen (see `conflicts`).
-                self.version = self.version.saturating_add(RESTART_VERSION_GAP);
+                // start at a floor taken from the wall clock (see `MachineConfig`), above
+                // any an earlier life could have written, so no version is ever reused
+                // for other content. What peers hold beyond ours is re-asserted once seen
+                // (see `conflicts`).
+                self.version = self.version.max(config.version_floor);
                 let mut data = Vec::new();
                 if rec.addr != addr {
                     data.push(new_node(me, self.next(), addr, BTreeSet::new()));

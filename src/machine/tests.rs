@@ -25,6 +25,7 @@ fn config(name: &str, seeds: &[&str]) -> MachineConfig {
         swim: SwimConfig::default(),
         max_frame_bytes: 1 << 20,
         largest_cluster: 0,
+        version_floor: 1 << 20,
     }
 }
 
@@ -239,4 +240,35 @@ fn the_broadcast_queue_is_dropped_when_there_is_nobody_to_tell() {
     m.handle_tick(ms(10));
     assert_eq!(m.sizes().broadcasts, 0);
     let _ = MemberState::Alive;
+}
+
+#[test]
+fn every_frame_stays_under_the_cap_even_for_a_huge_record() {
+    // 10,000 actors of 1 KiB names: announcements, gossip and deltas all fit the smallest cap.
+    let mut cfg = config("a", &[]);
+    cfg.max_frame_bytes = MIN_FRAME_BYTES;
+    cfg.actors = (0..10_000).map(|i| format!("{i:0>1024}")).collect();
+    let mut m = Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap();
+    let r = settle(&mut m);
+    for e in &r.append {
+        assert!(gossip::encoded_len(e) < MIN_FRAME_BYTES / 2, "{}", e.kind());
+    }
+    assert_eq!(
+        m.roster().record(&id("a")).unwrap().hosted_actors().count(),
+        10_000
+    );
+    m.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
+        .unwrap();
+    m.handle_frame(&id("b"), Frame::Digest(vec![])).unwrap();
+    let mut t = 0;
+    let mut sent = Vec::new();
+    while t < 5_000 {
+        t += 10;
+        m.handle_tick(ms(t));
+        sent.extend(m.take_ready().send);
+    }
+    assert!(sent.len() > 10);
+    for o in &sent {
+        assert!(o.wire.len() <= MIN_FRAME_BYTES, "{} bytes", o.wire.len());
+    }
 }
