@@ -146,7 +146,9 @@ impl OwnRecord {
             // We left last time: a new generation that carries our actors and our versions
             // on (registered actors stay registered; versions never regress).
             Some(prev) if prev.generation != me.generation => {
-                self.version = prev.version;
+                // At the floor too: a crash can lose this new generation's first writes and
+                // the next start would write the same generation again.
+                self.version = prev.version.max(config.version_floor);
                 let mut all: BTreeSet<String> = prev.hosted_actors().map(str::to_owned).collect();
                 all.extend(given);
                 (self.announce(me, addr, all), Vec::new())
