@@ -30,7 +30,13 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, mut ws: Ws) {
             _ => return,
         };
         let frames = match answer(&ctx, req).await {
-            Some(reply) => split(reply, ctx.transport.max_frame_bytes),
+            // Within the admin client's cap too (the default), whatever this node accepts.
+            Some(reply) => split(
+                reply,
+                ctx.transport
+                    .max_frame_bytes
+                    .min(crate::transport::TransportConfig::default().max_frame_bytes),
+            ),
             None => return,
         };
         for reply in frames {

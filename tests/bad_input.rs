@@ -1,6 +1,7 @@
 //! A running `gossip-node` against bad input: garbage before and after the handshake,
 //! oversized frames, wrong frames in the handshake, events about itself. It closes the
-//! offending connection, keeps answering, and its roster and WAL stay as they were.
+//! offending connection and keeps answering; nothing of the bad input gets into its roster,
+//! and a forged claim on its own record is answered by writing its own content above it.
 
 mod common;
 use common::*;

@@ -1,8 +1,9 @@
 //! The sled snapshot: the roster as of `snapshot_lsn`, plus the node's identity.
 //!
 //! Trees: `meta` (schema_version, node_id, generation, snapshot_lsn, prev_snapshot_lsn),
-//! `nodes` (node id -> rmp-serde `NodeRecord`), `actors` (`actor \0 node` -> empty; derived,
-//! for offline look-ups). A snapshot is written in one cross-tree transaction.
+//! `nodes` (node id -> rmp-serde `NodeRecord`), and `actors`, which data dirs written before
+//! held a derived index in and which compaction now empties (the index is rebuilt in memory
+//! at load). A snapshot is written in one cross-tree transaction.
 //!
 //! sled 0.34's `flush()` ends in `sync_file_range`, which does not flush the drive's cache
 //! (sled issue #1452), so [`Snapshot::make_durable`] also fsyncs every file and directory
