@@ -1020,6 +1020,9 @@ impl Machine {
         .filter(|s| keep(**s))
         .map(|s| counts[*s as usize])
         .sum();
+        if qualifying == 0 || n == 0 {
+            return Vec::new();
+        }
         let mut chosen: Vec<NodeId> = Vec::with_capacity(n);
         let total = self.roster.num_records();
         if qualifying > 2 * n + 8 && total > 0 {
@@ -1187,9 +1190,6 @@ fn is_liveness(e: &ClusterEvent) -> bool {
 pub fn encode(frame: &Frame) -> Wire {
     Arc::new(frame.encode())
 }
-
-/// Versions of our own record are numbers; this keeps the type visible in signatures.
-pub type OwnVersion = Version;
 
 #[cfg(test)]
 mod tests;

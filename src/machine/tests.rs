@@ -239,7 +239,72 @@ fn the_broadcast_queue_is_dropped_when_there_is_nobody_to_tell() {
     settle(&mut m);
     m.handle_tick(ms(10));
     assert_eq!(m.sizes().broadcasts, 0);
-    let _ = MemberState::Alive;
+}
+
+#[test]
+fn a_restart_refutes_what_was_said_of_us_and_resumes_versions_at_the_floor() {
+    let mut m = machine("a");
+    m.handle_command(1, Command::AddActors(vec!["x".into()]));
+    settle(&mut m);
+    let mut roster = m.roster().clone();
+    roster.apply(&ClusterEvent::NodeDead {
+        node: id("a"),
+        generation: 1,
+        incarnation: 3,
+    });
+    let mut cfg = config("a", &[]);
+    cfg.version_floor = 5 << 20;
+    cfg.actors = vec!["y".into()];
+    let mut m = Machine::new(cfg, roster, m.last_lsn(), 7, ms(0)).unwrap();
+    settle(&mut m);
+    let me = m.roster().member(&id("a")).unwrap();
+    assert_eq!((me.state, me.incarnation), (MemberState::Alive, 4));
+    assert_eq!(me.actors, vec!["x".to_string(), "y".to_string()]);
+    assert!(
+        me.version > 5 << 20,
+        "resumed above the floor: {}",
+        me.version
+    );
+}
+
+#[test]
+fn after_a_leave_the_next_start_is_a_new_generation_carrying_the_actors() {
+    let mut m = machine("a");
+    m.handle_command(1, Command::AddActors(vec!["x".into()]));
+    settle(&mut m);
+    m.handle_command(2, Command::Leave);
+    let r = settle(&mut m);
+    assert!(r.replies.contains(&(2, Reply::Left)));
+    let roster = m.roster().clone();
+    let m = Machine::new(config("a", &[]), roster, m.last_lsn(), 7, ms(0)).unwrap();
+    assert_eq!(m.identity().generation, 2);
+    let mut m = m;
+    settle(&mut m);
+    let me = m.roster().member(&id("a")).unwrap();
+    assert_eq!(
+        (me.generation, me.state, me.actors.clone()),
+        (2, MemberState::Alive, vec!["x".to_string()])
+    );
+}
+
+#[test]
+fn a_newer_generation_of_our_id_at_peers_is_taken_back() {
+    let mut m = machine("a");
+    settle(&mut m);
+    let impostor = ClusterEvent::NewNode {
+        node: id("a"),
+        generation: 9,
+        version: 1,
+        addr: "sim://impostor".into(),
+        actors: ["evil".to_string()].into(),
+    };
+    m.handle_frame(&id("b"), Frame::Events(vec![impostor]))
+        .unwrap();
+    let r = settle(&mut m);
+    assert_eq!(r.identity.map(|i| i.generation), Some(10));
+    let me = m.roster().member(&id("a")).unwrap();
+    assert_eq!((me.generation, me.addr.as_str()), (10, "sim://a"));
+    assert!(m.roster().locate("evil").is_empty());
 }
 
 #[test]
