@@ -97,7 +97,10 @@ async fn command(ctx: &Ctx, command: Command) -> Option<AdminReply> {
         Ok(Reply::ActorsChanged(changed)) => AdminReply::ActorsChanged { changed },
         Ok(Reply::InvalidName(e)) => AdminReply::Error(format!("invalid actor name: {e}")),
         Ok(Reply::Left) => AdminReply::Error("unexpected leave reply".into()),
-        Err(_) => AdminReply::Error("the node is stopping".into()),
+        Err(_) => AdminReply::Error(match ctx.stop_reason.get() {
+            Some(reason) => format!("the node stopped before the change was durable ({reason}); it may be partly applied after a restart"),
+            None => "the node is stopping".into(),
+        }),
     })
 }
 

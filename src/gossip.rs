@@ -49,9 +49,30 @@ pub const MAX_QUEUED: usize = 16_384;
 /// Framing overhead allowed for per frame on top of the encoded events.
 pub const FRAME_OVERHEAD: usize = 64;
 
-/// Encoded size of one event on the wire (rmp-serde, as it sits inside a frame).
+/// An upper bound of the encoded size of one event on the wire (rmp-serde, as it sits in a
+/// frame), from its fields: a string costs its bytes and at most 5 of header, an integer
+/// at most 9, the variant and its array headers at most 32. Exact sizes would cost an
+/// encoding per queued event (a bulk registration queues tens of thousands).
 pub fn encoded_len(event: &ClusterEvent) -> usize {
-    rmp_serde::to_vec(event).map_or(usize::MAX, |b| b.len())
+    const HEAD: usize = 32;
+    const INT: usize = 9;
+    let s = |x: &str| x.len() + 5;
+    let node = s(event.node().as_str());
+    HEAD + node
+        + match event {
+            ClusterEvent::NewNode { addr, actors, .. } => {
+                2 * INT + s(addr) + 5 + actors.iter().map(|a| s(a)).sum::<usize>()
+            }
+            ClusterEvent::ActorAdded { actor, .. } | ClusterEvent::ActorRemoved { actor, .. } => {
+                2 * INT + s(actor)
+            }
+            ClusterEvent::NodeSuspected { by, .. } => {
+                2 * INT + 1 + by.as_ref().map_or(0, |b| s(b.as_str()))
+            }
+            ClusterEvent::NodeAlive { .. }
+            | ClusterEvent::NodeDead { .. }
+            | ClusterEvent::NodeLeft { .. } => 2 * INT,
+        }
 }
 
 struct Queued {
@@ -368,6 +389,75 @@ mod tests {
         p.dedup();
         assert_eq!(p.len(), 3);
         assert_eq!(choose_peers(&mut rng, &c[..2], 3).len(), 2);
+    }
+
+    #[test]
+    fn the_size_bound_holds_for_every_kind_of_event() {
+        let n = NodeId::new("a-node-id");
+        let big = u64::MAX;
+        let events = vec![
+            ClusterEvent::NewNode {
+                node: n.clone(),
+                generation: big,
+                version: big,
+                addr: "ws://127.0.0.1:65535".into(),
+                actors: (0..50)
+                    .map(|i| format!("actor-{i}-{}", "x".repeat(i)))
+                    .collect(),
+            },
+            ClusterEvent::ActorAdded {
+                node: n.clone(),
+                generation: big,
+                version: big,
+                actor: "y".repeat(1024),
+            },
+            ClusterEvent::ActorRemoved {
+                node: n.clone(),
+                generation: big,
+                version: big,
+                actor: String::new(),
+            },
+            ClusterEvent::NodeSuspected {
+                node: n.clone(),
+                generation: big,
+                incarnation: big,
+                by: Some(n.clone()),
+            },
+            ClusterEvent::NodeSuspected {
+                node: n.clone(),
+                generation: 1,
+                incarnation: 1,
+                by: None,
+            },
+            ClusterEvent::NodeAlive {
+                node: n.clone(),
+                generation: big,
+                incarnation: big,
+            },
+            ClusterEvent::NodeDead {
+                node: n.clone(),
+                generation: big,
+                incarnation: big,
+            },
+            ClusterEvent::NodeLeft {
+                node: n,
+                generation: big,
+                incarnation: big,
+            },
+        ];
+        for e in &events {
+            let exact = rmp_serde::to_vec(e).unwrap().len();
+            assert!(
+                encoded_len(e) >= exact,
+                "{}: bound {} < {exact}",
+                e.kind(),
+                encoded_len(e)
+            );
+        }
+        // And a frame of them, with the overhead, stays within the sum.
+        let frame = crate::message::Frame::Events(events.clone()).encode().len();
+        let bound: usize = events.iter().map(encoded_len).sum::<usize>() + FRAME_OVERHEAD;
+        assert!(frame <= bound, "{frame} > {bound}");
     }
 
     proptest! {

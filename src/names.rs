@@ -13,11 +13,11 @@ pub const MAX_ACTOR_NAME_BYTES: usize = 1024;
 /// Why a name was refused. Nothing was registered.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum NameError {
-    #[error("actor names must not be empty")]
+    #[error("names must not be empty")]
     Empty,
-    #[error("actor name of {len} bytes is over the limit of {MAX_ACTOR_NAME_BYTES} bytes")]
+    #[error("a name of {len} bytes is over the limit ({MAX_ACTOR_NAME_BYTES} bytes for actors, {MAX_NODE_ID_BYTES} for node ids)")]
     TooLong { len: usize },
-    #[error("actor name {name:?} contains {what} at byte {at}; names have no whitespace, control characters or commas")]
+    #[error("name {name:?} contains {what} at byte {at}; names have no whitespace, control characters or commas")]
     BadChar {
         name: String,
         what: &'static str,
@@ -51,6 +51,18 @@ pub fn validate_actor_name(name: &str) -> Result<(), NameError> {
         });
     }
     Ok(())
+}
+
+/// Longest node id, in bytes of UTF-8.
+pub const MAX_NODE_ID_BYTES: usize = 256;
+
+/// Checks a node id: the same rules as actor names (it appears in logs, tables and
+/// comma-separated lists too), at most [`MAX_NODE_ID_BYTES`] bytes.
+pub fn validate_node_id(id: &str) -> Result<(), NameError> {
+    if id.len() > MAX_NODE_ID_BYTES {
+        return Err(NameError::TooLong { len: id.len() });
+    }
+    validate_actor_name(id)
 }
 
 #[cfg(test)]

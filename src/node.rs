@@ -155,6 +155,10 @@ impl Node {
     /// own record up to date (durably), and starts gossiping. Must be called inside a tokio
     /// runtime.
     pub async fn start(config: NodeConfig) -> Result<(Node, StartInfo)> {
+        if let Some(id) = &config.node_id {
+            crate::names::validate_node_id(id.as_str())
+                .map_err(|e| Error::Config(format!("node id {id}: {e}")))?;
+        }
         if config.transport.max_frame_bytes < crate::machine::MIN_FRAME_BYTES {
             return Err(Error::Config(format!(
                 "the frame cap of {} bytes is below the minimum of {}",
@@ -253,6 +257,7 @@ impl Node {
             backoff: HashMap::new(),
             replies: HashMap::new(),
             next_token: 1,
+            backlog: std::collections::VecDeque::new(),
             durability: durability_tx,
             changes,
             quorum: quorum_tx,
@@ -487,6 +492,8 @@ pub(crate) struct Driver {
     backoff: HashMap<String, (Instant, Duration)>,
     replies: HashMap<Token, oneshot::Sender<Reply>>,
     next_token: Token,
+    /// Slices of large frames still to apply (see [`slice_frame`]).
+    backlog: std::collections::VecDeque<(NodeId, Frame)>,
     durability: mpsc::UnboundedSender<Pending>,
     changes: broadcast::Sender<MembershipChange>,
     quorum: watch::Sender<Quorum>,
@@ -506,7 +513,12 @@ impl Driver {
     fn input(&mut self, input: Input) {
         match input {
             Input::Frame { from, frame } => {
-                if let Err(reason) = self.machine.handle_frame(&from, frame) {
+                // A large batch is applied in slices, with probe traffic and ticks handled
+                // in between: a frame of 20,000 events must not hold acks back.
+                let mut slices = slice_frame(frame).into_iter();
+                let first = slices.next().expect("at least one slice");
+                self.backlog.extend(slices.map(|f| (from.clone(), f)));
+                if let Err(reason) = self.machine.handle_frame(&from, first) {
                     tracing::info!(peer = %from, %reason, "closing a connection");
                     if let Some(c) = self.conns.get(&from) {
                         c.close.cancel();
@@ -560,7 +572,23 @@ impl Driver {
             Input::Durable(lsn) => self.machine.handle_durable(lsn),
             Input::Failed(e) => {
                 tracing::error!(error = %e, "the WAL failed; stopping the node");
-                self.stop(StopReason::WalFailed(e.to_string()));
+                let cause = match e {
+                    Error::WalFailed(cause) => cause,
+                    other => other.to_string(),
+                };
+                self.stop(StopReason::WalFailed(cause));
+            }
+        }
+    }
+
+    /// The next slice of a large frame.
+    fn next_slice(&mut self) {
+        if let Some((from, frame)) = self.backlog.pop_front() {
+            if let Err(reason) = self.machine.handle_frame(&from, frame) {
+                tracing::info!(peer = %from, %reason, "closing a connection");
+                if let Some(c) = self.conns.get(&from) {
+                    c.close.cancel();
+                }
             }
         }
     }
@@ -601,6 +629,7 @@ impl Driver {
     }
 
     fn stop(&mut self, reason: StopReason) {
+        let _ = self.ctx.stop_reason.set(reason.to_string());
         if self.stopped.borrow().is_none() {
             self.stopped.send_replace(Some(reason));
         }
@@ -760,6 +789,7 @@ async fn drive(mut d: Driver, mut control: mpsc::Receiver<Input>, mut data: mpsc
                 let now = d.now();
                 d.machine.handle_tick(now);
             }
+            _ = std::future::ready(()), if !d.backlog.is_empty() => d.next_slice(),
             Some(input) = data.recv() => d.input(input),
         }
         let ready = d.machine.take_ready();
@@ -770,6 +800,69 @@ async fn drive(mut d: Driver, mut control: mpsc::Receiver<Input>, mut data: mpsc
     }
     if d.stopped.borrow().is_none() {
         d.stopped.send_replace(Some(StopReason::Shutdown));
+    }
+}
+
+/// Events applied per driver turn at most.
+const SLICE_EVENTS: usize = 512;
+
+/// Splits a frame carrying many events into frames of at most [`SLICE_EVENTS`] that mean
+/// the same when applied in order: events first, then coverage (and a `Sync`'s digest)
+/// with the last slice.
+fn slice_frame(frame: Frame) -> Vec<Frame> {
+    use crate::gossip::Delta;
+    fn split(events: Vec<ClusterEvent>) -> Vec<Vec<ClusterEvent>> {
+        let mut it = events.into_iter().peekable();
+        let mut out = Vec::new();
+        while it.peek().is_some() {
+            out.push(it.by_ref().take(SLICE_EVENTS).collect());
+        }
+        out
+    }
+    match frame {
+        Frame::Events(events) if events.len() > SLICE_EVENTS => {
+            split(events).into_iter().map(Frame::Events).collect()
+        }
+        Frame::Delta(delta) if delta.events.len() > SLICE_EVENTS => {
+            let mut parts = split(delta.events);
+            let last = parts.pop().unwrap_or_default();
+            let mut out: Vec<Frame> = parts
+                .into_iter()
+                .map(|events| {
+                    Frame::Delta(Delta {
+                        events,
+                        covers: Vec::new(),
+                    })
+                })
+                .collect();
+            out.push(Frame::Delta(Delta {
+                events: last,
+                covers: delta.covers,
+            }));
+            out
+        }
+        Frame::Sync { delta, digest } if delta.events.len() > SLICE_EVENTS => {
+            let mut parts = split(delta.events);
+            let last = parts.pop().unwrap_or_default();
+            let mut out: Vec<Frame> = parts
+                .into_iter()
+                .map(|events| {
+                    Frame::Delta(Delta {
+                        events,
+                        covers: Vec::new(),
+                    })
+                })
+                .collect();
+            out.push(Frame::Sync {
+                delta: Delta {
+                    events: last,
+                    covers: delta.covers,
+                },
+                digest,
+            });
+            out
+        }
+        other => vec![other],
     }
 }
 

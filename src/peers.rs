@@ -96,6 +96,8 @@ pub(crate) struct Ctx {
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) traffic: Traffic,
+    /// Why the node stopped, once it has (for admin clients waiting on a change).
+    pub(crate) stop_reason: std::sync::OnceLock<String>,
     inbound: Arc<Semaphore>,
     next_conn: AtomicU64,
 }
@@ -120,10 +122,18 @@ impl Ctx {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             traffic: Traffic::default(),
+            stop_reason: std::sync::OnceLock::new(),
             inbound: Arc::new(Semaphore::new(config.max_connections)),
             next_conn: AtomicU64::new(1),
         };
         (ctx, control_rx, data_rx)
+    }
+
+    fn generation(&self) -> Option<Generation> {
+        match &self.role {
+            Role::Member { generation, .. } => Some(*generation),
+            Role::Admin => None,
+        }
     }
 
     fn me(&self) -> &NodeId {
@@ -239,8 +249,19 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
         }
         Ok((_, role)) => {
             let refused = match role {
+                // Another process answers with our id: a live node holds it (we were started
+                // with its --node-id and another data dir). Not us under another address:
+                // that would be our own generation.
+                Role::Member {
+                    id,
+                    generation,
+                    addr: theirs,
+                } if Some(generation) != ctx.generation() => Some(format!(
+                    "{}{id} is held by the live member at {theirs} (generation {generation})",
+                    crate::machine::ID_IN_USE
+                )),
                 Role::Member { .. } => {
-                    tracing::warn!(%addr, "a peer presents our own node id (a seed that is us?)");
+                    tracing::warn!(%addr, "a seed is this node itself; ignoring it");
                     None
                 }
                 Role::Admin => None,
@@ -332,7 +353,13 @@ async fn run_member(
         let frame = match next {
             Err(_) => break format!("idle for {idle:?}"),
             Ok(Ok(None)) => break "closed by peer".to_string(),
-            Ok(Err(e)) => break e.to_string(),
+            Ok(Err(e)) => {
+                let reason = e.to_string();
+                if reason.contains("too long") || reason.contains("Space limit") {
+                    tracing::warn!(%peer, %reason, "a peer sends frames larger than our --max-frame-bytes: every node of a cluster must use the same value");
+                }
+                break reason;
+            }
             Ok(Ok(Some(frame))) => frame,
         };
         let (queue, input) = match frame {

@@ -79,6 +79,17 @@ fn wrong_view_of_f4(addr: &str, real_addr: &str) -> Option<String> {
 
 #[test]
 fn a_second_process_with_a_live_node_id_exits_and_the_cluster_keeps_the_real_one() {
+    impostor_run(false);
+}
+
+/// The same, with the impostor seeded to the real holder of the id itself (found by a
+/// black-box trial: it used to stay up and later take the id over).
+#[test]
+fn a_second_process_seeded_to_the_live_holder_of_its_id_exits_too() {
+    impostor_run(true);
+}
+
+fn impostor_run(seed_to_holder: bool) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let g1 = start(dirs[0].path(), "g1", &[]);
     let mut f4 = start(
@@ -98,7 +109,7 @@ fn a_second_process_with_a_live_node_id_exits_and_the_cluster_keeps_the_real_one
             .arg("--data-dir")
             .arg(dirs[2].path().join("data"))
             .args(["--listen", "127.0.0.1:0", "--node-id", "f4"])
-            .args(["--seed", &g1.addr])
+            .args(["--seed", if seed_to_holder { &f4.addr } else { &g1.addr }])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

@@ -193,18 +193,68 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum ActorsOp {
+    /// Register actors on the node (durable before it answers).
     Add {
         #[command(flatten)]
         conn: Conn,
-        #[arg(required = true)]
-        names: Vec<String>,
+        #[command(flatten)]
+        names: Names,
     },
+    /// Stop hosting actors on the node (durable before it answers).
     Remove {
         #[command(flatten)]
         conn: Conn,
-        #[arg(required = true)]
-        names: Vec<String>,
+        #[command(flatten)]
+        names: Names,
     },
+}
+
+/// Actor names: on the command line, or one a line from a file (`-`: standard input).
+#[derive(Args, Debug)]
+struct Names {
+    /// Actor names (see README for the rules).
+    #[arg(required_unless_present = "file")]
+    names: Vec<String>,
+    /// Read names from FILE, one a line (`-` for standard input); for more names than a
+    /// command line holds.
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+impl Names {
+    /// The names, in order, each once.
+    fn load(self) -> Result<Vec<String>> {
+        let mut all = self.names;
+        if let Some(path) = self.file {
+            let text = if path.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading names from stdin")?
+            } else {
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading names from {}", path.display()))?
+            };
+            all.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_owned));
+        }
+        let mut seen = std::collections::HashSet::new();
+        all.retain(|n| seen.insert(n.clone()));
+        Ok(all)
+    }
+}
+
+/// The error as one line: each cause once (a library error whose message already quotes
+/// its cause is not followed by that cause again).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn main() -> ExitCode {
@@ -227,7 +277,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gossip-node: {e:#}");
+            eprintln!("gossip-node: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -242,6 +292,9 @@ async fn run(args: RunArgs) -> Result<()> {
         .as_deref()
         .map(admin::read_secret)
         .transpose()?;
+    if let Some(id) = &args.node_id {
+        gossip_roster::names::validate_node_id(id).with_context(|| format!("--node-id {id:?}"))?;
+    }
     for actor in &args.actors {
         gossip_roster::names::validate_actor_name(actor)
             .with_context(|| format!("--actor {actor:?}"))?;
@@ -311,6 +364,8 @@ async fn run(args: RunArgs) -> Result<()> {
     tokio::select! {
         _ = stop => {}
         reason = node.stopped() => {
+            // A moment for admin clients waiting on a change to hear why.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             // Stopped by itself (the WAL failed, our id is taken): exit non-zero at once,
             // so a supervisor restarts us (recovery from the log) or a human sees why.
             let error = reason.into_error().map_or_else(|| anyhow::anyhow!("the node stopped"), anyhow::Error::from);
@@ -364,8 +419,8 @@ async fn admin_command(cmd: Command) -> Result<()> {
         }
         Command::Actors { op } => {
             let (conn, names, add) = match op {
-                ActorsOp::Add { conn, names } => (conn, names, true),
-                ActorsOp::Remove { conn, names } => (conn, names, false),
+                ActorsOp::Add { conn, names } => (conn, names.load()?, true),
+                ActorsOp::Remove { conn, names } => (conn, names.load()?, false),
             };
             let secret = conn
                 .secret_file

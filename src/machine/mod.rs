@@ -168,6 +168,9 @@ pub struct Machine {
     /// Reaped members, oldest first: forgotten for good one more TTL later.
     reaped: VecDeque<(Duration, NodeId)>,
     left: bool,
+    /// When a seed first answered (or start, without seeds).
+    joined_at: Option<Duration>,
+    last_unknown_bump: Option<Duration>,
     last_reclaim: Option<Duration>,
     counters: Counters,
     out: Ready,
@@ -243,11 +246,16 @@ impl Machine {
             last_heard: FastMap::default(),
             reaped: VecDeque::new(),
             left: false,
+            joined_at: None,
+            last_unknown_bump: None,
             last_reclaim: None,
             counters: Counters::default(),
             out: Ready::default(),
             config,
         };
+        if m.joined {
+            m.joined_at = Some(now);
+        }
         if m.me != m.config.identity {
             m.out.identity = Some(m.me.clone());
         }
@@ -477,9 +485,16 @@ impl Machine {
         Ok(())
     }
 
-    /// A peer refused our handshake. An id conflict stops the node.
+    /// A peer refused our handshake. An id conflict stops a node that is still joining (it
+    /// is the second process with that id). A member of the cluster stays: the other
+    /// claimant was admitted somewhere, and we take our record back when we see it
+    /// ([`Machine::reclaim`]); the claimant is refused at every door that hears from us.
     pub fn handle_refused(&mut self, addr: &str, reason: &str) {
         if let Some(rest) = reason.strip_prefix(ID_IN_USE) {
+            if self.joined && self.roster.num_members() > 1 {
+                tracing::error!(%addr, "{rest}; another process claims our id, staying");
+                return;
+            }
             tracing::error!(%addr, "{rest}");
             self.out.stop = Some(Stop::IdInUse {
                 peer_said: rest.to_owned(),
@@ -502,7 +517,8 @@ impl Machine {
             Frame::Sync { delta, digest } => {
                 if !self.joined {
                     self.joined = true;
-                    tracing::info!(peer = %from, members = self.roster.num_members() + 1, "joined the cluster");
+                    self.joined_at = Some(self.now);
+                    tracing::info!(peer = %from, alive = self.roster.count_by_state()[0], "joined the cluster");
                     self.queue.raise_to(self.budget());
                 }
                 self.own.self_synced();
@@ -669,12 +685,21 @@ impl Machine {
             }
             Some(d) if d.generation > self.me.generation => self.reclaim(from, d.generation),
             Some(_) => {}
-            // A member that knows others but not us: it reaped us while we were away.
-            None if digest.len() > 1
-                && self.roster.state_of(from).is_some()
-                && self.own.note_unknown_to(from) =>
-            {
-                tracing::warn!(peer = %from, "a peer does not know this node (reaped while we were away?); announcing ourselves again");
+            // A member that knows others but not us, long after we joined (gossip would have
+            // told it in milliseconds): it reaped us and refuses our records at the
+            // incarnation we have. Say alive one higher, at most once per suspicion timeout.
+            None if digest.len() > 1 && self.roster.state_of(from).is_some() && self.settled() => {
+                let quiet = self.swim.suspicion_timeout(0);
+                if self
+                    .last_unknown_bump
+                    .is_some_and(|t| self.now.saturating_sub(t) < quiet)
+                {
+                    return;
+                }
+                self.last_unknown_bump = Some(self.now);
+                if self.own.note_unknown_to(from) {
+                    tracing::warn!(peer = %from, "a peer does not know this node (reaped while we were away?); announcing ourselves again");
+                }
                 let e = ClusterEvent::NodeAlive {
                     node: self.me.id.clone(),
                     generation: self.me.generation,
@@ -684,6 +709,14 @@ impl Machine {
             }
             None => {}
         }
+    }
+
+    /// Whether we have been part of the cluster long enough that every member should know
+    /// us: joined more than two suspicion timeouts ago.
+    fn settled(&self) -> bool {
+        let window = self.swim.suspicion_timeout(0) * 2;
+        self.joined_at
+            .is_some_and(|t| self.now.saturating_sub(t) > window)
     }
 
     /// Data events about our own record from a peer: never applied; compared with ours, and
