@@ -182,6 +182,9 @@ struct Sim {
     gossip: GossipConfig,
     /// Print every frame sent (set while measuring idle traffic with SIM_DEBUG).
     debug: bool,
+    /// Count delivered frames by kind (SIM_KINDS, for the scale runs).
+    count_kinds: bool,
+    kinds: BTreeMap<String, u64>,
 }
 
 fn id(i: usize) -> NodeId {
@@ -225,6 +228,8 @@ impl Sim {
             swim: SwimConfig::default(),
             gossip: GossipConfig::default(),
             debug: false,
+            count_kinds: std::env::var("SIM_KINDS").is_ok(),
+            kinds: BTreeMap::new(),
         }
     }
 
@@ -716,6 +721,18 @@ impl Sim {
                     return;
                 }
                 let frame = Frame::decode(&wire).expect("frames decode");
+                if self.count_kinds {
+                    let kind = match &frame {
+                        Frame::Swim(m) => {
+                            format!("{m:?}").split(' ').next().unwrap_or("").to_owned()
+                        }
+                        Frame::Events(e) => {
+                            format!("Events({})", e.first().map_or("", |e| e.kind()))
+                        }
+                        other => gossip_roster::transport::frame_name(other).to_owned(),
+                    };
+                    *self.kinds.entry(kind).or_default() += 1;
+                }
                 let from_id = self.slots[from].id.clone();
                 let watched = self.watch.clone();
                 let p = self.slots[to].proc.as_mut().expect("running");
@@ -1262,6 +1279,9 @@ fn scale_run(n: usize, seed: u64, loss: f64) -> (JoinReport, Report) {
     sim.run_until(3_000, |_| false);
     let join = sim.measure_join(n, 0);
     let crash = sim.measure_crash(n / 2);
+    if sim.count_kinds {
+        eprintln!("N={n}: frames delivered by kind: {:?}", sim.kinds);
+    }
     (join, crash)
 }
 

@@ -1024,8 +1024,16 @@ impl Machine {
         if self.joined || self.now < self.next_join {
             return;
         }
+        // A few at a time: a node rejoining a cluster of 1,000 through the peers it
+        // remembers must not send 999 digests (of 1,000 entries each) per attempt.
         let wire = encode(&Frame::Digest(self.digest()));
-        for seed in self.seeds.clone() {
+        let k = self.config.gossip.fanout.max(1);
+        let chosen = if self.seeds.len() <= k {
+            self.seeds.clone()
+        } else {
+            gossip::choose_peers(&mut self.rng, &self.seeds, k)
+        };
+        for seed in chosen {
             self.send(Dest::addr(&seed), wire.clone(), false);
         }
         let wait = self.join_delay.mul_f64(self.rng.gen_range(0.8..1.2));
