@@ -192,6 +192,16 @@ impl ClusterEvent {
         }
     }
 
+    /// Whether the event is about a node's data (address, actors) rather than its liveness.
+    pub fn is_data(&self) -> bool {
+        matches!(
+            self,
+            ClusterEvent::NewNode { .. }
+                | ClusterEvent::ActorAdded { .. }
+                | ClusterEvent::ActorRemoved { .. }
+        )
+    }
+
     /// The event's name as it appears in `gossip-log dump`.
     pub fn kind(&self) -> &'static str {
         match self {

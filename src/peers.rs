@@ -381,6 +381,32 @@ async fn run_member(
                     frame: f,
                 },
             ),
+            // Liveness news (a suspicion, a refutation, a death) goes ahead of bulk data: a
+            // refutation queued behind 20,000 actor events would arrive after the suspicion
+            // it answers has timed out.
+            Frame::Events(events) => {
+                let (liveness, data): (Vec<_>, Vec<_>) =
+                    events.into_iter().partition(|e| !e.is_data());
+                if !liveness.is_empty() {
+                    let urgent = Input::Frame {
+                        from: peer.clone(),
+                        frame: Frame::Events(liveness),
+                    };
+                    if ctx.control.send(urgent).await.is_err() {
+                        break "shutting down".to_string();
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                (
+                    &ctx.data,
+                    Input::Frame {
+                        from: peer.clone(),
+                        frame: Frame::Events(data),
+                    },
+                )
+            }
             f => (
                 &ctx.data,
                 Input::Frame {

@@ -1218,13 +1218,7 @@ fn effective_identity(given: &Identity, roster: &Roster) -> Identity {
 }
 
 fn is_liveness(e: &ClusterEvent) -> bool {
-    matches!(
-        e,
-        ClusterEvent::NodeSuspected { .. }
-            | ClusterEvent::NodeAlive { .. }
-            | ClusterEvent::NodeDead { .. }
-            | ClusterEvent::NodeLeft { .. }
-    )
+    !e.is_data()
 }
 
 /// Encodes a frame once for every target it goes to.
