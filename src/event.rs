@@ -192,6 +192,31 @@ impl ClusterEvent {
         }
     }
 
+    /// `ActorAdded` (`present`) or `ActorRemoved` of `actor` on `node`.
+    pub fn actor_change(
+        node: NodeId,
+        generation: Generation,
+        version: Version,
+        actor: String,
+        present: bool,
+    ) -> ClusterEvent {
+        if present {
+            ClusterEvent::ActorAdded {
+                node,
+                generation,
+                version,
+                actor,
+            }
+        } else {
+            ClusterEvent::ActorRemoved {
+                node,
+                generation,
+                version,
+                actor,
+            }
+        }
+    }
+
     /// Whether the event is about a node's data (address, actors) rather than its liveness.
     pub fn is_data(&self) -> bool {
         matches!(

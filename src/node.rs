@@ -810,60 +810,52 @@ const SLICE_EVENTS: usize = 512;
 /// the same when applied in order: events first, then coverage (and a `Sync`'s digest)
 /// with the last slice.
 fn slice_frame(frame: Frame) -> Vec<Frame> {
-    use crate::gossip::Delta;
-    fn split(events: Vec<ClusterEvent>) -> Vec<Vec<ClusterEvent>> {
-        let mut it = events.into_iter().peekable();
-        let mut out = Vec::new();
-        while it.peek().is_some() {
-            out.push(it.by_ref().take(SLICE_EVENTS).collect());
-        }
-        out
-    }
     match frame {
-        Frame::Events(events) if events.len() > SLICE_EVENTS => {
-            split(events).into_iter().map(Frame::Events).collect()
-        }
+        Frame::Events(events) if events.len() > SLICE_EVENTS => split_events(events)
+            .into_iter()
+            .map(Frame::Events)
+            .collect(),
         Frame::Delta(delta) if delta.events.len() > SLICE_EVENTS => {
-            let mut parts = split(delta.events);
-            let last = parts.pop().unwrap_or_default();
-            let mut out: Vec<Frame> = parts
-                .into_iter()
-                .map(|events| {
-                    Frame::Delta(Delta {
-                        events,
-                        covers: Vec::new(),
-                    })
-                })
-                .collect();
-            out.push(Frame::Delta(Delta {
-                events: last,
-                covers: delta.covers,
-            }));
-            out
+            slice_delta(delta, Frame::Delta)
         }
         Frame::Sync { delta, digest } if delta.events.len() > SLICE_EVENTS => {
-            let mut parts = split(delta.events);
-            let last = parts.pop().unwrap_or_default();
-            let mut out: Vec<Frame> = parts
-                .into_iter()
-                .map(|events| {
-                    Frame::Delta(Delta {
-                        events,
-                        covers: Vec::new(),
-                    })
-                })
-                .collect();
-            out.push(Frame::Sync {
-                delta: Delta {
-                    events: last,
-                    covers: delta.covers,
-                },
-                digest,
-            });
-            out
+            slice_delta(delta, |d| Frame::Sync { delta: d, digest })
         }
         other => vec![other],
     }
+}
+
+fn split_events(events: Vec<ClusterEvent>) -> Vec<Vec<ClusterEvent>> {
+    let mut it = events.into_iter().peekable();
+    let mut out = Vec::new();
+    while it.peek().is_some() {
+        out.push(it.by_ref().take(SLICE_EVENTS).collect());
+    }
+    out
+}
+
+/// A delta's events in `Delta` slices, the last one (with the coverage) built by `last`.
+fn slice_delta(
+    delta: crate::gossip::Delta,
+    last: impl FnOnce(crate::gossip::Delta) -> Frame,
+) -> Vec<Frame> {
+    use crate::gossip::Delta;
+    let mut parts = split_events(delta.events);
+    let tail = parts.pop().unwrap_or_default();
+    let mut out: Vec<Frame> = parts
+        .into_iter()
+        .map(|events| {
+            Frame::Delta(Delta {
+                events,
+                covers: Vec::new(),
+            })
+        })
+        .collect();
+    out.push(last(Delta {
+        events: tail,
+        covers: delta.covers,
+    }));
+    out
 }
 
 /// Waits for the WAL's acknowledgements in order and tells the driver how far it is

@@ -759,22 +759,13 @@ impl Roster {
             .collect();
         entries.sort_unstable_by_key(|(_, e)| e.version);
         for (actor, e) in entries {
-            let (node, actor, version) = (id.clone(), actor.clone(), e.version);
-            out.push(if e.present {
-                ClusterEvent::ActorAdded {
-                    node,
-                    generation,
-                    version,
-                    actor,
-                }
-            } else {
-                ClusterEvent::ActorRemoved {
-                    node,
-                    generation,
-                    version,
-                    actor,
-                }
-            });
+            out.push(ClusterEvent::actor_change(
+                id.clone(),
+                generation,
+                e.version,
+                actor.clone(),
+                e.present,
+            ));
         }
         // A peer of the same generation compares liveness through its digest; a peer without
         // the record needs it (and an empty record still says the node exists).

@@ -469,53 +469,24 @@ impl Sim {
         self.slots[from].bytes_sent += wire.len() as u64;
         if self.debug {
             let kind = match Frame::decode(&wire) {
-                Ok(Frame::Events(e)) => format!(
-                    "Events {} -> {} ({} events, e.g. {})",
-                    self.slots[from].id,
-                    self.slots[target].id,
-                    e.len(),
-                    e.first()
-                        .map(|e| e.to_string())
-                        .unwrap_or_default()
-                        .chars()
-                        .take(120)
-                        .collect::<String>()
-                ),
+                Ok(Frame::Events(e)) => format!("Events {}", describe(&e, 0)),
                 Ok(Frame::Digest(_)) => "Digest".into(),
-                Ok(Frame::Sync { delta, .. }) => format!(
-                    "Sync {} -> {} ({} events, {} covers; e.g. {})",
-                    self.slots[from].id,
-                    self.slots[target].id,
-                    delta.events.len(),
-                    delta.covers.len(),
-                    delta
-                        .events
-                        .first()
-                        .map(|e| e.to_string())
-                        .unwrap_or_default()
-                        .chars()
-                        .take(120)
-                        .collect::<String>()
-                ),
-                Ok(Frame::Delta(delta)) => format!(
-                    "Delta {} -> {} ({} events, {} covers; e.g. {})",
-                    self.slots[from].id,
-                    self.slots[target].id,
-                    delta.events.len(),
-                    delta.covers.len(),
-                    delta
-                        .events
-                        .first()
-                        .map(|e| e.to_string())
-                        .unwrap_or_default()
-                        .chars()
-                        .take(120)
-                        .collect::<String>()
-                ),
+                Ok(Frame::Sync { delta, .. }) => {
+                    format!("Sync {}", describe(&delta.events, delta.covers.len()))
+                }
+                Ok(Frame::Delta(delta)) => {
+                    format!("Delta {}", describe(&delta.events, delta.covers.len()))
+                }
                 Ok(Frame::Swim(_)) => "Swim".into(),
                 _ => "other".into(),
             };
-            eprintln!("[{}] {} bytes: {kind}", self.now, wire.len());
+            eprintln!(
+                "[{}] {} bytes: {kind} ({} -> {})",
+                self.now,
+                wire.len(),
+                self.slots[from].id,
+                self.slots[target].id
+            );
         }
         self.messages += 1;
         if self.side[from] != self.side[target] || self.rng.gen_bool(self.loss) {
@@ -1029,6 +1000,18 @@ impl Sim {
             it_knows_everyone_ms: it_knows,
         }
     }
+}
+
+/// A delta in one line: how many events and covers, and the first event.
+fn describe(events: &[ClusterEvent], covers: usize) -> String {
+    let first: String = events
+        .first()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+        .chars()
+        .take(120)
+        .collect();
+    format!("({} events, {covers} covers; e.g. {first})", events.len())
 }
 
 // ---- chaos ----

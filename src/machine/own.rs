@@ -206,23 +206,14 @@ impl OwnRecord {
                 continue;
             }
             let version = self.next();
-            let (node, generation) = (me.id.clone(), me.generation);
             changed.push(actor.clone());
-            events.push(if add {
-                ClusterEvent::ActorAdded {
-                    node,
-                    generation,
-                    version,
-                    actor,
-                }
-            } else {
-                ClusterEvent::ActorRemoved {
-                    node,
-                    generation,
-                    version,
-                    actor,
-                }
-            });
+            events.push(ClusterEvent::actor_change(
+                me.id.clone(),
+                me.generation,
+                version,
+                actor,
+                add,
+            ));
         }
         (events, changed)
     }
