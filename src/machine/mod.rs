@@ -332,14 +332,14 @@ impl Machine {
     }
 
     /// A roster to snapshot and the LSN it covers: everything appended so far except our
-    /// own changes still waiting for durability (they are in the WAL, not yet in the
-    /// roster), so the snapshot claims no more than it holds. Replay is idempotent, so a
+    /// own changes (and a leave) still waiting for durability: they are in the WAL, not yet
+    /// in the roster, so the snapshot claims no more than it holds. Replay is idempotent, so a
     /// roster holding more than the LSN says is fine.
     pub fn snapshot_point(&self) -> (Roster, Lsn) {
         let covers = self
             .held
             .iter()
-            .find(|(_, h)| matches!(h, Held::Own { .. }))
+            .find(|(_, h)| matches!(h, Held::Own { .. } | Held::Leave(..)))
             .map_or(self.last_lsn, |(lsn, _)| lsn - 1);
         (self.roster.clone(), covers)
     }

@@ -219,6 +219,22 @@ fn a_live_id_claimed_from_another_address_is_refused() {
 }
 
 #[test]
+fn a_snapshot_never_claims_an_own_change_or_a_leave_that_is_not_in_the_roster_yet() {
+    let mut m = machine("a");
+    settle(&mut m);
+    let durable = m.last_lsn();
+    m.handle_command(1, Command::AddActors(vec!["x".into()]));
+    let (_, covers) = m.snapshot_point();
+    assert_eq!(covers, durable, "the pending add is not covered");
+    settle(&mut m);
+    let durable = m.last_lsn();
+    m.handle_command(2, Command::Leave);
+    let (roster, covers) = m.snapshot_point();
+    assert_eq!(covers, durable, "the pending leave is not covered");
+    assert_eq!(roster.state_of(&id("a")), Some(MemberState::Alive));
+}
+
+#[test]
 fn bad_names_are_refused_and_nothing_is_logged() {
     let mut m = machine("a");
     settle(&mut m);
