@@ -90,14 +90,12 @@ pub struct Broadcasts {
     slots: crate::roster::FastMap<Arc<ClusterEvent>, Queued>,
     order: BTreeMap<(Reverse<u32>, u64), Arc<ClusterEvent>>,
     next_seq: u64,
-    dropped: u64,
 }
 
 impl std::fmt::Debug for Broadcasts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broadcasts")
             .field("len", &self.len())
-            .field("dropped", &self.dropped)
             .finish()
     }
 }
@@ -121,7 +119,6 @@ impl Broadcasts {
         }
         if self.slots.len() >= MAX_QUEUED {
             // Full: the event with the fewest sends left goes (the newcomer, if it has fewer).
-            self.dropped += 1;
             let lowest = self
                 .order
                 .last_key_value()
@@ -153,11 +150,6 @@ impl Broadcasts {
 
     pub fn len(&self) -> usize {
         self.slots.len()
-    }
-
-    /// Events dropped because the queue was full, since start.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
     }
 
     /// Forgets every queued event (nobody to tell: anti-entropy will bring the news).

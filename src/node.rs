@@ -639,7 +639,7 @@ impl Driver {
     /// Sends over the open connection, or dials the address first.
     fn send(&mut self, o: Outgoing) {
         if let Some(c) = o.to.id.as_ref().and_then(|id| self.conns.get(id)) {
-            c.push(&self.ctx, o.wire, o.probe);
+            c.push(o.wire, o.probe);
             return;
         }
         let Some(addr) = o.to.addr.clone() else {
@@ -707,12 +707,12 @@ impl Driver {
             tracing::debug!(%peer, "keeping the other connection to this peer");
             let existing = &self.conns[&peer];
             for o in waiting {
-                existing.push(&self.ctx, o.wire, o.probe);
+                existing.push(o.wire, o.probe);
             }
             return;
         }
         for o in waiting {
-            conn.push(&self.ctx, o.wire, o.probe);
+            conn.push(o.wire, o.probe);
         }
         if let Some(old) = self.conns.insert(peer.clone(), conn) {
             old.close.cancel();

@@ -83,7 +83,6 @@ pub(crate) enum Input {
 pub(crate) struct Traffic {
     pub(crate) frames_sent: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
-    pub(crate) dropped: AtomicU64,
     handshake_failures: AtomicU64,
 }
 
@@ -155,12 +154,11 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Queues a frame for the writer; dropped when the queue is full.
-    pub(crate) fn push(&self, ctx: &Ctx, wire: Wire, probe: bool) {
+    /// Queues a frame for the writer; dropped when the queue is full (a slow peer must not
+    /// grow our memory: anti-entropy repairs).
+    pub(crate) fn push(&self, wire: Wire, probe: bool) {
         let q = if probe { &self.probe_tx } else { &self.tx };
-        if q.try_send(wire).is_err() {
-            ctx.traffic.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        let _ = q.try_send(wire);
     }
 
     pub(crate) fn is_idle(&self) -> bool {

@@ -762,7 +762,7 @@ impl Machine {
                     // crashed before its write, or another process with our id left): `left`
                     // is final, so we go on under a new generation.
                     self.reclaim(from, self.me.generation);
-                } else if e.generation() == self.me.generation && is_liveness(&e) {
+                } else if e.generation() == self.me.generation && !e.is_data() {
                     if self.roster.apply(&e) == Applied::Changed {
                         changed.push(e);
                     }
@@ -1174,7 +1174,7 @@ impl Machine {
     /// itself (listing every actor per event would cost a bulk registration its square).
     fn publish(&mut self, events: Vec<ClusterEvent>) {
         for event in events {
-            let actors = if is_liveness(&event) {
+            let actors = if !event.is_data() {
                 self.roster
                     .record(event.node())
                     .map(|r| {
@@ -1215,10 +1215,6 @@ fn effective_identity(given: &Identity, roster: &Roster) -> Identity {
         }
     }
     me
-}
-
-fn is_liveness(e: &ClusterEvent) -> bool {
-    !e.is_data()
 }
 
 /// Encodes a frame once for every target it goes to.

@@ -77,6 +77,12 @@ impl OwnRecord {
         self.version
     }
 
+    /// Our add (`present`) or removal of `actor`, at the next version.
+    fn actor_event(&mut self, me: &Identity, actor: String, present: bool) -> ClusterEvent {
+        let version = self.next();
+        ClusterEvent::actor_change(me.id.clone(), me.generation, version, actor, present)
+    }
+
     /// Whether we host `actor`, counting changes not yet durable.
     fn hosts(&self, me: &Identity, roster: &Roster, actor: &str) -> bool {
         if let Some((present, _)) = self.pending.get(actor) {
@@ -168,13 +174,7 @@ impl OwnRecord {
                 }
                 for actor in given {
                     if !rec.actors.get(&actor).is_some_and(|e| e.present) {
-                        let version = self.next();
-                        data.push(ClusterEvent::ActorAdded {
-                            node: me.id.clone(),
-                            generation: me.generation,
-                            version,
-                            actor,
-                        });
+                        data.push(self.actor_event(me, actor, true));
                     }
                 }
                 // Every restart says alive one higher: above anything said of us meanwhile,
@@ -205,15 +205,8 @@ impl OwnRecord {
             if !seen.insert(actor.clone()) || self.hosts(me, roster, &actor) == add {
                 continue;
             }
-            let version = self.next();
             changed.push(actor.clone());
-            events.push(ClusterEvent::actor_change(
-                me.id.clone(),
-                me.generation,
-                version,
-                actor,
-                add,
-            ));
+            events.push(self.actor_event(me, actor, add));
         }
         (events, changed)
     }
@@ -311,13 +304,7 @@ impl OwnRecord {
         self.version = self.version.max(above);
         let mut out = Vec::new();
         for actor in foreign {
-            let version = self.next();
-            out.push(ClusterEvent::ActorRemoved {
-                node: me.id.clone(),
-                generation: me.generation,
-                version,
-                actor,
-            });
+            out.push(self.actor_event(me, actor, false));
         }
         let hosted = self.hosted(me, roster);
         out.extend(self.announce(me, addr, hosted));

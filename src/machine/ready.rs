@@ -112,15 +112,3 @@ pub struct Ready {
     pub identity: Option<Identity>,
     pub stop: Option<Stop>,
 }
-
-impl Ready {
-    pub fn is_empty(&self) -> bool {
-        self.append.is_empty()
-            && self.send.is_empty()
-            && self.replies.is_empty()
-            && self.notifications.is_empty()
-            && self.quorum.is_none()
-            && self.identity.is_none()
-            && self.stop.is_none()
-    }
-}
