@@ -16,11 +16,14 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, mut ws: Ws) {
     loop {
         let next = tokio::select! {
             _ = ctx.cancel.cancelled() => return,
-            n = tokio::time::timeout(idle, transport::recv(&mut ws)) => n,
+            n = tokio::time::timeout(idle, transport::recv_sized(&mut ws)) => n,
         };
+        if let Ok(Ok(Some((frame, bytes)))) = &next {
+            ctx.metrics.received(frame.kind(), *bytes);
+        }
         let req = match next {
-            Ok(Ok(Some(Frame::Admin(req)))) => req,
-            Ok(Ok(Some(other))) => {
+            Ok(Ok(Some((Frame::Admin(req), _)))) => req,
+            Ok(Ok(Some((other, _)))) => {
                 tracing::info!(
                     frame = transport::frame_name(&other),
                     "admin client sent a non-admin frame; closing"

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::event::{ClusterEvent, Generation, Lsn, NodeId};
 use crate::local::Identity;
 use crate::machine::{Command, Machine, MachineConfig, Outgoing, Ready, Reply, Stop, Token};
-use crate::message::{Frame, Status};
+use crate::message::{Frame, Status, StatusCounters};
 use crate::peers::{self, Conn, Ctx, Input};
 use crate::quorum::Quorum;
 use crate::roster::{Member, Roster};
@@ -57,6 +57,8 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// How often the compaction thresholds are checked.
     pub compaction_check: Duration,
+    /// `HOST:PORT` of the HTTP endpoint (`/metrics`, `/health`, `/ready`); `None`: off.
+    pub http_listen: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -74,6 +76,7 @@ impl Default for NodeConfig {
             store: StoreConfig::default(),
             max_connections: 1024,
             compaction_check: Duration::from_secs(1),
+            http_listen: None,
         }
     }
 }
@@ -90,6 +93,8 @@ pub struct StartInfo {
     pub replayed: u64,
     pub last_lsn: Lsn,
     pub repaired_torn_tail: bool,
+    /// Where the HTTP endpoint listens, when it is on.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// Why a node stopped.
@@ -173,6 +178,23 @@ impl Node {
                 source: e,
             })?;
         let local = listener.local_addr().map_err(Error::io(&config.data_dir))?;
+        let http = match &config.http_listen {
+            None => None,
+            Some(at) => {
+                Some(
+                    tokio::net::TcpListener::bind(at)
+                        .await
+                        .map_err(|e| Error::Listen {
+                            addr: at.clone(),
+                            source: e,
+                        })?,
+                )
+            }
+        };
+        let http_addr = match &http {
+            Some(l) => Some(l.local_addr().map_err(Error::io(&config.data_dir))?),
+            None => None,
+        };
         let scheme = if config.transport.tls.is_some() {
             "wss"
         } else {
@@ -231,9 +253,10 @@ impl Node {
             replayed,
             last_lsn,
             repaired_torn_tail: repaired,
+            http: http_addr,
         };
         let store = Arc::new(store);
-        let (ctx, control_rx, data_rx) = Ctx::new(&identity, &addr, &config);
+        let (ctx, control_rx, data_rx) = Ctx::new(&identity, &addr, &config, store.wal_stats());
         let ctx = Arc::new(ctx);
         let (quorum_tx, quorum_rx) = watch::channel(machine.quorum());
         let (stopped_tx, stopped_rx) = watch::channel(None);
@@ -274,6 +297,13 @@ impl Node {
         ctx.tasks
             .spawn(compaction_loop(node.clone(), config.compaction_check));
         ctx.tasks.spawn(persist_largest_loop(node.clone(), largest));
+        if let Some(listener) = http {
+            ctx.tasks.spawn(crate::http::serve(
+                listener,
+                node.clone(),
+                ctx.cancel.clone(),
+            ));
+        }
         Ok((node, info))
     }
 
@@ -375,6 +405,16 @@ impl Node {
         }
     }
 
+    /// Why the node stopped, if it has.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.shared.stopped.borrow().clone()
+    }
+
+    /// This node's metrics instruments (`/metrics` renders them with [`Node::status`]).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.ctx.metrics
+    }
+
     /// Compacts now if a threshold was passed. Blocking work runs off the executor.
     pub async fn compact_if_needed(&self) -> Result<Option<CompactionReport>> {
         if !self.shared.store.needs_compaction() {
@@ -387,9 +427,16 @@ impl Node {
     pub async fn compact(&self) -> Result<CompactionReport> {
         let (roster, lsn) = self.query(|d| d.machine.snapshot_point()).await?;
         let store = self.shared.store.clone();
-        tokio::task::spawn_blocking(move || store.compact_at(&roster, lsn))
+        let started = Instant::now();
+        let report = tokio::task::spawn_blocking(move || store.compact_at(&roster, lsn))
             .await
-            .expect("compaction does not panic")
+            .expect("compaction does not panic")?;
+        let metrics = &self.shared.ctx.metrics;
+        metrics.compactions.inc();
+        metrics
+            .compaction_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(report)
     }
 
     /// Announces a graceful leave: `NodeLeft` is logged, then pushed to a few peers right
@@ -731,6 +778,8 @@ impl Driver {
         let quorum = self.machine.quorum();
         let swim = self.machine.swim();
         let health = swim.health(self.machine.now());
+        let (frames_sent, bytes_sent) = self.ctx.metrics.sent_totals();
+        let counters = self.machine.counters();
         Status {
             node_id: self.machine.id().clone(),
             generation: self.machine.identity().generation,
@@ -742,8 +791,8 @@ impl Driver {
             dead,
             left,
             connections: self.conns.len(),
-            frames_sent: self.ctx.traffic.frames_sent.load(Ordering::Relaxed),
-            bytes_sent: self.ctx.traffic.bytes_sent.load(Ordering::Relaxed),
+            frames_sent,
+            bytes_sent,
             wal_last_lsn: wal.last_lsn.load(Ordering::Relaxed),
             wal_durable_lsn: wal.durable_lsn.load(Ordering::Relaxed),
             wal_bytes_written: wal.bytes_written.load(Ordering::Relaxed),
@@ -759,6 +808,19 @@ impl Driver {
                 .filter(|h| h.flips > 0)
                 .map(|h| (h.id, h.flips))
                 .collect(),
+            joined: self.machine.joined(),
+            counters: StatusCounters {
+                suspicions: counters.suspicions,
+                declared_dead: counters.declared_dead,
+                refutations: counters.refutations,
+                reassertions: counters.reassertions,
+                refused_ids: counters.refused_ids,
+                probes: swim.probe_stats(),
+                wal_batches: wal.batches.load(Ordering::Relaxed),
+                wal_fsyncs: wal.fsyncs.load(Ordering::Relaxed),
+                compactions: self.ctx.metrics.compactions.get(),
+                handshake_failures: self.ctx.metrics.handshake_failures.get(),
+            },
         }
     }
 }

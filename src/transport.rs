@@ -151,13 +151,21 @@ pub async fn recv<S>(stream: &mut S) -> Result<Option<Frame>, TransportError>
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
+    Ok(recv_sized(stream).await?.map(|(frame, _)| frame))
+}
+
+/// [`recv`], with the frame's size in bytes (for metrics).
+pub async fn recv_sized<S>(stream: &mut S) -> Result<Option<(Frame, usize)>, TransportError>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     loop {
         match stream.next().await {
             None => return Ok(None),
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(Message::Binary(bytes))) => {
                 return Frame::decode(&bytes)
-                    .map(Some)
+                    .map(|f| Some((f, bytes.len())))
                     .map_err(|e| TransportError::Protocol(format!("undecodable frame: {e}")))
             }
             Some(Ok(Message::Close(_))) => return Ok(None),

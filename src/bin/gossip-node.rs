@@ -46,6 +46,10 @@ struct RunArgs {
     /// Address to listen on, HOST:PORT (port 0 picks a free one).
     #[arg(long, required = true)]
     listen: Option<String>,
+    /// Serve /metrics (Prometheus), /health and /ready over HTTP on HOST:PORT (off by
+    /// default; no authentication: bind it where only operators reach).
+    #[arg(long, value_name = "HOST:PORT")]
+    http_listen: Option<String>,
     /// Address others dial; default ws://<listen>.
     #[arg(long)]
     advertise: Option<String>,
@@ -343,6 +347,7 @@ async fn run(args: RunArgs) -> Result<()> {
             ..SwimConfig::default()
         },
         max_connections: args.max_connections,
+        http_listen: args.http_listen,
         ..NodeConfig::default()
     };
     let fsync = config.store.wal.policy;
@@ -359,6 +364,7 @@ async fn run(args: RunArgs) -> Result<()> {
         replayed = info.replayed,
         last_lsn = info.last_lsn,
         %fsync,
+        http = info.http.map(|a| a.to_string()),
         "node started"
     );
     tokio::select! {

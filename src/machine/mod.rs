@@ -42,7 +42,6 @@ use crate::swim::{Output, Swim, SwimConfig, SwimMsg};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The smallest frame cap a node may run with: every event it writes fits well within it.
@@ -151,6 +150,8 @@ pub struct Machine {
     rng: StdRng,
     now: Duration,
     quorum: Quorum,
+    /// This node was in the majority at some point since start (for the log's wording).
+    majority_seen: bool,
     /// LSN of the last record handed out in a `Ready`, and the last one known durable.
     last_lsn: Lsn,
     durable_lsn: Lsn,
@@ -232,6 +233,7 @@ impl Machine {
             queue: Broadcasts::default(),
             rng: StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
             now,
+            majority_seen: quorum.in_majority,
             quorum,
             last_lsn,
             durable_lsn: last_lsn,
@@ -387,6 +389,7 @@ impl Machine {
                         }
                     }
                     self.roster.mark_complete(&self.me.id);
+                    self.update_quorum(0, false);
                     let budget = self.budget();
                     for e in &changed {
                         self.queue.push(e.clone(), budget);
@@ -947,13 +950,20 @@ impl Machine {
             largest = largest.saturating_sub(1);
         }
         let new = quorum::quorum(largest, self.roster.count_by_state());
-        if new.in_majority != old.in_majority {
+        let leaving = self
+            .roster
+            .record(&self.me.id)
+            .is_some_and(|r| r.liveness.state == MemberState::Left);
+        if new.in_majority != old.in_majority && !leaving {
             if new.in_majority {
-                tracing::info!(
-                    alive = new.alive,
-                    largest = new.largest,
-                    "in the majority again"
-                );
+                // Reaching it the first time after start is not news; getting it back is.
+                if self.majority_seen {
+                    tracing::info!(
+                        alive = new.alive,
+                        largest = new.largest,
+                        "in the majority again"
+                    );
+                }
             } else {
                 tracing::warn!(
                     alive = new.alive,
@@ -962,6 +972,7 @@ impl Machine {
                 );
             }
         }
+        self.majority_seen |= new.in_majority;
         if new != old {
             self.quorum = new;
             self.out.quorum = Some(new);
@@ -1219,7 +1230,7 @@ fn effective_identity(given: &Identity, roster: &Roster) -> Identity {
 
 /// Encodes a frame once for every target it goes to.
 pub fn encode(frame: &Frame) -> Wire {
-    Arc::new(frame.encode())
+    Wire::new(frame)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 use crate::event::{ClusterEvent, NodeId};
 use crate::local::Identity;
+use crate::message::{Frame, FrameKind};
 use crate::names::NameError;
 use crate::quorum::Quorum;
 use std::sync::Arc;
@@ -16,8 +17,29 @@ use std::sync::Arc;
 /// A caller's handle for a command's reply (chosen by the caller, echoed back).
 pub type Token = u64;
 
-/// A frame encoded once, shared by every target it goes to.
-pub type Wire = Arc<Vec<u8>>;
+/// A frame encoded once, shared by every target it goes to, with its kind (for metrics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wire {
+    bytes: Arc<Vec<u8>>,
+    pub kind: FrameKind,
+}
+
+impl Wire {
+    pub fn new(frame: &Frame) -> Wire {
+        Wire {
+            bytes: Arc::new(frame.encode()),
+            kind: frame.kind(),
+        }
+    }
+}
+
+impl std::ops::Deref for Wire {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
 
 /// Local commands: what the embedding application or an admin client asks of this node.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -353,3 +353,12 @@ fn every_frame_stays_under_the_cap_even_for_a_huge_record() {
         assert!(o.wire.len() <= MIN_FRAME_BYTES, "{} bytes", o.wire.len());
     }
 }
+
+#[test]
+fn a_new_node_alone_is_in_the_majority_once_its_record_is_durable() {
+    let mut m = machine("a");
+    settle(&mut m);
+    let q = m.quorum();
+    assert!(q.in_majority, "{q:?}");
+    assert_eq!((q.alive, q.largest), (1, 1));
+}
