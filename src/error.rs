@@ -93,6 +93,9 @@ pub enum Error {
     #[error("the node has stopped: {0}")]
     Stopped(String),
 
+    #[error("refused: {0}")]
+    Refused(String),
+
     #[error("aborted at failure point {0}")]
     FailPoint(&'static str),
 }

@@ -63,10 +63,23 @@ pub enum Frame {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminRequest {
     Members,
-    Locate { actor: String },
-    AddActors { actors: Vec<String> },
-    RemoveActors { actors: Vec<String> },
+    Locate {
+        actor: String,
+    },
+    AddActors {
+        actors: Vec<String>,
+    },
+    RemoveActors {
+        actors: Vec<String>,
+    },
     Status,
+    /// Force-leave another member (`gossip-node remove`).
+    Remove {
+        node: NodeId,
+        force: bool,
+    },
+    /// Leave the cluster gracefully and stop (`gossip-node leave`).
+    Leave,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +95,13 @@ pub enum AdminReply {
         changed: Vec<String>,
     },
     Status(Box<Status>),
+    /// The member was marked left cluster-wide; the state it had.
+    Removed {
+        node: NodeId,
+        was: crate::event::MemberState,
+    },
+    /// The leave is durable and sent; the node stops now.
+    Left,
     Error(String),
 }
 

@@ -14,7 +14,7 @@
 //! resolves with the reason.
 
 use crate::error::{Error, Result};
-use crate::event::{ClusterEvent, Generation, Lsn, NodeId};
+use crate::event::{ClusterEvent, Generation, Lsn, MemberState, NodeId};
 use crate::local::Identity;
 use crate::machine::{Command, Machine, MachineConfig, Outgoing, Ready, Reply, Stop, Token};
 use crate::message::{Frame, Status, StatusCounters};
@@ -106,13 +106,15 @@ pub enum StopReason {
     WalFailed(String),
     /// Our id is held by another live process; a peer refused us.
     IdInUse(String),
+    /// An admin client asked this node to leave the cluster (`gossip-node leave`); it did.
+    Left,
 }
 
 impl StopReason {
     /// The error this stop means for a caller (`None` for a requested shutdown).
     pub fn into_error(self) -> Option<Error> {
         match self {
-            StopReason::Shutdown => None,
+            StopReason::Shutdown | StopReason::Left => None,
             StopReason::WalFailed(e) => Some(Error::WalFailed(e)),
             StopReason::IdInUse(e) => Some(Error::IdInUse(e)),
         }
@@ -123,6 +125,7 @@ impl std::fmt::Display for StopReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StopReason::Shutdown => f.write_str("shut down"),
+            StopReason::Left => f.write_str("left the cluster at an admin client's request"),
             StopReason::WalFailed(e) => write!(f, "the WAL failed: {e}"),
             StopReason::IdInUse(e) => write!(f, "node id {e}"),
         }
@@ -341,7 +344,7 @@ impl Node {
         match self.command(Command::AddActors(actors)).await? {
             Reply::ActorsChanged(changed) => Ok(changed),
             Reply::InvalidName(e) => Err(e.into()),
-            Reply::Left => unreachable!("an actor change is answered with actors"),
+            other => unreachable!("an actor change is answered with actors, not {other:?}"),
         }
     }
 
@@ -350,7 +353,24 @@ impl Node {
         match self.command(Command::RemoveActors(actors)).await? {
             Reply::ActorsChanged(changed) => Ok(changed),
             Reply::InvalidName(e) => Err(e.into()),
-            Reply::Left => unreachable!("an actor change is answered with actors"),
+            other => unreachable!("an actor change is answered with actors, not {other:?}"),
+        }
+    }
+
+    /// An operator's force-leave of another member: marked `left` cluster-wide (durably
+    /// here first), so it is no longer probed or counted in the quorum. Refused
+    /// ([`Error::Refused`]) for this node itself, an unknown member, one that already left,
+    /// and one not dead unless `force` (a live node then rejoins under a new generation).
+    /// Returns the state it had.
+    pub async fn remove_member(&self, node: &NodeId, force: bool) -> Result<MemberState> {
+        let command = Command::Remove {
+            node: node.clone(),
+            force,
+        };
+        match self.command(command).await? {
+            Reply::Removed { was, .. } => Ok(was),
+            Reply::Refused(why) => Err(Error::Refused(why)),
+            other => unreachable!("a removal is answered as one, not {other:?}"),
         }
     }
 
@@ -625,6 +645,7 @@ impl Driver {
                 };
                 self.stop(StopReason::WalFailed(cause));
             }
+            Input::Stop(reason) => self.stop(reason),
         }
     }
 
@@ -767,7 +788,7 @@ impl Driver {
         self.machine.handle_connected(&peer);
     }
 
-    fn queues_empty(&self) -> bool {
+    pub(crate) fn queues_empty(&self) -> bool {
         self.conns.values().all(Conn::is_idle)
     }
 

@@ -78,6 +78,8 @@ pub(crate) enum Input {
     Query(Job),
     Durable(Lsn),
     Failed(Error),
+    /// Stop the node (an admin client's `leave`, once answered).
+    Stop(crate::node::StopReason),
 }
 
 /// What every connection task needs: who we are, limits, the driver's inputs, shutdown.

@@ -186,6 +186,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Force-leave a member: mark it `left` cluster-wide so it is no longer probed or
+    /// counted in the quorum (for a node that is gone for good). Refused for a member that
+    /// is not dead unless --force.
+    Remove {
+        #[command(flatten)]
+        conn: Conn,
+        /// The member's node id (see `members`).
+        node: String,
+        /// Also for a member that is alive or suspect: it is marked left, and a live one
+        /// rejoins under a new generation (to stop a node, use `leave` instead).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Ask the node at --connect to leave the cluster gracefully and stop (exit 0).
+    Leave {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Node id, generation, incarnation, member counts, WAL and snapshot figures, uptime.
     Status {
         #[command(flatten)]
@@ -370,6 +388,12 @@ async fn run(args: RunArgs) -> Result<()> {
     tokio::select! {
         _ = stop => {}
         reason = node.stopped() => {
+            if reason == gossip_roster::StopReason::Left {
+                tracing::info!("left the cluster at an admin client's request; stopping");
+                node.shutdown().await.context("shutdown")?;
+                tracing::info!("stopped");
+                return Ok(());
+            }
             // A moment for admin clients waiting on a change to hear why.
             tokio::time::sleep(Duration::from_millis(100)).await;
             // Stopped by itself (the WAL failed, our id is taken): exit non-zero at once,
@@ -454,6 +478,30 @@ async fn admin_command(cmd: Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Remove { conn, node, force } => {
+            gossip_roster::names::validate_node_id(&node)
+                .with_context(|| format!("node id {node:?}"))?;
+            let req = AdminRequest::Remove {
+                node: NodeId::new(node),
+                force,
+            };
+            match ask(&conn, req).await? {
+                AdminReply::Removed { node, was } => {
+                    println!("removed {node} (was {was}): marked left cluster-wide");
+                    Ok(())
+                }
+                AdminReply::Error(e) => anyhow::bail!("{e}"),
+                other => unexpected(other),
+            }
+        }
+        Command::Leave { conn } => match ask(&conn, AdminRequest::Leave).await? {
+            AdminReply::Left => {
+                println!("{} left the cluster and is stopping", conn.connect);
+                Ok(())
+            }
+            AdminReply::Error(e) => anyhow::bail!("{e}"),
+            other => unexpected(other),
+        },
         Command::Status { conn, json } => match ask(&conn, AdminRequest::Status).await? {
             AdminReply::Status(s) => {
                 if json {

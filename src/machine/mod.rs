@@ -130,6 +130,8 @@ enum Held {
     Notify(Vec<ClusterEvent>),
     /// A leave: pushed to a few peers now, then answered.
     Leave(Token, ClusterEvent),
+    /// A reply to a command whose changes were applied already.
+    Answer(Token, Reply),
 }
 
 /// Most reaped members remembered (their events stay stale meanwhile).
@@ -398,6 +400,7 @@ impl Machine {
                     self.out.replies.extend(reply);
                 }
                 Held::Notify(events) => self.publish(events),
+                Held::Answer(token, reply) => self.out.replies.push((token, reply)),
                 Held::Leave(token, event) => {
                     self.roster.apply(&event);
                     self.update_quorum(0, false);
@@ -441,7 +444,53 @@ impl Machine {
                 let lsn = self.append(vec![event.clone()]);
                 self.held.push_back((lsn, Held::Leave(token, event)));
             }
+            Command::Remove { node, force } => self.remove_member(token, node, force),
         }
+    }
+
+    /// An operator's force-leave: `node` is marked left at the generation and incarnation we
+    /// know, spread like any news, answered once durable.
+    fn remove_member(&mut self, token: Token, node: NodeId, force: bool) {
+        let refuse =
+            |m: &mut Machine, why: String| m.out.replies.push((token, Reply::Refused(why)));
+        if node == self.me.id {
+            return refuse(
+                self,
+                format!("{node} is this node: ask it to leave instead"),
+            );
+        }
+        let Some(rec) = self.roster.record(&node) else {
+            return refuse(self, format!("{node} is not a member this node knows"));
+        };
+        let was = rec.liveness.state;
+        match was {
+            MemberState::Left => return refuse(self, format!("{node} has already left")),
+            MemberState::Alive | MemberState::Suspect if !force => {
+                return refuse(
+                    self,
+                    format!(
+                        "{node} is {was}, not dead: remove it once it is declared dead, or pass --force \
+                         (a live node then rejoins under a new generation)"
+                    ),
+                )
+            }
+            _ => {}
+        }
+        let event = ClusterEvent::NodeLeft {
+            node: node.clone(),
+            generation: rec.generation,
+            incarnation: rec.liveness.incarnation,
+        };
+        tracing::info!(%node, %was, force, "an operator removes a member: marked left cluster-wide");
+        if self.roster.apply(&event) == Applied::Changed {
+            self.update_quorum(1, false);
+            let budget = self.budget();
+            self.queue.push(event.clone(), budget);
+            self.record_changes(vec![event]);
+        }
+        let lsn = self.last_lsn;
+        let reply = Reply::Removed { node, was };
+        self.held.push_back((lsn, Held::Answer(token, reply)));
     }
 
     /// A member connection opened (after its handshake).
