@@ -306,7 +306,7 @@ impl Node {
     pub fn reload_credentials(&self, credentials: Credentials) -> Result<()> {
         let described = credentials.describe();
         self.shared.ctx.transport.credentials.replace(credentials)?;
-        tracing::info!(credentials = %described, "credentials replaced for new connections");
+        tracing::info!(credentials = %described, "credentials reloaded; new connections use them");
         Ok(())
     }
 

@@ -309,6 +309,7 @@ async fn run(args: RunArgs) -> Result<()> {
         tls: args.tls.files(),
     };
     let credentials = credential_files.load()?;
+    tracing::info!(credentials = %credentials.describe(), "credentials loaded");
     if let Some(id) = &args.node_id {
         gossip_roster::names::validate_node_id(id).with_context(|| format!("--node-id {id:?}"))?;
     }
