@@ -23,6 +23,7 @@
 
 pub mod admin;
 mod admin_server;
+pub mod credentials;
 pub mod error;
 pub mod event;
 pub mod gossip;
@@ -36,11 +37,13 @@ pub mod node;
 mod peers;
 pub mod quorum;
 pub mod roster;
+pub mod secrets;
 pub mod store;
 pub mod swim;
 pub mod tls;
 pub mod transport;
 
+pub use credentials::{CredentialFiles, Credentials, SharedCredentials, TlsFiles};
 pub use error::{Error, Result};
 pub use event::{ClusterEvent, Generation, Incarnation, Lsn, MemberState, NodeId, Version};
 pub use local::Identity;
@@ -48,5 +51,6 @@ pub use machine::{GossipConfig, Machine, MachineConfig, MembershipChange};
 pub use node::{Node, NodeConfig, StartInfo, StopReason};
 pub use quorum::Quorum;
 pub use roster::{Applied, Member, Roster};
+pub use secrets::Secrets;
 pub use store::{FsyncPolicy, Recovered, Store, StoreConfig};
 pub use swim::SwimConfig;

@@ -13,6 +13,7 @@
 //! A WAL failure or a refused id stops the node: every task ends, and [`Node::stopped`]
 //! resolves with the reason.
 
+use crate::credentials::Credentials;
 use crate::error::{Error, Result};
 use crate::event::{ClusterEvent, Generation, Lsn, MemberState, NodeId};
 use crate::local::Identity;
@@ -198,7 +199,7 @@ impl Node {
             Some(l) => Some(l.local_addr().map_err(Error::io(&config.data_dir))?),
             None => None,
         };
-        let scheme = if config.transport.tls.is_some() {
+        let scheme = if config.transport.credentials.current().tls.is_some() {
             "wss"
         } else {
             "ws"
@@ -325,6 +326,21 @@ impl Node {
 
     pub fn store(&self) -> &Store {
         &self.shared.store
+    }
+
+    /// The credentials new connections use (see [`crate::credentials`]).
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.shared.ctx.transport.credentials.current()
+    }
+
+    /// Rotates the cluster secrets and TLS identity: every handshake from now on uses
+    /// `credentials`; established connections stay up. Refused, keeping the current ones, if
+    /// it would turn TLS or the secret on or off (that takes a restart).
+    pub fn reload_credentials(&self, credentials: Credentials) -> Result<()> {
+        let described = credentials.describe();
+        self.shared.ctx.transport.credentials.replace(credentials)?;
+        tracing::info!(credentials = %described, "credentials reloaded; new connections use them");
+        Ok(())
     }
 
     /// Registers an actor on this node; resolves once durable (it is then gossiped).

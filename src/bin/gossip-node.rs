@@ -9,6 +9,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod logging;
 #[path = "shared/members.rs"]
 mod members;
+#[path = "shared/reload.rs"]
+mod reload;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -17,6 +19,7 @@ use gossip_roster::message::{AdminReply, AdminRequest};
 use gossip_roster::store::{FsyncPolicy, StoreConfig, WalConfig};
 use gossip_roster::tls::Tls;
 use gossip_roster::transport::TransportConfig;
+use gossip_roster::{CredentialFiles, TlsFiles};
 use gossip_roster::{GossipConfig, Node, NodeConfig, NodeId, SwimConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,7 +69,9 @@ struct RunArgs {
     /// Cluster name: peers of another cluster are refused.
     #[arg(long, default_value = "default")]
     cluster: String,
-    /// File holding the shared secret peers and admin clients must prove.
+    /// File holding the cluster secret peers and admin clients must prove: one secret a line,
+    /// the first the one we prove with, all accepted (a rotation lists new and old). Reread,
+    /// with the TLS files, on SIGHUP.
     #[arg(long)]
     secret_file: Option<PathBuf>,
     #[command(flatten)]
@@ -132,7 +137,7 @@ struct Conn {
     /// The node to ask, ws://HOST:PORT (wss:// with TLS).
     #[arg(long)]
     connect: String,
-    /// Secret file, when the node has one.
+    /// Secret file, when the node has one (one secret a line; the first proves).
     #[arg(long)]
     secret_file: Option<PathBuf>,
     #[command(flatten)]
@@ -154,12 +159,23 @@ struct TlsArgs {
 }
 
 impl TlsArgs {
-    fn load(&self) -> Result<Option<Arc<Tls>>> {
+    fn files(&self) -> Option<TlsFiles> {
         match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
-            (Some(c), Some(k), Some(a)) => Ok(Some(Arc::new(
-                Tls::from_files(c, k, a).map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
+            (Some(c), Some(k), Some(a)) => Some(TlsFiles {
+                cert: c.clone(),
+                key: k.clone(),
+                ca: a.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn load(&self) -> Result<Option<Arc<Tls>>> {
+        match self.files() {
+            Some(f) => Ok(Some(Arc::new(
+                Tls::from_files(&f.cert, &f.key, &f.ca).map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
             ))),
-            _ => Ok(None),
+            None => Ok(None),
         }
     }
 }
@@ -308,12 +324,14 @@ fn main() -> ExitCode {
 async fn run(args: RunArgs) -> Result<()> {
     // Signal handlers first: a SIGTERM that arrives during start-up still stops us cleanly.
     let stop = shutdown_signal()?;
+    let hangups = reload::hangups()?;
     let data_dir = args.data_dir.expect("required by clap");
-    let secret = args
-        .secret_file
-        .as_deref()
-        .map(admin::read_secret)
-        .transpose()?;
+    let credential_files = CredentialFiles {
+        secret_file: args.secret_file.clone(),
+        tls: args.tls.files(),
+    };
+    let credentials = credential_files.load()?;
+    tracing::info!(credentials = %credentials.describe(), "credentials loaded");
     if let Some(id) = &args.node_id {
         gossip_roster::names::validate_node_id(id).with_context(|| format!("--node-id {id:?}"))?;
     }
@@ -333,8 +351,7 @@ async fn run(args: RunArgs) -> Result<()> {
         seeds: args.seeds,
         transport: TransportConfig {
             cluster: args.cluster,
-            secret: secret.map(Arc::new),
-            tls: args.tls.load()?,
+            credentials: credentials.into(),
             max_frame_bytes: args.max_frame_bytes as usize,
             ..TransportConfig::default()
         },
@@ -385,6 +402,11 @@ async fn run(args: RunArgs) -> Result<()> {
         http = info.http.map(|a| a.to_string()),
         "node started"
     );
+    tokio::spawn(reload::reload_on_hangup(
+        hangups,
+        node.clone(),
+        credential_files,
+    ));
     tokio::select! {
         _ = stop => {}
         reason = node.stopped() => {
