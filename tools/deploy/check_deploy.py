@@ -31,6 +31,9 @@ import yaml
 from docker.utils.build import exclude_paths
 from dockerfile_parse import DockerfileParser
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from unit_sandbox import allowed_syscalls, parse_unit
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "tools" / "deploy"
 K8S = DEPLOY / "kubernetes"
@@ -45,6 +48,8 @@ HEALTHCHECK = DEPLOY / "healthcheck.sh"
 K8S_VERSIONS = ["1.27.0", "1.37.0"]
 # Longest wait for anything a node does (join, answer, exit); only a bound against hangs.
 PATIENCE_S = 60.0
+# The interpreter with libseccomp's bindings (Debian's python3-seccomp), for unit_sandbox.py.
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 class Report:
@@ -390,22 +395,6 @@ def check_kubernetes(r: Report, flags: set[str], image: dict, workdir: Path) -> 
 # ------------------------------------------------------------------------------ systemd
 
 
-def parse_unit(path: Path) -> dict[str, list[str]]:
-    """Section.Key -> values in order (systemd allows a key more than once)."""
-    out: dict[str, list[str]] = {}
-    section = ""
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, _, value = line.partition("=")
-        out.setdefault(f"{section}.{key.strip()}", []).append(value.strip())
-    return out
-
-
 def parse_env_file(path: Path) -> dict[str, str]:
     env = {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -504,54 +493,21 @@ def check_systemd(r: Report, flags: set[str], binary: Path) -> None:
 # ------------------------------------------------------------------------------ the binary
 
 
-def syscall_groups() -> dict[str, list[str]]:
-    out = run(["systemd-analyze", "syscall-filter"]).stdout
-    groups: dict[str, list[str]] = {}
-    current = None
-    for line in out.splitlines():
-        if line.startswith("@"):
-            current = line.strip()
-            groups[current] = []
-        elif current and line.strip() and not line.strip().startswith("#"):
-            groups[current].append(line.strip())
-    return groups
+class Node:
+    """A gossip-node started through a wrapper (strace, or the unit's sandbox); signals go to
+    the node itself, not to a tracer."""
 
-
-def expand(groups: dict[str, list[str]], name: str) -> set[str]:
-    out: set[str] = set()
-    for item in groups.get(name, []):
-        out |= expand(groups, item) if item.startswith("@") else {item}
-    return out
-
-
-def unit_syscall_filter() -> set[str]:
-    groups = syscall_groups()
-    allowed: set[str] = set()
-    for value in parse_unit(UNIT).get("Service.SystemCallFilter", []):
-        deny = value.startswith("~")
-        names: set[str] = set()
-        for item in value.lstrip("~").split():
-            names |= expand(groups, item) if item.startswith("@") else {item}
-        allowed = allowed - names if deny else allowed | names
-    return allowed
-
-
-class TracedNode:
-    """A gossip-node under strace -f; signals go to the node, not to strace."""
-
-    def __init__(self, binary: Path, trace: Path, args: list[str], log: Path,
-                 env: dict[str, str] | None = None, strace: bool = True) -> None:
-        cmd = [str(binary), *args]
-        if strace:
-            cmd = ["strace", "-f", "-qq", "-o", str(trace), *cmd]
-        self.log = open(log, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+    def __init__(self, command: list[str], log: Path, traced: bool,
+                 env: dict[str, str] | None = None) -> None:
+        self.log_path = log
+        self.log = log.open("w")
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
                                      env=env if env is not None else os.environ.copy())
-        self.strace = strace
+        self.traced = traced
 
     def node_pid(self) -> int | None:
-        if not self.strace:
-            return self.proc.pid
+        if not self.traced:
+            return self.proc.pid  # the sandbox execs into the node
         deadline = time.monotonic() + PATIENCE_S
         while time.monotonic() < deadline and self.proc.poll() is None:
             kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
@@ -581,6 +537,10 @@ class TracedNode:
             return None
         finally:
             self.log.close()
+
+    def last_line(self) -> str:
+        lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        return lines[-1][:200] if lines else ""
 
 
 def ended(code: int | None) -> str:
@@ -623,84 +583,112 @@ def is_write_exec(name: str, args: str) -> bool:
     return name in ("mprotect", "pkey_mprotect") and "PROT_EXEC" in args
 
 
-def check_binary(r: Report, binary: Path, flags: set[str], workdir: Path) -> None:
-    r.section(f"against the binary ({binary})")
-    secret = workdir / "secret"
-    secret.write_text(secrets.token_urlsafe(32) + "\n")
+def two_nodes(r: Report, tag: str, binary: Path, flags: set[str], workdir: Path,
+              secret: Path, user: tuple[int, int], wrap) -> None:
+    """Two nodes through `wrap(i) -> (command prefix, traced)`: they join (the seed by
+    name), answer HTTP when the binary has it, survive SIGHUP, and leave with exit 0."""
     has_http = "http-listen" in flags
-
-    # 1. Settings from the environment alone, as the unit, the image and the pods give them.
-    port = free_port()
-    env = dict(os.environ, GOSSIP_DATA_DIR=str(workdir / "env-node"),
-               GOSSIP_LISTEN=f"127.0.0.1:{port}", GOSSIP_CLUSTER="validate",
-               GOSSIP_SECRET_FILE=str(secret))
-    node = TracedNode(binary, workdir / "unused", [], workdir / "env-node.log", env=env,
-                      strace=False)
-    up = wait_until(lambda: node.proc.poll() is not None
-                    or admin(binary, port, secret, "status").returncode == 0)
-    answered = up and node.proc.poll() is None
-    code = node.stop()
-    tail = (workdir / "env-node.log").read_text().strip().splitlines()[-1:] or [""]
-    r.check("the node takes its settings from GOSSIP_* alone and stops with exit 0",
-            answered and code == 0, f"answered {answered}, exit {code}: {tail[0][:200]}")
-
-    # 2. Two nodes under strace: join, HTTP endpoints, SIGHUP, SIGTERM; then what they did
-    #    against the unit's sandbox.
-    if not shutil.which("strace"):
-        r.check("strace available", False)
-        return
     ports = [free_port(), free_port()]
     http_ports = [free_port(), free_port()]
-    nodes = []
+    nodes: list[Node] = []
     for i in (0, 1):
-        args = ["--data-dir", str(workdir / f"n{i}"), "--listen", f"127.0.0.1:{ports[i]}",
+        data = workdir / f"{tag}-n{i}"
+        data.mkdir()
+        shutil.chown(data, *user)
+        args = ["--data-dir", str(data), "--listen", f"127.0.0.1:{ports[i]}",
                 "--cluster", "validate", "--secret-file", str(secret)]
         if i == 1:
             # By name: resolving it is part of what the sandbox must allow.
             args += ["--seed", f"ws://localhost:{ports[0]}"]
         if has_http:
             args += ["--http-listen", f"127.0.0.1:{http_ports[i]}"]
-        nodes.append(TracedNode(binary, workdir / f"n{i}.trace", args, workdir / f"n{i}.log"))
+        prefix, traced = wrap(i)
+        nodes.append(Node([*prefix, str(binary), *args], workdir / f"{tag}-n{i}.log", traced))
         if i == 0:
-            wait_until(lambda: admin(binary, ports[0], secret, "status").returncode == 0)
+            wait_until(lambda: nodes[0].proc.poll() is not None
+                       or admin(binary, ports[0], secret, "status").returncode == 0)
 
     def both_alive() -> bool:
+        if any(n.proc.poll() is not None for n in nodes):
+            return True  # no use waiting; the check below says what happened
         out = admin(binary, ports[1], secret, "members", "--json")
         if out.returncode != 0:
             return False
         return sum(m["state"] == "alive" for m in json.loads(out.stdout)) == 2
 
     try:
-        r.check("two nodes join (under strace)", wait_until(both_alive))
+        wait_until(both_alive)
+        out = admin(binary, ports[1], secret, "members", "--json")
+        alive = (sum(m["state"] == "alive" for m in json.loads(out.stdout))
+                 if out.returncode == 0 else 0)
+        r.check(f"[{tag}] two nodes join", alive == 2, "" if alive == 2 else
+                f"{alive} alive; " + " | ".join(n.last_line() for n in nodes))
         if has_http:
             for i in (0, 1):
                 code, _ = http_get(http_ports[i], "/health")
-                r.check(f"node {i}: GET /health -> 200", code == 200, str(code))
-                r.check(f"node {i}: GET /ready -> 200 once joined",
+                r.check(f"[{tag}] node {i}: GET /health -> 200", code == 200, str(code))
+                r.check(f"[{tag}] node {i}: GET /ready -> 200 once joined",
                         wait_until(lambda p=http_ports[i]: http_get(p, "/ready")[0] == 200),
                         str(http_get(http_ports[i], "/ready")[0]))
                 code, body = http_get(http_ports[i], "/metrics")
-                r.check(f"node {i}: GET /metrics -> 200, Prometheus text",
+                r.check(f"[{tag}] node {i}: GET /metrics -> 200, Prometheus text",
                         code == 200 and "# TYPE" in body, str(code))
         else:
-            r.skip("/health, /ready, /metrics", "the binary has no --http-listen")
+            r.skip(f"[{tag}] /health, /ready, /metrics", "the binary has no --http-listen")
         nodes[0].signal(signal.SIGHUP)
-        alive = wait_until(lambda: nodes[0].proc.poll() is not None
-                           or admin(binary, ports[0], secret, "status").returncode == 0)
-        r.check("SIGHUP (systemctl reload) keeps the node running",
-                alive and nodes[0].proc.poll() is None,
-                "" if nodes[0].proc.poll() is None else ended(nodes[0].proc.returncode))
+        answered = wait_until(lambda: nodes[0].proc.poll() is not None
+                              or admin(binary, ports[0], secret, "status").returncode == 0)
+        running = nodes[0].proc.poll() is None
+        r.check(f"[{tag}] SIGHUP (systemctl reload) keeps the node running",
+                answered and running, "" if running else ended(nodes[0].proc.returncode))
     finally:
+        running = [n.proc.poll() is None for n in nodes]
         # The joiner leaves first, so the seed node sees and records its leave.
         codes = [n.stop() for n in reversed(nodes)][::-1]
-    r.check("SIGTERM: both nodes leave and exit 0", codes == [0, 0],
-            ", ".join(ended(c) for c in codes))
+    stopped = [c for c, was in zip(codes, running) if was]
+    gone = [f"node {i} had ended before: {ended(c)}" for i, (c, was)
+            in enumerate(zip(codes, running)) if not was]
+    r.check(f"[{tag}] SIGTERM: the running nodes leave and exit 0",
+            bool(stopped) and all(c == 0 for c in stopped),
+            "; ".join([", ".join(ended(c) for c in stopped), *gone]))
 
+
+def check_binary(r: Report, binary: Path, flags: set[str], workdir: Path,
+                 user: tuple[int, int]) -> None:
+    """`user`: the uid/gid the nodes run as in the sandbox: the image's (the pods' too)."""
+    r.section(f"against the binary ({binary})")
+    # A copy any uid can run, in a directory any uid can enter.
+    workdir.chmod(0o711)
+    exe = workdir / "gossip-node"
+    shutil.copy2(binary, exe)
+    exe.chmod(0o755)
+    secret = workdir / "secret"
+    secret.write_text(secrets.token_urlsafe(32) + "\n")
+    shutil.chown(secret, *user)
+    secret.chmod(0o440)
+
+    # 1. Settings from the environment alone, as the unit, the image and the pods give them.
+    port = free_port()
+    data = workdir / "env-node"
+    env = dict(os.environ, GOSSIP_DATA_DIR=str(data), GOSSIP_LISTEN=f"127.0.0.1:{port}",
+               GOSSIP_CLUSTER="validate", GOSSIP_SECRET_FILE=str(secret))
+    node = Node([str(exe)], workdir / "env-node.log", traced=False, env=env)
+    up = wait_until(lambda: node.proc.poll() is not None
+                    or admin(exe, port, secret, "status").returncode == 0)
+    answered = up and node.proc.poll() is None
+    code = node.stop()
+    r.check("the node takes its settings from GOSSIP_* alone and stops with exit 0",
+            answered and code == 0, f"answered {answered}, {ended(code)}: {node.last_line()}")
+
+    # 2. Under strace: what the nodes do, held against the unit's sandbox.
+    traces = [workdir / "strace-n0.trace", workdir / "strace-n1.trace"]
+    two_nodes(r, "strace", exe, flags, workdir, secret, user,
+              lambda i: (["strace", "-f", "-qq", "-o", str(traces[i])], True))
     calls: set[str] = set()
     families: set[str] = set()
     wx: list[str] = []
-    for i in (0, 1):
-        for line in (workdir / f"n{i}.trace").read_text(errors="replace").splitlines():
+    for trace in traces:
+        for line in trace.read_text(errors="replace").splitlines():
             m = re.match(r"\d+\s+([a-z0-9_]+)\((.*)", line)
             if not m:
                 continue
@@ -710,16 +698,21 @@ def check_binary(r: Report, binary: Path, flags: set[str], workdir: Path) -> Non
                 families.add(rest.split(",")[0])
             elif is_write_exec(name, rest):
                 wx.append(line.strip()[:160])
-    allowed = unit_syscall_filter()
-    denied = sorted(calls - allowed)
+    unit = parse_unit(UNIT)
+    denied = sorted(calls - allowed_syscalls(unit))
     r.check(f"SystemCallFilter allows all {len(calls)} system calls the nodes made",
             not denied, f"denied: {denied}" if denied else "")
-    unit = parse_unit(UNIT)
     permitted = set(unit["Service.RestrictAddressFamilies"][-1].split())
     r.check("RestrictAddressFamilies allows every socket family used",
             families <= permitted, f"used {sorted(families)}")
     r.check("MemoryDenyWriteExecute: no writable+executable mapping, no mprotect to exec",
             not wx, "; ".join(wx[:3]))
+
+    # 3. Inside the unit's sandbox, enforced (seccomp filters as systemd builds them, as an
+    #    unprivileged uid): the same run must still work.
+    sandbox = [SYSTEM_PYTHON, str(DEPLOY / "unit_sandbox.py"),
+               "--user", f"{user[0]}:{user[1]}", str(UNIT), "--"]
+    two_nodes(r, "sandbox", exe, flags, workdir, secret, user, lambda i: (sandbox, False))
 
 
 def main() -> int:
@@ -741,7 +734,7 @@ def main() -> int:
         if opts.no_run:
             r.skip("against the binary", "--no-run")
         else:
-            check_binary(r, binary, flags, work)
+            check_binary(r, binary, flags, work, (image["uid"] or 10001, image["gid"] or 10001))
     print(f"\n{r.passed} passed, {len(r.failed)} failed, {r.skipped} skipped")
     for name in r.failed:
         print(f"  failed: {name}")

