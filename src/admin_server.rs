@@ -107,6 +107,13 @@ async fn answer(ctx: &Ctx, req: AdminRequest) -> Option<AdminReply> {
         AdminRequest::RemoveActors { actors } => command(ctx, Command::RemoveActors(actors)).await,
         AdminRequest::Remove { node, force } => command(ctx, Command::Remove { node, force }).await,
         AdminRequest::Leave => command(ctx, Command::Leave).await,
+        AdminRequest::Owner { actor } => {
+            query(ctx, move |d| match d.machine.owner(&actor) {
+                Ok(owner) => AdminReply::Owner { actor, owner },
+                Err(why) => AdminReply::Error(why),
+            })
+            .await
+        }
     }
 }
 

@@ -105,6 +105,9 @@ pub enum Error {
     #[error("this node is down (split-brain downing): {0}")]
     Down(String),
 
+    #[error("{0}")]
+    NotInMajority(String),
+
     #[error("aborted at failure point {0}")]
     FailPoint(&'static str),
 }

@@ -34,6 +34,7 @@ pub mod message;
 pub mod metrics;
 pub mod names;
 pub mod node;
+pub mod owner;
 mod peers;
 pub mod quorum;
 pub mod roster;

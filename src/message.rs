@@ -80,6 +80,8 @@ pub enum AdminRequest {
     },
     /// Leave the cluster gracefully and stop (`gossip-node leave`).
     Leave,
+    /// The owner of a singleton actor (`gossip-node owner`).
+    Owner { actor: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +104,10 @@ pub enum AdminReply {
     },
     /// The leave is durable and sent; the node stops now.
     Left,
+    Owner {
+        actor: String,
+        owner: Option<NodeId>,
+    },
     Error(String),
 }
 

@@ -159,6 +159,7 @@ struct Shared {
     store: Arc<Store>,
     ctx: Arc<Ctx>,
     changes: broadcast::Sender<MembershipChange>,
+    owners: broadcast::Sender<crate::owner::OwnerChanged>,
     quorum: watch::Receiver<Quorum>,
     down: watch::Receiver<Option<String>>,
     stopped: watch::Receiver<Option<StopReason>>,
@@ -272,12 +273,14 @@ impl Node {
         let (down_tx, down_rx) = watch::channel(None);
         let (stopped_tx, stopped_rx) = watch::channel(None);
         let (changes, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+        let (owners, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let shared = Arc::new(Shared {
             identity: identity.clone(),
             addr: addr.clone(),
             store: store.clone(),
             ctx: ctx.clone(),
             changes: changes.clone(),
+            owners: owners.clone(),
             quorum: quorum_rx,
             down: down_rx,
             stopped: stopped_rx,
@@ -295,6 +298,7 @@ impl Node {
             backlog: std::collections::VecDeque::new(),
             durability: durability_tx,
             changes,
+            owners,
             quorum: quorum_tx,
             down: down_tx,
             stopped: stopped_tx,
@@ -456,6 +460,32 @@ impl Node {
         }
     }
 
+    /// The owner of a singleton `actor`: among its hosts that are up, not `critical` and on
+    /// this side, the one rendezvous hashing picks (see [`crate::owner`]); every node with the
+    /// same roster answers the same. [`Error::Down`] or [`Error::NotInMajority`] when this
+    /// node's view is not to be acted on.
+    pub async fn owner(&self, actor: &str) -> Result<Option<NodeId>> {
+        let actor = actor.to_owned();
+        self.query(move |d| {
+            d.machine.owner(&actor).map_err(|why| {
+                if d.machine.down().is_some() {
+                    Error::Down(why)
+                } else {
+                    Error::NotInMajority(why)
+                }
+            })
+        })
+        .await?
+    }
+
+    /// Singletons that move, as they move (`OwnerChanged { actor, from, to }`), announced once
+    /// what moved them is durable here. A separate stream from [`Node::subscribe`]: an
+    /// actor system that follows owners need not sift membership news, and one that does
+    /// not is not slowed by a storm of owner changes.
+    pub fn subscribe_owners(&self) -> broadcast::Receiver<crate::owner::OwnerChanged> {
+        self.shared.owners.subscribe()
+    }
+
     /// Why this node is down, while it is: split-brain downing judged its side of a
     /// partition the losing one. An actor system should stop its actors meanwhile; the node
     /// keeps probing and comes back up once its side wins (a heal).
@@ -606,6 +636,7 @@ pub(crate) struct Driver {
     backlog: std::collections::VecDeque<(NodeId, Frame)>,
     durability: mpsc::UnboundedSender<Pending>,
     changes: broadcast::Sender<MembershipChange>,
+    owners: broadcast::Sender<crate::owner::OwnerChanged>,
     quorum: watch::Sender<Quorum>,
     down: watch::Sender<Option<String>>,
     stopped: watch::Sender<Option<StopReason>>,
@@ -729,6 +760,10 @@ impl Driver {
         }
         if let Some(down) = ready.down {
             self.down.send_replace(down);
+        }
+        for change in ready.owner_changes {
+            tracing::debug!(actor = %change.actor, from = ?change.from, to = ?change.to, "owner changed");
+            let _ = self.owners.send(change);
         }
         if let Some(me) = ready.identity {
             let store = self.store.clone();

@@ -230,6 +230,11 @@ impl NodeRecord {
         }
     }
 
+    /// Whether `actor` is currently hosted here.
+    pub fn hosts(&self, actor: &str) -> bool {
+        self.actors.get(actor).is_some_and(|e| e.present)
+    }
+
     /// Names of the actors currently hosted (tombstones left out), in no particular order.
     pub fn hosted_actors(&self) -> impl Iterator<Item = &str> {
         self.actors
@@ -676,6 +681,11 @@ impl Roster {
     }
 
     /// Nodes that host `actor` and are not dead or gone (alive or merely suspected), sorted.
+    /// Every actor name some member hosts (or hosted, with its record still held).
+    pub fn actor_names(&self) -> impl Iterator<Item = &str> {
+        self.actor_index.keys().map(String::as_str)
+    }
+
     pub fn locate(&self, actor: &str) -> Vec<NodeId> {
         let Some(hosts) = self.actor_index.get(actor) else {
             return Vec::new();

@@ -224,6 +224,16 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The owner of a singleton actor: of its hosts that are up, not critical and on the
+    /// winning side, the one every node picks by rendezvous hashing. Refused while the node
+    /// asked is down or not in the majority.
+    Owner {
+        #[command(flatten)]
+        conn: Conn,
+        actor: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the node at --connect to leave the cluster gracefully and stop (exit 0).
     Leave {
         #[command(flatten)]
@@ -523,6 +533,25 @@ async fn admin_command(cmd: Command) -> Result<()> {
             match ask(&conn, req).await? {
                 AdminReply::Removed { node, was } => {
                     println!("removed {node} (was {was}): marked left cluster-wide");
+                    Ok(())
+                }
+                AdminReply::Error(e) => anyhow::bail!("{e}"),
+                other => unexpected(other),
+            }
+        }
+        Command::Owner { conn, actor, json } => {
+            gossip_roster::names::validate_actor_name(&actor)
+                .with_context(|| format!("actor {actor:?}"))?;
+            match ask(&conn, AdminRequest::Owner { actor }).await? {
+                AdminReply::Owner { actor, owner } => {
+                    if json {
+                        println!("{}", serde_json::json!({ "actor": actor, "owner": owner }));
+                    } else {
+                        match owner {
+                            Some(o) => println!("{o}"),
+                            None => println!("(none: no host of {actor} is up and healthy)"),
+                        }
+                    }
                     Ok(())
                 }
                 AdminReply::Error(e) => anyhow::bail!("{e}"),

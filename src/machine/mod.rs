@@ -192,6 +192,8 @@ pub struct Machine {
     probe_failures: u64,
     /// Why this node is down (the losing side of a partition), while it is.
     down: Option<String>,
+    /// The owner of each actor as last published (see [`crate::owner`]).
+    owners: FastMap<String, NodeId>,
     out: Ready,
 }
 
@@ -276,11 +278,19 @@ impl Machine {
             liveness_dirty: true,
             probe_failures: 0,
             down: None,
+            owners: FastMap::default(),
             out: Ready::default(),
             config,
         };
         if m.joined {
             m.joined_at = Some(now);
+        }
+        // Owners as recovered: known from the start, announced only when they change.
+        let actors: Vec<String> = m.roster.actor_names().map(str::to_owned).collect();
+        for actor in actors {
+            if let Some(o) = crate::owner::owner(&m.roster, &actor) {
+                m.owners.insert(actor, o);
+            }
         }
         if m.me != m.config.identity {
             m.out.identity = Some(m.me.clone());
@@ -1417,10 +1427,51 @@ impl Machine {
             } else {
                 Vec::new()
             };
+            let moved: Vec<String> = match &event {
+                ClusterEvent::ActorAdded { actor, .. } | ClusterEvent::ActorRemoved { actor, .. } => {
+                    vec![actor.clone()]
+                }
+                ClusterEvent::NewNode { actors, .. } => actors.iter().cloned().collect(),
+                _ => actors.clone(),
+            };
             self.out
                 .notifications
                 .push(MembershipChange { event, actors });
+            for actor in moved {
+                self.recompute_owner(actor);
+            }
         }
+    }
+
+    /// Recomputes the owner of `actor`; a change is announced.
+    fn recompute_owner(&mut self, actor: String) {
+        let now = crate::owner::owner(&self.roster, &actor);
+        let before = match &now {
+            Some(o) => self.owners.insert(actor.clone(), o.clone()),
+            None => self.owners.remove(&actor),
+        };
+        if before != now {
+            self.out.owner_changes.push(crate::owner::OwnerChanged {
+                actor,
+                from: before,
+                to: now,
+            });
+        }
+    }
+
+    /// The owner of `actor` as this node sees it; an error while this node is down or not in
+    /// the majority (a minority's view of owners is not to be acted on).
+    pub fn owner(&self, actor: &str) -> Result<Option<NodeId>, String> {
+        if let Some(why) = &self.down {
+            return Err(format!("this node is down (split-brain downing): {why}"));
+        }
+        if !self.quorum.in_majority {
+            return Err(format!(
+                "this node is not in the majority ({} alive of the largest recent cluster of {}): its view of owners is not to be acted on",
+                self.quorum.alive, self.quorum.largest
+            ));
+        }
+        Ok(crate::owner::owner(&self.roster, actor))
     }
 }
 

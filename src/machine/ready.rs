@@ -145,4 +145,6 @@ pub struct Ready {
     /// Split-brain downing changed its verdict: `Some(reason)` this node is down now,
     /// `None` it is up again.
     pub down: Option<Option<String>>,
+    /// Singletons that moved (see [`crate::owner`]), once what moved them is durable.
+    pub owner_changes: Vec<crate::owner::OwnerChanged>,
 }
