@@ -81,7 +81,9 @@ pub enum AdminRequest {
     /// Leave the cluster gracefully and stop (`gossip-node leave`).
     Leave,
     /// The owner of a singleton actor (`gossip-node owner`).
-    Owner { actor: String },
+    Owner {
+        actor: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -40,9 +40,7 @@ pub fn score(actor: &str, node: &NodeId, generation: Generation) -> u64 {
 /// Whether `node` may own `actor` as far as `roster` knows (it hosts it, is up, and does
 /// not report it critical).
 pub fn eligible(roster: &Roster, node: &NodeId, actor: &str) -> bool {
-    roster
-        .state_of(node)
-        .is_some_and(|s| !s.is_tombstone())
+    roster.state_of(node).is_some_and(|s| !s.is_tombstone())
         && roster.record(node).is_some_and(|r| r.hosts(actor))
 }
 

@@ -40,10 +40,7 @@ fn addr(i: usize) -> String {
 /// Whether this test can run; prints SKIPPED and returns false when told to skip.
 fn can_run(name: &str) -> bool {
     if std::env::var_os("GOSSIP_SKIP_NETNS").is_some_and(|v| v == "1") {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: {name} (GOSSIP_SKIP_NETNS=1)"
-        );
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {name} (GOSSIP_SKIP_NETNS=1)");
         return false;
     }
     if let Some(why) = cannot_run() {

@@ -867,6 +867,24 @@ impl Sim {
                     ));
                 }
             }
+            // Owners: the ones the machine tracked through its notifications are the ones
+            // its roster gives now, and (rosters being equal) the same on every node.
+            let reference_roster = self.slots[first].proc.as_ref().unwrap().machine.roster();
+            for actor in m.roster().actor_names() {
+                let now = gossip_roster::owner::owner(m.roster(), actor);
+                if m.tracked_owner(actor) != now.as_ref() {
+                    errors.push(format!(
+                        "slot {o} tracked {:?} as the owner of {actor}, its roster says {now:?}",
+                        m.tracked_owner(actor)
+                    ));
+                }
+                let theirs = gossip_roster::owner::owner(reference_roster, actor);
+                if now != theirs {
+                    errors.push(format!(
+                        "slot {o} says {now:?} owns {actor}, slot {first} says {theirs:?}"
+                    ));
+                }
+            }
             let sizes = m.sizes();
             if sizes.broadcasts > 16_384 || sizes.held > 1_000 || sizes.pending_actors > 0 {
                 errors.push(format!(

@@ -42,6 +42,7 @@ use crate::roster::{Applied, FastMap, NodeDigest, Roster};
 use crate::swim::{Output, Swim, SwimConfig, SwimMsg};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::collections::BTreeSet;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -1428,10 +1429,18 @@ impl Machine {
                 Vec::new()
             };
             let moved: Vec<String> = match &event {
-                ClusterEvent::ActorAdded { actor, .. } | ClusterEvent::ActorRemoved { actor, .. } => {
+                ClusterEvent::ActorAdded { actor, .. }
+                | ClusterEvent::ActorRemoved { actor, .. } => {
                     vec![actor.clone()]
                 }
-                ClusterEvent::NewNode { actors, .. } => actors.iter().cloned().collect(),
+                // An announcement can make actors added before it arrived count at last.
+                ClusterEvent::NewNode { node, actors, .. } => {
+                    let mut all: BTreeSet<String> = actors.clone();
+                    if let Some(r) = self.roster.record(node) {
+                        all.extend(r.hosted_actors().map(str::to_owned));
+                    }
+                    all.into_iter().collect()
+                }
                 _ => actors.clone(),
             };
             self.out
@@ -1457,6 +1466,11 @@ impl Machine {
                 to: now,
             });
         }
+    }
+
+    /// The owner of `actor` as announced so far (the last `OwnerChanged` for it).
+    pub fn tracked_owner(&self, actor: &str) -> Option<&NodeId> {
+        self.owners.get(actor)
     }
 
     /// The owner of `actor` as this node sees it; an error while this node is down or not in
