@@ -170,7 +170,7 @@ impl Node {
             .await
             .map_err(|e| Error::Listen {
                 addr: config.listen.clone(),
-                source: e,
+                cause: e,
             })?;
         let local = listener.local_addr().map_err(Error::io(&config.data_dir))?;
         let scheme = if config.transport.tls.is_some() {

@@ -101,7 +101,7 @@ impl TransportConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("websocket: {0}")]
     Ws(Box<tokio_tungstenite::tungstenite::Error>),

@@ -49,6 +49,8 @@ impl NodeProc {
         let mut child = cmd
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            // Tests shrink segments, compaction thresholds and tombstone lifetimes.
+            .env("GOSSIP_ROSTER_TEST_LIMITS", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,0 +1,126 @@
+//! Rough edges a new user hit, each pinned through the real binaries: what a node logs and
+//! advertises, how addresses and sizes are checked, what errors and `status` say, and what
+//! `gossip-log` shows of a damaged WAL.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn node_bin(args: &[&str]) -> std::process::Output {
+    Command::new(NODE)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run gossip-node")
+}
+
+#[test]
+fn advertise_and_seed_take_host_port_alike_and_refuse_other_schemes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start(dir.path(), &["--advertise", "127.0.0.1:7100"]).unwrap();
+    assert_eq!(node.addr, "ws://127.0.0.1:7100", "HOST:PORT gets ws://");
+    assert_eq!(node.stop(), 0);
+    let seed = NodeProc::start_net(tempfile::tempdir().unwrap().path(), &[]).unwrap();
+    let bare = seed.addr.trim_start_matches("ws://").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let joiner = NodeProc::start_net(dir.path(), &["--seed", &bare]).unwrap();
+    eventually(
+        "the joiner sees the seed through a HOST:PORT --seed",
+        || members(&joiner.addr, &[]).is_some_and(|m| m.as_array().unwrap().len() == 2),
+    );
+    for flag in ["--seed", "--advertise"] {
+        for (bad, says) in [
+            ("http://127.0.0.1:7100", "unknown scheme http://"),
+            ("127.0.0.1", "is not HOST:PORT"),
+        ] {
+            let out = node_bin(&[
+                "--data-dir",
+                "/nonexistent",
+                "--listen",
+                "127.0.0.1:0",
+                flag,
+                bad,
+            ]);
+            assert!(!out.status.success(), "{flag} {bad} accepted");
+            let err = stderr(&out);
+            assert!(
+                err.contains(flag) && err.contains(says),
+                "{flag} {bad}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sizes_and_counts_out_of_range_are_refused() {
+    for (flag, value) in [
+        ("--segment-bytes", "0"),
+        ("--segment-bytes", "4096"),
+        ("--compact-records", "0"),
+        ("--compact-bytes", "1"),
+        ("--max-connections", "0"),
+        ("--fanout", "0"),
+        ("--fanout", "1000"),
+        ("--tombstone-ttl-s", "0"),
+        ("--fsync-interval-ms", "0"),
+        ("--indirect-checks", "100"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = node_bin(&[
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            flag,
+            value,
+        ]);
+        assert!(!out.status.success(), "{flag} {value} accepted");
+        let err = stderr(&out);
+        assert!(
+            err.contains(flag) && err.contains(value),
+            "{flag} {value}: {err}"
+        );
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "{flag} {value}: refused before touching the data dir"
+        );
+    }
+    let out = node_bin(&[
+        "--data-dir",
+        "/nonexistent",
+        "--listen",
+        "127.0.0.1:0",
+        "--suspicion-mult",
+        "5",
+        "--suspicion-max-mult",
+        "4",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--suspicion-max-mult 4 is below --suspicion-mult 5"));
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_is_named_as_such() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().to_str().unwrap();
+    let out = node_bin(&["--data-dir", path, "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let want = format!("data dir {path} is not a directory");
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+    for cmd in ["dump", "stats", "verify"] {
+        let out = gossip_log(&[cmd], file.path());
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(&want), "{cmd}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn actors_add_of_a_name_twice_adds_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start_net(dir.path(), &[]).unwrap();
+    let out = admin(&["actors", "add", "--connect", &node.addr, "x", "x", "y"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "added x\nadded y\n");
+    let out = admin(&["actors", "add", "--connect", &node.addr, "x", "x"]);
+    assert_eq!(stdout(&out), "unchanged x (already hosted)\n");
+}
