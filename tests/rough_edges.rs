@@ -124,3 +124,75 @@ fn actors_add_of_a_name_twice_adds_it_once() {
     let out = admin(&["actors", "add", "--connect", &node.addr, "x", "x"]);
     assert_eq!(stdout(&out), "unchanged x (already hosted)\n");
 }
+
+/// A data dir with a WAL of several records (three runs, each an announcement and a leave).
+fn data_dir_with_records() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for actor in ["a", "b", "c"] {
+        let node = NodeProc::start(dir.path(), &["--fsync", "always", "--actor", actor]).unwrap();
+        assert_eq!(node.stop(), 0);
+    }
+    dir
+}
+
+fn only_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    let segs: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    segs[0].clone()
+}
+
+#[test]
+fn dump_and_stats_of_a_corrupt_wal_show_the_good_prefix_then_the_error() {
+    let dir = data_dir_with_records();
+    let seg = only_segment(dir.path());
+    let clean = stdout(&gossip_log(&["dump", "--json"], dir.path()));
+    let total = clean.lines().count();
+    assert!(total >= 6, "{clean}");
+    // A flipped byte inside the next-to-last record: a good prefix, then corruption that
+    // is not a torn tail (a good record follows it).
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() - 60;
+    bytes[at] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+    let verify: serde_json::Value =
+        serde_json::from_slice(&gossip_log(&["verify", "--json"], dir.path()).stdout).unwrap();
+    assert_eq!(verify["status"], "corrupt", "{verify}");
+    let bad_lsn = verify["detail"]["lsn"].as_u64().unwrap();
+    assert!(bad_lsn > 1, "{verify}");
+
+    let out = gossip_log(&["dump"], dir.path());
+    assert!(!out.status.success());
+    let printed: Vec<u64> = stdout(&out)
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(
+        printed,
+        (1..bad_lsn).collect::<Vec<_>>(),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("WAL corruption"), "{}", stderr(&out));
+    let out = gossip_log(&["dump", "--json"], dir.path());
+    assert!(!out.status.success());
+    assert_eq!(stdout(&out).lines().count() as u64, bad_lsn - 1);
+
+    let out = gossip_log(&["stats"], dir.path());
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .any(|l| l == format!("records          {} (up to the damage)", bad_lsn - 1)),
+        "{text}"
+    );
+    assert!(stderr(&out).contains("WAL corruption"), "{}", stderr(&out));
+    let out = gossip_log(&["stats", "--json"], dir.path());
+    assert!(!out.status.success());
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["records"], bad_lsn - 1);
+    assert_eq!(stats["corrupt"]["lsn"], bad_lsn);
+}
