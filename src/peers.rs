@@ -272,6 +272,10 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
                     tracing::warn!(%addr, error = %e, "peer refused the connection");
                     Some(reason.clone())
                 }
+                TransportError::Refused(_) => {
+                    tracing::warn!(%addr, error = %e, "refused the peer");
+                    None
+                }
                 TransportError::Auth(_) | TransportError::Tls(_) => {
                     tracing::warn!(%addr, error = %e, "peer refused the connection");
                     None

@@ -196,3 +196,33 @@ fn dump_and_stats_of_a_corrupt_wal_show_the_good_prefix_then_the_error() {
     assert_eq!(stats["records"], bad_lsn - 1);
     assert_eq!(stats["corrupt"]["lsn"], bad_lsn);
 }
+
+#[test]
+fn an_admin_call_without_the_secret_says_the_node_requires_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let data = dir.path().join("data");
+    let node = NodeProc::start_net(&data, &["--secret-file", secret.to_str().unwrap()]).unwrap();
+    let out = admin(&["status", "--connect", &node.addr]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("the node requires a secret") && err.contains("--secret-file"),
+        "{err}"
+    );
+    assert!(!err.contains("proof does not match"), "{err}");
+}
+
+#[test]
+fn each_side_of_a_cluster_mismatch_names_its_own_cluster_first() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut blue = NodeProc::start_net(d1.path(), &["--cluster", "blue"]).unwrap();
+    let mut green =
+        NodeProc::start_net(d2.path(), &["--cluster", "green", "--seed", &blue.addr]).unwrap();
+    green
+        .wait_for(r#"we are in cluster "green", the peer says "blue""#)
+        .unwrap_or_else(|_| panic!("dialer: {:?}", green.lines));
+    blue.wait_for(r#"we are in cluster "blue", the peer says "green""#)
+        .unwrap_or_else(|_| panic!("listener: {:?}", blue.lines));
+}

@@ -88,10 +88,13 @@ impl NodeProc {
         }
     }
 
-    /// Waits (bounded, so a bug cannot hang the suite) for a stderr line containing `needle`.
+    /// Waits (bounded, so a bug cannot hang the suite) for a stderr line containing `needle`:
+    /// 60 s in all, however many other lines the node logs meanwhile.
     pub fn wait_for(&mut self, needle: &str) -> Result<String, ()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            match self.stderr.recv_timeout(Duration::from_secs(60)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
                 Ok(line) => {
                     self.lines.push(line.clone());
                     if line.contains(needle) {
