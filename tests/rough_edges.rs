@@ -226,3 +226,50 @@ fn each_side_of_a_cluster_mismatch_names_its_own_cluster_first() {
     blue.wait_for(r#"we are in cluster "blue", the peer says "green""#)
         .unwrap_or_else(|_| panic!("listener: {:?}", blue.lines));
 }
+
+#[test]
+fn a_graceful_stop_keeps_quiet_about_the_majority_and_the_first_majority_is_not_again() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = NodeProc::start_net(d1.path(), &["--node-id", "a"]).unwrap();
+    let seed = ["--node-id", "b", "--seed", a.addr.as_str()];
+    let mut b = NodeProc::start_net(d2.path(), &seed).unwrap();
+    eventually("a and b see each other", || {
+        members(&b.addr, &[]).is_some_and(|m| m.as_array().unwrap().len() == 2)
+    });
+    // The first majority of a process (b's own record counts once it is durable; a's
+    // when b joins) is news, not "again".
+    for node in [&mut a, &mut b] {
+        let line = match node.lines.iter().find(|l| l.contains("in the majority")) {
+            Some(l) => l.clone(),
+            None => node.wait_for("in the majority").unwrap(),
+        };
+        assert!(!line.contains("again"), "{line}");
+    }
+    b.signal("TERM");
+    b.wait_for("stopped").unwrap();
+    assert!(
+        !b.lines.iter().any(|l| l.contains("NOT in the majority")),
+        "a graceful stop warned: {:?}",
+        b.lines
+    );
+}
+
+#[test]
+fn text_status_shows_quorum_health_and_stability() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start_net(dir.path(), &[]).unwrap();
+    let out = admin(&["status", "--connect", &node.addr]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for line in [
+        "quorum        in the majority (1 alive of the largest recent cluster, 1)",
+        "health        awareness 0 (healthy)",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("stability     ") && l.ends_with(" stable, flapping: none")),
+        "{text}"
+    );
+}

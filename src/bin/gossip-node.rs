@@ -640,6 +640,39 @@ async fn admin_command(cmd: Command) -> Result<()> {
                         "wal           last LSN {}, durable LSN {}, {} bytes written, fsync {}",
                         s.wal_last_lsn, s.wal_durable_lsn, s.wal_bytes_written, s.fsync_policy
                     );
+                    println!(
+                        "quorum        {} ({} alive of the largest recent cluster, {})",
+                        if s.in_majority {
+                            "in the majority"
+                        } else {
+                            "NOT in the majority"
+                        },
+                        s.alive,
+                        s.largest_cluster
+                    );
+                    println!(
+                        "health        awareness {} ({})",
+                        s.awareness,
+                        if s.awareness == 0 {
+                            "healthy"
+                        } else {
+                            "slow: our own timeouts are stretched"
+                        }
+                    );
+                    let flapping: Vec<String> = s
+                        .flapping
+                        .iter()
+                        .map(|(id, flips)| format!("{id} ({flips} flips)"))
+                        .collect();
+                    println!(
+                        "stability     {} stable, flapping: {}",
+                        s.stable,
+                        if flapping.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            flapping.join(", ")
+                        }
+                    );
                     println!("snapshot      LSN {}", s.snapshot_lsn);
                     println!("uptime        {:.1} s", s.uptime_ms as f64 / 1000.0);
                 }

@@ -151,6 +151,9 @@ pub struct Machine {
     rng: StdRng,
     now: Duration,
     quorum: Quorum,
+    /// Whether this process has been in the majority yet: the first time is news, only
+    /// later ones are "again".
+    been_in_majority: bool,
     /// LSN of the last record handed out in a `Ready`, and the last one known durable.
     last_lsn: Lsn,
     durable_lsn: Lsn,
@@ -233,6 +236,7 @@ impl Machine {
             rng: StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
             now,
             quorum,
+            been_in_majority: quorum.in_majority,
             last_lsn,
             durable_lsn: last_lsn,
             held: VecDeque::new(),
@@ -387,6 +391,8 @@ impl Machine {
                         }
                     }
                     self.roster.mark_complete(&self.me.id);
+                    // Our own record counts too (a node alone is its whole cluster).
+                    self.update_quorum(0, false);
                     let budget = self.budget();
                     for e in &changed {
                         self.queue.push(e.clone(), budget);
@@ -949,10 +955,19 @@ impl Machine {
         let new = quorum::quorum(largest, self.roster.count_by_state());
         if new.in_majority != old.in_majority {
             if new.in_majority {
+                let again = if self.been_in_majority { " again" } else { "" };
+                self.been_in_majority = true;
                 tracing::info!(
                     alive = new.alive,
                     largest = new.largest,
-                    "in the majority again"
+                    "in the majority{again}"
+                );
+            } else if self.left {
+                // Our own graceful leave: we stop counting ourselves, nothing was lost.
+                tracing::debug!(
+                    alive = new.alive,
+                    largest = new.largest,
+                    "left the majority by leaving"
                 );
             } else {
                 tracing::warn!(
