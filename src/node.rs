@@ -255,6 +255,7 @@ impl Node {
             conns: HashMap::new(),
             dialing: HashMap::new(),
             backoff: HashMap::new(),
+            seed_warned: HashMap::new(),
             replies: HashMap::new(),
             next_token: 1,
             backlog: std::collections::VecDeque::new(),
@@ -490,6 +491,8 @@ pub(crate) struct Driver {
     dialing: HashMap<String, Vec<Outgoing>>,
     /// addr -> (no dial before, current delay); pruned as entries expire.
     backoff: HashMap<String, (Instant, Duration)>,
+    /// When each seed was last warned about as unreachable (seeds only: bounded).
+    seed_warned: HashMap<String, Instant>,
     replies: HashMap<Token, oneshot::Sender<Reply>>,
     next_token: Token,
     /// Slices of large frames still to apply (see [`slice_frame`]).
@@ -501,6 +504,9 @@ pub(crate) struct Driver {
     started: Instant,
     config: NodeConfig,
 }
+
+/// Least time between two warnings about the same unreachable seed.
+const SEED_WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// Most addresses kept in backoff before expired ones are dropped.
 const MAX_BACKOFF_ENTRIES: usize = 4096;
@@ -551,9 +557,16 @@ impl Driver {
                     self.machine.handle_disconnected(&peer);
                 }
             }
-            Input::DialFailed { addr, refused } => {
+            Input::DialFailed {
+                addr,
+                refused,
+                error,
+            } => {
                 self.dialing.remove(&addr);
                 self.back_off(&addr);
+                if let Some(error) = error {
+                    self.warn_unreachable_seed(&addr, &error);
+                }
                 if let Some(reason) = refused {
                     self.machine.handle_refused(&addr, &reason);
                 }
@@ -663,6 +676,24 @@ impl Driver {
         }
         self.dialing.insert(addr.clone(), vec![o]);
         self.ctx.tasks.spawn(peers::dial(self.ctx.clone(), addr));
+    }
+
+    /// A seed that cannot be dialed (down, wrong address, not a gossip node) is worth a
+    /// warning: at most one per seed per [`SEED_WARN_EVERY`], with the reason.
+    fn warn_unreachable_seed(&mut self, addr: &str, error: &str) {
+        if !self.config.seeds.iter().any(|s| s == addr) {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .seed_warned
+            .get(addr)
+            .is_some_and(|at| now.duration_since(*at) < SEED_WARN_EVERY)
+        {
+            return;
+        }
+        self.seed_warned.insert(addr.to_owned(), now);
+        tracing::warn!(seed = %addr, %error, "cannot reach a seed (retrying; this warning repeats at most every 30 s)");
     }
 
     fn back_off(&mut self, addr: &str) {

@@ -61,6 +61,8 @@ pub(crate) enum Input {
         hint: bool,
     },
     DialFailed {
+        /// Why, when nothing was logged for it yet (the driver warns about seeds).
+        error: Option<String>,
         addr: String,
         refused: Option<String>,
     },
@@ -264,7 +266,14 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
                 }
                 Role::Admin => None,
             };
-            let _ = ctx.control.send(Input::DialFailed { addr, refused }).await;
+            let _ = ctx
+                .control
+                .send(Input::DialFailed {
+                    addr,
+                    refused,
+                    error: None,
+                })
+                .await;
         }
         Err(e) => {
             let refused = match &e {
@@ -282,10 +291,26 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
                 }
                 _ => {
                     tracing::debug!(%addr, error = %e, "dial failed");
-                    None
+                    let error = Some(e.to_string());
+                    let _ = ctx
+                        .control
+                        .send(Input::DialFailed {
+                            addr,
+                            refused: None,
+                            error,
+                        })
+                        .await;
+                    return;
                 }
             };
-            let _ = ctx.control.send(Input::DialFailed { addr, refused }).await;
+            let _ = ctx
+                .control
+                .send(Input::DialFailed {
+                    addr,
+                    refused,
+                    error: None,
+                })
+                .await;
         }
     }
 }

@@ -273,3 +273,54 @@ fn text_status_shows_quorum_health_and_stability() {
         "{text}"
     );
 }
+
+#[test]
+fn an_unreachable_or_foreign_seed_is_warned_about_once_per_while() {
+    // A port nobody listens on, and a server that speaks something else.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let foreign = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let foreign_addr = foreign.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in foreign.incoming().map_while(Result::ok) {
+            use std::io::Write;
+            let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(NODE);
+    cmd.arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--seed", &closed.to_string()])
+        .args(["--seed", &format!("ws://{foreign_addr}")])
+        .env("RUST_LOG", "info,gossip_roster::peers=debug");
+    let mut node = NodeProc::spawn(cmd).unwrap();
+    for (seed, reason) in [
+        (format!("ws://{closed}"), "Connection refused"),
+        (format!("ws://{foreign_addr}"), "websocket"),
+    ] {
+        let needle = format!("seed={seed}");
+        let line = match node.lines.iter().find(|l| l.contains(&needle)) {
+            Some(l) => l.clone(),
+            None => node
+                .wait_for(&needle)
+                .unwrap_or_else(|_| panic!("no warning about {seed}: {:?}", node.lines)),
+        };
+        assert!(line.contains("WARN") && line.contains(reason), "{line}");
+    }
+    // Five failed dials of the closed seed (backoff from 200 ms: a few seconds, well
+    // within 30 s), and still one warning about it.
+    let failure = format!("addr=ws://{closed}");
+    while node.lines.iter().filter(|l| l.contains(&failure)).count() < 5 {
+        node.wait_for(&failure).unwrap();
+    }
+    let warnings = node
+        .lines
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains(&format!("seed=ws://{closed}")))
+        .count();
+    assert_eq!(warnings, 1, "{:?}", node.lines);
+}

@@ -46,8 +46,10 @@ impl NodeProc {
 
     /// Runs a prepared `gossip-node` command and waits for its "node started" line.
     pub fn spawn(mut cmd: Command) -> Result<NodeProc, String> {
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
         let mut child = cmd
-            .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             // Tests shrink segments, compaction thresholds and tombstone lifetimes.
             .env("GOSSIP_ROSTER_TEST_LIMITS", "1")
