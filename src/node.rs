@@ -40,7 +40,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// `HOST:PORT` to listen on; port 0 picks a free one.
     pub listen: String,
-    /// The address others dial; default `ws://<bound listen address>`.
+    /// The address others dial, `ws://HOST:PORT` (`wss://` with TLS); default the bound
+    /// listen address, or for `0.0.0.0`/`[::]` the address of the interface that routes out
+    /// (start fails if there is none).
     pub advertise: Option<String>,
     /// `None`: use the id stored in the data dir, or generate one on first start.
     pub node_id: Option<NodeId>,
@@ -166,6 +168,10 @@ impl Node {
                 crate::machine::MIN_FRAME_BYTES
             )));
         }
+        if let Some(addr) = &config.advertise {
+            crate::transport::host_port(addr)
+                .map_err(|e| Error::Config(format!("advertise address: {e}")))?;
+        }
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| Error::Listen {
@@ -178,10 +184,10 @@ impl Node {
         } else {
             "ws"
         };
-        let addr = config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| format!("{scheme}://{local}"));
+        let addr = match &config.advertise {
+            Some(addr) => addr.clone(),
+            None => crate::advertise::default_advertise(local, scheme)?,
+        };
 
         // Opening the store and persisting the identity read and fsync files: off the async
         // workers, which would otherwise stall every other task.

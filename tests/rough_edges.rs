@@ -324,3 +324,72 @@ fn an_unreachable_or_foreign_seed_is_warned_about_once_per_while() {
         .count();
     assert_eq!(warnings, 1, "{:?}", node.lines);
 }
+
+/// `gossip-node ARGS` in a new network namespace set up by `setup` (shell commands), or
+/// `None` when namespaces cannot be made here and `GOSSIP_SKIP_NETNS=1` says to skip.
+fn in_netns(setup: &str, args: &[&str]) -> Option<Command> {
+    let probe = Command::new("unshare").args(["-n", "true"]).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        if std::env::var_os("GOSSIP_SKIP_NETNS").is_some() {
+            println!("SKIPPED: needs root and unshare(1) for a network namespace");
+            return None;
+        }
+        panic!("needs root and unshare(1) for a network namespace (GOSSIP_SKIP_NETNS=1 skips)");
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-n",
+        "sh",
+        "-c",
+        &format!("{setup} && exec \"$0\" \"$@\""),
+        NODE,
+    ]);
+    cmd.args(args);
+    Some(cmd)
+}
+
+#[test]
+fn a_wildcard_listen_advertises_the_outbound_interface_or_asks_for_advertise() {
+    // One interface with a default route: its address is advertised, for 0.0.0.0 and [::].
+    let routed = "ip link set lo up && ip link add v0 type veth peer name v1 \
+                  && ip addr add 10.9.8.7/24 dev v0 && ip link set v0 up && ip link set v1 up \
+                  && ip route add default via 10.9.8.1";
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let Some(cmd) = in_netns(routed, &["--data-dir", data, "--listen", listen]) else {
+            return;
+        };
+        let node = NodeProc::spawn(cmd).unwrap_or_else(|e| panic!("{listen}: {e}"));
+        assert!(
+            node.addr.starts_with("ws://10.9.8.7:") && !node.addr.ends_with(":0"),
+            "{listen}: {}",
+            node.addr
+        );
+        assert!(
+            node.lines
+                .iter()
+                .any(|l| l.contains("INFO") && l.contains("routes out") && l.contains(&node.addr)),
+            "{:?}",
+            node.lines
+        );
+    }
+    // Loopback only: nothing to advertise; refused, naming --advertise.
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let Some(mut cmd) = in_netns(
+            "ip link set lo up",
+            &["--data-dir", data, "--listen", listen],
+        ) else {
+            return;
+        };
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{listen} started");
+        let err = stderr(&out);
+        assert!(
+            err.contains("--advertise") && err.contains("routes out"),
+            "{err}"
+        );
+    }
+}
