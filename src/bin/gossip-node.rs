@@ -345,8 +345,13 @@ struct Parsed {
 /// [`config`]). A clap error (or --help) exits here, with clap's own output and code.
 fn parse() -> Result<Parsed> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let mut command = config::with_env(Cli::command())
-        .mut_subcommand("config", |sub| config::none_required(config::with_env(sub)));
+    let run_ids: Vec<String> = Cli::command()
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect();
+    let mut command = config::with_env(Cli::command()).mut_subcommand("config", |sub| {
+        config::none_required(config::with_env_for(sub, &run_ids))
+    });
     let file = match config::config_path(&args) {
         Some(path) => Some(config::load(&path, &command)?),
         None => None,
@@ -389,14 +394,13 @@ fn print_config(parsed: &Parsed, json: bool) -> Result<()> {
         .filter(|s| order.contains(&s.key))
         .collect();
     settings.sort_by_key(|s| order.iter().position(|k| *k == s.key));
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&config::to_json(&settings))?
-        );
+    let text = if json {
+        serde_json::to_string_pretty(&config::to_json(&settings))? + "\n"
     } else {
-        print!("{}", config::to_toml(&settings));
-    }
+        config::to_toml(&settings)
+    };
+    use std::io::Write as _;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
 }
 
@@ -433,6 +437,13 @@ fn main() -> ExitCode {
 fn finish(result: Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`| head`) is not an error worth a message.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("gossip-node: {}", one_line(&e));
             ExitCode::FAILURE

@@ -38,7 +38,15 @@ fn repeatable(arg: &Arg) -> bool {
 /// Gives every setting of `cmd` its environment variable; repeatable ones split on commas
 /// (names and addresses never hold one).
 pub fn with_env(cmd: Command) -> Command {
+    let ids: Vec<String> = settings(&cmd).map(|a| a.get_id().to_string()).collect();
+    with_env_for(cmd, &ids)
+}
+
+/// [`with_env`] for the settings of `cmd` whose id is in `ids` only (a subcommand taking
+/// the run settings besides flags of its own).
+pub fn with_env_for(cmd: Command, ids: &[String]) -> Command {
     let args: Vec<(String, String, bool)> = settings(&cmd)
+        .filter(|a| ids.iter().any(|id| id == a.get_id().as_str()))
         .map(|a| {
             let long = a.get_long().expect("settings have a long flag");
             (a.get_id().to_string(), env_name(long), repeatable(a))
