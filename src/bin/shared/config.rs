@@ -315,3 +315,78 @@ fn toml_scalar(v: &str) -> String {
         toml_edit::Value::from(v).to_string().trim().to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, FromArgMatches, Parser};
+
+    /// The kinds of flag the run arguments have or may get: a value, a repeatable value, a
+    /// switch.
+    #[derive(Parser, Debug)]
+    struct Demo {
+        #[command(flatten)]
+        run: DemoArgs,
+    }
+
+    #[derive(Args, Debug)]
+    struct DemoArgs {
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
+        fan_out: u32,
+        #[arg(long = "seed")]
+        seeds: Vec<String>,
+        #[arg(long)]
+        verbose: bool,
+    }
+
+    fn parse(file: &str, argv: &[&str]) -> Result<DemoArgs> {
+        use clap::CommandFactory;
+        let cmd = with_env(Demo::command());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.toml");
+        std::fs::write(&path, file).unwrap();
+        let file = load(&path, &cmd)?;
+        let mut argv: Vec<&str> = argv.to_vec();
+        argv.insert(0, "demo");
+        let m = apply(cmd, &file).try_get_matches_from(argv)?;
+        Ok(Demo::from_arg_matches(&m)?.run)
+    }
+
+    #[test]
+    fn file_values_of_every_kind_are_defaults_under_the_flags() {
+        let a = parse(
+            "fan_out = 5\nseed = [\"a:1\", \"b:2\"]\nverbose = true\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!((a.fan_out, a.seeds.len(), a.verbose), (5, 2, true));
+        let a = parse(
+            "fan-out = 5\nverbose = true\n",
+            &["--fan-out", "7", "--seed", "c:3"],
+        )
+        .unwrap();
+        assert_eq!(
+            (a.fan_out, a.seeds, a.verbose),
+            (7, vec!["c:3".to_owned()], true)
+        );
+        let e = parse("fan-out = 10\n", &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("line 1, key `fan-out`: invalid value '10'"),
+            "{e}"
+        );
+        let e = parse("verbose = \"maybe\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("key `verbose`: invalid value 'maybe'"), "{e}");
+    }
+
+    #[test]
+    fn variable_names_follow_the_flags() {
+        assert_eq!(env_name("data-dir"), "GOSSIP_DATA_DIR");
+        use clap::CommandFactory;
+        let cmd = with_env(Demo::command());
+        let envs: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(envs, ["GOSSIP_FAN_OUT", "GOSSIP_SEED", "GOSSIP_VERBOSE"]);
+    }
+}
