@@ -1,5 +1,9 @@
 //! The library's one error type. Each variant says what happened and where; none of them
 //! leaves the data dir changed unless its text says so.
+//!
+//! A cause is either quoted in the message or exposed as `source()`, never both: a printer
+//! that walks the chain (anyhow's `{:#}`, the binaries) then says each cause once. This type
+//! quotes them, so `%e` in a log line is complete by itself.
 
 use crate::event::Lsn;
 use std::path::PathBuf;
@@ -11,21 +15,19 @@ pub enum Error {
     #[error("data dir {0} does not exist")]
     NoDataDir(PathBuf),
 
+    #[error("data dir {0} is not a directory")]
+    NotADirectory(PathBuf),
+
     #[error("data dir {dir} is in use by another process{}: stop it first", pid_suffix(*.pid))]
     Locked { dir: PathBuf, pid: Option<u32> },
 
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot listen on {addr}: {cause}")]
+    Listen { addr: String, cause: std::io::Error },
 
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// The log is damaged in a way that is not a torn tail. Nothing was changed.
@@ -56,7 +58,7 @@ pub enum Error {
     BadDataDir { dir: PathBuf, reason: String },
 
     #[error("snapshot database: {0}")]
-    Snapshot(#[from] sled::Error),
+    Snapshot(sled::Error),
 
     #[error("snapshot record {key}: {reason}")]
     BadSnapshot { key: String, reason: String },
@@ -94,7 +96,7 @@ pub enum Error {
     Config(String),
 
     #[error("invalid actor name: {0}")]
-    InvalidName(#[from] crate::names::NameError),
+    InvalidName(crate::names::NameError),
 
     #[error("the node has stopped: {0}")]
     Stopped(String),
@@ -119,12 +121,53 @@ fn pid_suffix(pid: Option<u32>) -> String {
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { path, source }
+        move |cause| Error::Io { path, cause }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Snapshot(e)
+    }
+}
+
+impl From<crate::names::NameError> for Error {
+    fn from(e: crate::names::NameError) -> Self {
+        Error::InvalidName(e)
     }
 }
 
 impl From<crate::transport::TransportError> for Error {
     fn from(e: crate::transport::TransportError) -> Self {
         Error::Transport(Box::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Printed with its whole chain, as the binaries print errors, each cause shows once.
+    #[test]
+    fn a_chain_prints_each_cause_once() {
+        let busy = || std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let once = |e: anyhow::Error, cause: &str| {
+            let line = format!("{:#}", e.context("cannot start"));
+            assert_eq!(line.matches(cause).count(), 1, "{line}");
+        };
+        let cause = busy().to_string();
+        once(
+            Error::Listen {
+                addr: "127.0.0.1:1".into(),
+                cause: busy(),
+            }
+            .into(),
+            &cause,
+        );
+        once(Error::io("/d")(busy()).into(), &cause);
+        let transport = crate::transport::TransportError::from(busy());
+        once(Error::from(transport).into(), &cause);
+        let name = crate::names::validate_actor_name("").unwrap_err();
+        once(Error::from(name.clone()).into(), &name.to_string());
     }
 }

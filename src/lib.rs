@@ -23,6 +23,7 @@
 
 pub mod admin;
 mod admin_server;
+mod advertise;
 pub mod credentials;
 pub mod error;
 pub mod event;

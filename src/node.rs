@@ -42,7 +42,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// `HOST:PORT` to listen on; port 0 picks a free one.
     pub listen: String,
-    /// The address others dial; default `ws://<bound listen address>`.
+    /// The address others dial, `ws://HOST:PORT` (`wss://` with TLS); default the bound
+    /// listen address, or for `0.0.0.0`/`[::]` the address of the interface that routes out
+    /// (start fails if there is none).
     pub advertise: Option<String>,
     /// `None`: use the id stored in the data dir, or generate one on first start.
     pub node_id: Option<NodeId>,
@@ -181,11 +183,15 @@ impl Node {
                 crate::machine::MIN_FRAME_BYTES
             )));
         }
+        if let Some(addr) = &config.advertise {
+            crate::transport::host_port(addr)
+                .map_err(|e| Error::Config(format!("advertise address: {e}")))?;
+        }
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| Error::Listen {
                 addr: config.listen.clone(),
-                source: e,
+                cause: e,
             })?;
         let local = listener.local_addr().map_err(Error::io(&config.data_dir))?;
         let http = match &config.http_listen {
@@ -196,7 +202,7 @@ impl Node {
                         .await
                         .map_err(|e| Error::Listen {
                             addr: at.clone(),
-                            source: e,
+                            cause: e,
                         })?,
                 )
             }
@@ -210,10 +216,10 @@ impl Node {
         } else {
             "ws"
         };
-        let addr = config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| format!("{scheme}://{local}"));
+        let addr = match &config.advertise {
+            Some(addr) => addr.clone(),
+            None => crate::advertise::default_advertise(local, scheme)?,
+        };
 
         // Opening the store and persisting the identity read and fsync files: off the async
         // workers, which would otherwise stall every other task.
@@ -293,6 +299,7 @@ impl Node {
             conns: HashMap::new(),
             dialing: HashMap::new(),
             backoff: HashMap::new(),
+            seed_warned: HashMap::new(),
             replies: HashMap::new(),
             next_token: 1,
             backlog: std::collections::VecDeque::new(),
@@ -630,6 +637,8 @@ pub(crate) struct Driver {
     dialing: HashMap<String, Vec<Outgoing>>,
     /// addr -> (no dial before, current delay); pruned as entries expire.
     backoff: HashMap<String, (Instant, Duration)>,
+    /// When each seed was last warned about as unreachable (seeds only: bounded).
+    seed_warned: HashMap<String, Instant>,
     replies: HashMap<Token, oneshot::Sender<Reply>>,
     next_token: Token,
     /// Slices of large frames still to apply (see [`slice_frame`]).
@@ -643,6 +652,9 @@ pub(crate) struct Driver {
     started: Instant,
     config: NodeConfig,
 }
+
+/// Least time between two warnings about the same unreachable seed.
+const SEED_WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// Most addresses kept in backoff before expired ones are dropped.
 const MAX_BACKOFF_ENTRIES: usize = 4096;
@@ -693,9 +705,16 @@ impl Driver {
                     self.machine.handle_disconnected(&peer);
                 }
             }
-            Input::DialFailed { addr, refused } => {
+            Input::DialFailed {
+                addr,
+                refused,
+                error,
+            } => {
                 self.dialing.remove(&addr);
                 self.back_off(&addr);
+                if let Some(error) = error {
+                    self.warn_unreachable_seed(&addr, &error);
+                }
                 if let Some(reason) = refused {
                     self.machine.handle_refused(&addr, &reason);
                 }
@@ -813,6 +832,24 @@ impl Driver {
         }
         self.dialing.insert(addr.clone(), vec![o]);
         self.ctx.tasks.spawn(peers::dial(self.ctx.clone(), addr));
+    }
+
+    /// A seed that cannot be dialed (down, wrong address, not a gossip node) is worth a
+    /// warning: at most one per seed per [`SEED_WARN_EVERY`], with the reason.
+    fn warn_unreachable_seed(&mut self, addr: &str, error: &str) {
+        if !self.config.seeds.iter().any(|s| s == addr) {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .seed_warned
+            .get(addr)
+            .is_some_and(|at| now.duration_since(*at) < SEED_WARN_EVERY)
+        {
+            return;
+        }
+        self.seed_warned.insert(addr.to_owned(), now);
+        tracing::warn!(seed = %addr, %error, "cannot reach a seed (retrying; this warning repeats at most every 30 s)");
     }
 
     fn back_off(&mut self, addr: &str) {

@@ -63,6 +63,8 @@ pub(crate) enum Input {
         hint: bool,
     },
     DialFailed {
+        /// Why, when nothing was logged for it yet (the driver warns about seeds).
+        error: Option<String>,
         addr: String,
         refused: Option<String>,
     },
@@ -271,7 +273,14 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
                 }
                 Role::Admin => None,
             };
-            let _ = ctx.control.send(Input::DialFailed { addr, refused }).await;
+            let _ = ctx
+                .control
+                .send(Input::DialFailed {
+                    addr,
+                    refused,
+                    error: None,
+                })
+                .await;
         }
         Err(e) => {
             let refused = match &e {
@@ -279,16 +288,36 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
                     tracing::warn!(%addr, error = %e, "peer refused the connection");
                     Some(reason.clone())
                 }
+                TransportError::Refused(_) => {
+                    tracing::warn!(%addr, error = %e, "refused the peer");
+                    None
+                }
                 TransportError::Auth(_) | TransportError::Tls(_) => {
                     tracing::warn!(%addr, error = %e, "peer refused the connection");
                     None
                 }
                 _ => {
                     tracing::debug!(%addr, error = %e, "dial failed");
-                    None
+                    let error = Some(e.to_string());
+                    let _ = ctx
+                        .control
+                        .send(Input::DialFailed {
+                            addr,
+                            refused: None,
+                            error,
+                        })
+                        .await;
+                    return;
                 }
             };
-            let _ = ctx.control.send(Input::DialFailed { addr, refused }).await;
+            let _ = ctx
+                .control
+                .send(Input::DialFailed {
+                    addr,
+                    refused,
+                    error: None,
+                })
+                .await;
         }
     }
 }

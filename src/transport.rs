@@ -118,7 +118,7 @@ fn listener_accepts(
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("websocket: {0}")]
     Ws(Box<tokio_tungstenite::tungstenite::Error>),
@@ -126,6 +126,9 @@ pub enum TransportError {
     Timeout(&'static str),
     #[error("refused by the other side: {0}")]
     Rejected(String),
+    /// This side refused the other (the reason was sent to it too).
+    #[error("{0}")]
+    Refused(String),
     #[error("protocol violation: {0}")]
     Protocol(String),
     #[error("authentication failed: {0}")]
@@ -209,7 +212,7 @@ async fn reject(ws: &mut Ws, reason: String) -> TransportError {
     )
     .await;
     let _ = ws.close(None).await;
-    TransportError::Rejected(reason)
+    TransportError::Refused(reason)
 }
 
 /// The error for a handshake reply other than the `expected` frame: the peer's own
@@ -238,12 +241,24 @@ fn check_hello(
         ));
     }
     if !admin && cluster != cfg.cluster {
-        return Err(format!(
-            "cluster mismatch: this node is in {:?}, the peer in {cluster:?}",
-            cfg.cluster
-        ));
+        return Err(cluster_mismatch(&cfg.cluster, cluster));
     }
     Ok(())
+}
+
+/// The cluster-mismatch reason, from the side that reports it.
+fn cluster_mismatch(ours: &str, theirs: &str) -> String {
+    format!("cluster mismatch: we are in cluster {ours:?}, the peer says {theirs:?}")
+}
+
+/// Why the other side's proof failed, as far as we can tell: a side without a secret sends
+/// an empty proof, so an empty or unexpected one says who lacks the secret.
+fn proof_failure(ours: bool, theirs_empty: bool) -> &'static str {
+    match (ours, theirs_empty) {
+        (false, _) => "the node requires a secret: give its secret file (--secret-file)",
+        (true, true) => "the peer has no secret, but this side has one (--secret-file)",
+        (true, false) => "the peer's proof matches none of our secrets (a different secret file)",
+    }
 }
 
 /// Server side: upgrade to WebSocket and run the handshake. Returns the peer's role.
@@ -273,6 +288,21 @@ pub async fn accept(
                 ..
             }) => {
                 if let Err(reason) = check_hello(cfg, protocol, &cluster, role == Role::Admin) {
+                    if cluster != cfg.cluster && protocol == PROTOCOL_VERSION {
+                        // Our Hello first, so the dialer finds the mismatch itself and
+                        // words it from its side; then our refusal, worded from ours.
+                        let _ = send(
+                            &mut ws,
+                            &Frame::Hello {
+                                protocol: PROTOCOL_VERSION,
+                                cluster: cfg.cluster.clone(),
+                                role: me.clone(),
+                                nonce: self::nonce(),
+                                proof: Vec::new(),
+                            },
+                        )
+                        .await;
+                    }
                     return Err(reject(&mut ws, reason).await);
                 }
                 (role, nonce)
@@ -305,15 +335,16 @@ pub async fn accept(
             {
                 Ok((ws, role))
             }
-            Some(Frame::Proof { .. }) => {
+            Some(Frame::Proof { proof }) => {
                 let _ = reject(
                     &mut ws,
                     "authentication failed (wrong or missing cluster secret)".into(),
                 )
                 .await;
-                Err(TransportError::Auth(
-                    "the peer's proof matches none of our secrets",
-                ))
+                Err(TransportError::Auth(proof_failure(
+                    creds.secrets.is_some(),
+                    proof.is_empty(),
+                )))
             }
             other => Err(unexpected(&mut ws, "Proof", other).await),
         }
@@ -388,9 +419,10 @@ pub async fn dial(
                         "authentication failed (wrong or missing cluster secret)".into(),
                     )
                     .await;
-                    return Err(TransportError::Auth(
-                        "the listener's proof matches none of our secrets",
-                    ));
+                    return Err(TransportError::Auth(proof_failure(
+                        creds.secrets.is_some(),
+                        proof.is_empty(),
+                    )));
                 };
                 send(&mut ws, &Frame::Proof { proof }).await?;
                 Ok((ws, role))
@@ -474,10 +506,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cluster_mismatch_is_refused_with_a_reason() {
+    async fn cluster_mismatch_is_refused_with_a_reason_from_each_side() {
         let (s, c) = handshake(cfg("a", None), cfg("b", None)).await;
-        assert!(s.unwrap_err().contains("cluster mismatch"));
-        assert!(c.unwrap_err().contains("cluster mismatch"));
+        let (s, c) = (s.unwrap_err(), c.unwrap_err());
+        assert!(
+            s.contains(r#"cluster mismatch: we are in cluster "a", the peer says "b""#),
+            "listener: {s}"
+        );
+        assert!(
+            c.contains(r#"cluster mismatch: we are in cluster "b", the peer says "a""#),
+            "dialer: {c}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_secret_is_named_as_such() {
+        let admin = TransportConfig {
+            cluster: String::new(),
+            ..cfg("a", None)
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("ws://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let _ = accept(stream, &member("server"), &cfg("a", Some("k"))).await;
+        });
+        let err = dial(&addr, &Role::Admin, &admin)
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the node requires a secret") && err.contains("--secret-file"),
+            "{err}"
+        );
+        server.await.unwrap();
+        // A member with a secret dialing one without: the peer lacks it.
+        let (s, c) = handshake(cfg("a", None), cfg("a", Some("k"))).await;
+        assert!(c.unwrap_err().contains("the peer has no secret"));
+        assert!(s.is_err());
     }
 
     #[tokio::test]

@@ -118,6 +118,11 @@ fn a_busy_port_is_a_clear_error() {
         err.contains("cannot listen on") && err.contains("in use"),
         "{err}"
     );
+    assert_eq!(
+        err.matches("Address already in use").count(),
+        1,
+        "each cause once: {err}"
+    );
 }
 
 #[test]

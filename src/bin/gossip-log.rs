@@ -323,7 +323,11 @@ fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
     let bar = progress(offline.wal_bytes(), "reading WAL");
     let scan = offline.scan(u64::MAX, |_, _, _| {}, |n| bar.set_position(n));
     bar.finish_and_clear();
-    let scan = scan?;
+    let scan = match scan {
+        Ok(scan) => scan,
+        Err(e @ Error::Corrupt { .. }) => return damaged_stats(&offline, json, e),
+        Err(e) => return Err(e.into()),
+    };
     let members = offline.snapshot.load_roster()?.num_records();
     let meta = &offline.meta;
     let snapshot_bytes = dir_size(&dir.join("snapshot"));
@@ -375,6 +379,73 @@ fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `stats` of a WAL damaged past its tail: what the records before the damage hold, then
+/// the error (exit non-zero), so the good prefix is not hidden by the damage.
+fn damaged_stats(offline: &Offline, json: bool, error: Error) -> Result<ExitCode> {
+    let (mut records, mut first, mut last) = (0u64, None, 0);
+    let mut segments = std::collections::BTreeSet::new();
+    // The same scan again, now counting: it stops at the same damage.
+    let _ = offline.scan(
+        0,
+        |path, _, rec| {
+            records += 1;
+            first.get_or_insert(rec.lsn);
+            last = rec.lsn;
+            segments.insert(path.to_path_buf());
+        },
+        |_| {},
+    );
+    let Error::Corrupt {
+        file,
+        offset,
+        lsn,
+        reason,
+        ..
+    } = &error
+    else {
+        return Err(error.into());
+    };
+    let meta = &offline.meta;
+    let id = meta.node_id.as_ref().map(|n| n.as_str());
+    if json {
+        println!(
+            "{}",
+            json!({
+                "schema_version": offline.schema_version,
+                "node_id": id,
+                "generation": meta.generation,
+                "segments": segments.len(),
+                "records": records,
+                "first_lsn": first,
+                "last_lsn": last,
+                "snapshot_lsn": meta.snapshot_lsn,
+                "prev_snapshot_lsn": meta.prev_snapshot_lsn,
+                "corrupt": { "file": file, "offset": offset, "lsn": lsn, "reason": reason },
+            })
+        );
+    } else {
+        println!("schema version   {}", offline.schema_version);
+        println!(
+            "node             {} (generation {})",
+            id.unwrap_or("-"),
+            meta.generation.unwrap_or(0)
+        );
+        println!("segments         {} (up to the damage)", segments.len());
+        println!("records          {records} (up to the damage)");
+        println!("lsn range        {}..={last}", first.unwrap_or(0));
+        println!(
+            "snapshot lsn     {} (previous {})",
+            meta.snapshot_lsn, meta.prev_snapshot_lsn
+        );
+        println!(
+            "CORRUPT          {} at offset {offset} (LSN {lsn}): {reason}",
+            file.display()
+        );
+    }
+    std::io::stdout().flush()?;
+    Err(error.into())
 }
 
 fn dir_size(dir: &Path) -> u64 {

@@ -5,6 +5,8 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "shared/config.rs"]
+mod config;
 #[path = "shared/logging.rs"]
 mod logging;
 #[path = "shared/members.rs"]
@@ -13,7 +15,7 @@ mod members;
 mod reload;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use gossip_roster::admin;
 use gossip_roster::message::{AdminReply, AdminRequest};
 use gossip_roster::store::{FsyncPolicy, StoreConfig, WalConfig};
@@ -32,7 +34,8 @@ use std::time::Duration;
     version,
     about = "Run a gossip-roster node, or ask a running one (members, actors, locate, status)",
     args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    after_help = SETTINGS_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,8 +44,23 @@ struct Cli {
     run: RunArgs,
 }
 
+/// How run settings combine; printed under `--help`.
+const SETTINGS_HELP: &str = "\
+Settings: every run flag also comes from the environment, GOSSIP_ + the flag in upper snake \
+case (--data-dir: GOSSIP_DATA_DIR; repeatable flags take a comma-separated list: \
+GOSSIP_SEED=ws://a:7100,ws://b:7100), and from a TOML file (--config FILE or GOSSIP_CONFIG) \
+whose keys are the flag names (data-dir = \"/var/lib/gossip\", seed = [\"ws://a:7100\"]). \
+Precedence: flag > env > file > default. `gossip-node config --print` shows the effective \
+settings and where each came from.";
+
+/// The flags of a node run. Each also comes from `GOSSIP_<FLAG>` and from the config file
+/// (see [`config`]): a new flag needs nothing more than its `#[arg(long)]`.
 #[derive(Args, Debug)]
 struct RunArgs {
+    /// TOML file of settings, keys named like the flags (data-dir = "/var/lib/gossip").
+    /// Flags and environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Where the node keeps its WAL, snapshot and identity (created if missing).
     #[arg(long, required = true)]
     data_dir: Option<PathBuf>,
@@ -62,15 +80,16 @@ struct RunArgs {
     /// How long the set of reachable members must hold still before a side is judged.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     downing_stable_after_s: u64,
-    /// Address others dial; default ws://<listen>.
-    #[arg(long)]
+    /// Address others dial, HOST:PORT or ws://HOST:PORT (wss:// with TLS). Default: the
+    /// listen address; for 0.0.0.0 or [::], the address of the interface that routes out.
+    #[arg(long, value_parser = parse_addr)]
     advertise: Option<String>,
     /// Node id; default: generated once, then persisted in the data dir.
     #[arg(long)]
     node_id: Option<String>,
-    /// Any member to join through, ws://HOST:PORT (repeatable). Not needed once the data
-    /// dir knows peers.
-    #[arg(long = "seed", value_name = "URL")]
+    /// Any member to join through, HOST:PORT or ws://HOST:PORT (repeatable). Not needed
+    /// once the data dir knows peers.
+    #[arg(long = "seed", value_name = "URL", value_parser = parse_addr)]
     seeds: Vec<String>,
     /// An actor this node hosts from the start (repeatable).
     #[arg(long = "actor", value_name = "NAME")]
@@ -90,13 +109,13 @@ struct RunArgs {
     #[arg(long, default_value = "batch")]
     fsync: FsyncPolicy,
     /// Longest wait for an fsync under --fsync batch.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     fsync_interval_ms: u64,
     /// Batching window of gossip: how long a new event waits for company.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     gossip_window_ms: u64,
     /// Peers each gossip round goes to.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
     fanout: u32,
     /// Interval of anti-entropy (digest exchange with one random peer) up to 32 members;
     /// one interval more per doubling of the cluster beyond.
@@ -109,16 +128,17 @@ struct RunArgs {
     #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(1..))]
     probe_timeout_ms: u64,
     /// Members asked to probe on our behalf.
-    #[arg(long, default_value_t = 3)]
-    indirect_checks: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=32))]
+    indirect_checks: u32,
     /// Suspicion lasts from mult * max(1, log10 N) * interval (with confirmations) up to
     /// --suspicion-max-mult times that (without).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     suspicion_mult: u32,
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    /// The longest suspicion, as a multiple of the shortest.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=1000))]
     suspicion_max_mult: u32,
-    /// Dead and left members are forgotten after this many seconds.
-    #[arg(long, default_value_t = 3600)]
+    /// Dead and left members are forgotten after this many seconds (at least 10).
+    #[arg(long, default_value_t = 3600, value_parser = at_least(10))]
     tombstone_ttl_s: u64,
     /// A member alive this long without a flip counts as stable.
     #[arg(long, default_value_t = 30)]
@@ -127,27 +147,28 @@ struct RunArgs {
     /// and admin answers are split to fit.
     #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(65536..=(1 << 30)))]
     max_frame_bytes: u64,
-    /// Most inbound connections at once.
-    #[arg(long, default_value_t = 1024)]
-    max_connections: usize,
-    /// Start a new WAL segment past this many bytes.
-    #[arg(long, default_value_t = 64 << 20)]
+    /// Most inbound connections at once (at least 16).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    max_connections: u32,
+    /// Start a new WAL segment past this many bytes (at least 65536).
+    #[arg(long, default_value_t = 64 << 20, value_parser = at_least(65536))]
     segment_bytes: u64,
-    /// Compact once this many records were logged since the last snapshot.
-    #[arg(long, default_value_t = 100_000)]
+    /// Compact once this many records were logged since the last snapshot (at least 1000).
+    #[arg(long, default_value_t = 100_000, value_parser = at_least(1000))]
     compact_records: u64,
-    /// Compact once this many WAL bytes were written since the last snapshot.
-    #[arg(long, default_value_t = 64 << 20)]
+    /// Compact once this many WAL bytes were written since the last snapshot (at least
+    /// 65536).
+    #[arg(long, default_value_t = 64 << 20, value_parser = at_least(65536))]
     compact_bytes: u64,
 }
 
 #[derive(Args, Debug)]
 struct Conn {
     /// The node to ask, ws://HOST:PORT (wss:// with TLS).
-    #[arg(long)]
+    #[arg(long, env = "GOSSIP_CONNECT")]
     connect: String,
     /// Secret file, when the node has one (one secret a line; the first proves).
-    #[arg(long)]
+    #[arg(long, env = "GOSSIP_SECRET_FILE")]
     secret_file: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
@@ -157,13 +178,13 @@ struct Conn {
 #[derive(Args, Debug)]
 struct TlsArgs {
     /// PEM certificate (chain) of this node or client.
-    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    #[arg(long, env = "GOSSIP_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
     tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
-    #[arg(long, requires_all = ["tls_cert", "tls_ca"])]
+    #[arg(long, env = "GOSSIP_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
     tls_key: Option<PathBuf>,
     /// PEM certificate(s) of the CA that peers' certificates must chain to.
-    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    #[arg(long, env = "GOSSIP_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
     tls_ca: Option<PathBuf>,
 }
 
@@ -246,6 +267,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The effective run settings (flags, GOSSIP_* variables, --config file, defaults) and
+    /// where each came from. Takes the same flags as a run; prints the secret file's path,
+    /// never the secret.
+    Config {
+        /// Print the settings (TOML by default).
+        #[arg(long, required = true)]
+        print: bool,
+        /// As JSON: { "flag": { "value": .., "source": "flag|env|file|default|unset" } }.
+        #[arg(long, conflicts_with = "toml")]
+        json: bool,
+        /// As a TOML file giving the same settings, each line commented with its source.
+        #[arg(long)]
+        toml: bool,
+        #[command(flatten)]
+        run: Box<RunArgs>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -297,26 +334,146 @@ impl Names {
     }
 }
 
-/// The error as one line: each cause once (a library error whose message already quotes
-/// its cause is not followed by that cause again).
+/// The error as one line, each cause once: the library quotes a cause in its message or
+/// exposes it as its source, never both (see `gossip_roster::Error`), so the chain is
+/// printed as it is.
 fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
+    format!("{e:#}")
+}
+
+/// Test suites shrink WAL segments, compaction thresholds and tombstone lifetimes far below
+/// what a deployment should run with; this variable (like `GOSSIP_ROSTER_FAILPOINT`) lets
+/// them go down to 1.
+const TEST_LIMITS_ENV: &str = "GOSSIP_ROSTER_TEST_LIMITS";
+
+/// A number of at least `min` (at least 1 under [`TEST_LIMITS_ENV`]).
+fn at_least(min: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |s| {
+        let n: u64 = s
+            .parse()
+            .map_err(|e| format!("{s:?} is not a number: {e}"))?;
+        let floor = if std::env::var_os(TEST_LIMITS_ENV).is_some() {
+            1
+        } else {
+            min
+        };
+        if n < floor {
+            return Err(format!("{n} is below the minimum of {floor}"));
         }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
+        Ok(n)
     }
-    line
+}
+
+/// An address flag: `ws://HOST:PORT`, `wss://HOST:PORT`, or `HOST:PORT` (given the scheme
+/// of the node's transport by [`with_scheme`]). Any other scheme is refused.
+fn parse_addr(s: &str) -> Result<String, String> {
+    if let Some((scheme, _)) = s.split_once("://") {
+        if scheme != "ws" && scheme != "wss" {
+            return Err(format!(
+                "unknown scheme {scheme}:// (give ws://HOST:PORT, wss://HOST:PORT or HOST:PORT)"
+            ));
+        }
+        gossip_roster::transport::host_port(s).map_err(|e| e.to_string())?;
+    } else {
+        gossip_roster::transport::host_port(&format!("ws://{s}"))
+            .map_err(|_| format!("{s:?} is not HOST:PORT or ws://HOST:PORT"))?;
+    }
+    Ok(s.to_owned())
+}
+
+/// `HOST:PORT` as `ws://HOST:PORT` (`wss://` with TLS); an address with a scheme as it is.
+fn with_scheme(addr: String, tls: bool) -> String {
+    if addr.contains("://") {
+        addr
+    } else {
+        format!("{}://{addr}", if tls { "wss" } else { "ws" })
+    }
+}
+
+/// The command line as parsed, with what `config --print` needs to say where values came from.
+struct Parsed {
+    cli: Cli,
+    command: clap::Command,
+    matches: clap::ArgMatches,
+    file: Option<config::FileValues>,
+}
+
+/// Parses flags, `GOSSIP_*` variables and the config file into one command line (see
+/// [`config`]). A clap error (or --help) exits here, with clap's own output and code.
+fn parse() -> Result<Parsed> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let run_ids: Vec<String> = Cli::command()
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect();
+    let mut command = config::with_env(Cli::command()).mut_subcommand("config", |sub| {
+        config::none_required(config::with_env_for(sub, &run_ids))
+    });
+    let file = match config::config_path(&args) {
+        Some(path) => Some(config::load(&path, &command)?),
+        None => None,
+    };
+    if let Some(file) = &file {
+        command =
+            config::apply(command, file).mut_subcommand("config", |sub| config::apply(sub, file));
+    }
+    let matches = command
+        .clone()
+        .try_get_matches_from(args)
+        .unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    Ok(Parsed {
+        cli,
+        command,
+        matches,
+        file,
+    })
+}
+
+/// `config --print`: each run setting, its value and its source.
+fn print_config(parsed: &Parsed, json: bool) -> Result<()> {
+    let sub = parsed
+        .command
+        .find_subcommand("config")
+        .expect("the config subcommand exists");
+    let matches = parsed
+        .matches
+        .subcommand_matches("config")
+        .expect("called for the config subcommand");
+    // The run settings only (the subcommand's own --print/--json/--toml are not), in the
+    // order of --help.
+    let order: Vec<String> = Cli::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect();
+    let mut settings: Vec<config::Setting> = config::effective(sub, matches, parsed.file.as_ref())
+        .into_iter()
+        .filter(|s| order.contains(&s.key))
+        .collect();
+    settings.sort_by_key(|s| order.iter().position(|k| *k == s.key));
+    let text = if json {
+        serde_json::to_string_pretty(&config::to_json(&settings))? + "\n"
+    } else {
+        config::to_toml(&settings)
+    };
+    use std::io::Write as _;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
 }
 
 fn main() -> ExitCode {
     logging::init("info");
-    let cli = Cli::parse();
+    let parsed = match parse() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("gossip-node: {}", one_line(&e));
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Config { json, .. }) = &parsed.cli.command {
+        return finish(print_config(&parsed, *json));
+    }
+    let cli = parsed.cli;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -327,12 +484,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
+    finish(match cli.command {
         None => runtime.block_on(run(cli.run)),
         Some(cmd) => runtime.block_on(admin_command(cmd)),
-    };
+    })
+}
+
+/// The exit: 0, or 1 with the error on one line.
+fn finish(result: Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`| head`) is not an error worth a message.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("gossip-node: {}", one_line(&e));
             ExitCode::FAILURE
@@ -358,16 +526,21 @@ async fn run(args: RunArgs) -> Result<()> {
         gossip_roster::names::validate_actor_name(actor)
             .with_context(|| format!("--actor {actor:?}"))?;
     }
-    for seed in &args.seeds {
-        gossip_roster::transport::host_port(seed).with_context(|| format!("--seed {seed}"))?;
+    if let Some(path) = &args.config {
+        tracing::info!(config = %path.display(), "settings from a config file (flags and GOSSIP_* variables override it)");
     }
+    let tls = credentials.tls.is_some();
     let config = NodeConfig {
         data_dir: data_dir.clone(),
         listen: args.listen.expect("required by clap"),
-        advertise: args.advertise,
+        advertise: args.advertise.map(|a| with_scheme(a, tls)),
         node_id: args.node_id.map(NodeId::new),
         actors: args.actors,
-        seeds: args.seeds,
+        seeds: args
+            .seeds
+            .into_iter()
+            .map(|s| with_scheme(s, tls))
+            .collect(),
         transport: TransportConfig {
             cluster: args.cluster,
             credentials: credentials.into(),
@@ -393,14 +566,14 @@ async fn run(args: RunArgs) -> Result<()> {
         swim: SwimConfig {
             probe_interval: Duration::from_millis(args.probe_interval_ms),
             probe_timeout: Duration::from_millis(args.probe_timeout_ms),
-            indirect_checks: args.indirect_checks,
+            indirect_checks: args.indirect_checks as usize,
             suspicion_mult: args.suspicion_mult,
             suspicion_max_mult: args.suspicion_max_mult,
             tombstone_ttl: Duration::from_secs(args.tombstone_ttl_s),
             stable_after: Duration::from_secs(args.stable_after_s),
             ..SwimConfig::default()
         },
-        max_connections: args.max_connections,
+        max_connections: args.max_connections as usize,
         http_listen: args.http_listen,
         downing: gossip_roster::machine::downing::DowningConfig {
             strategy: args.downing,
@@ -566,6 +739,7 @@ async fn admin_command(cmd: Command) -> Result<()> {
             AdminReply::Error(e) => anyhow::bail!("{e}"),
             other => unexpected(other),
         },
+        Command::Config { .. } => unreachable!("config --print runs in main, before any runtime"),
         Command::Status { conn, json } => match ask(&conn, AdminRequest::Status).await? {
             AdminReply::Status(s) => {
                 if json {
@@ -587,6 +761,39 @@ async fn admin_command(cmd: Command) -> Result<()> {
                     println!(
                         "wal           last LSN {}, durable LSN {}, {} bytes written, fsync {}",
                         s.wal_last_lsn, s.wal_durable_lsn, s.wal_bytes_written, s.fsync_policy
+                    );
+                    println!(
+                        "quorum        {} ({} alive of the largest recent cluster, {})",
+                        if s.in_majority {
+                            "in the majority"
+                        } else {
+                            "NOT in the majority"
+                        },
+                        s.alive,
+                        s.largest_cluster
+                    );
+                    println!(
+                        "health        awareness {} ({})",
+                        s.awareness,
+                        if s.awareness == 0 {
+                            "healthy"
+                        } else {
+                            "slow: our own timeouts are stretched"
+                        }
+                    );
+                    let flapping: Vec<String> = s
+                        .flapping
+                        .iter()
+                        .map(|(id, flips)| format!("{id} ({flips} flips)"))
+                        .collect();
+                    println!(
+                        "stability     {} stable, flapping: {}",
+                        s.stable,
+                        if flapping.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            flapping.join(", ")
+                        }
                     );
                     println!("snapshot      LSN {}", s.snapshot_lsn);
                     println!("uptime        {:.1} s", s.uptime_ms as f64 / 1000.0);

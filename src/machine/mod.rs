@@ -158,8 +158,9 @@ pub struct Machine {
     rng: StdRng,
     now: Duration,
     quorum: Quorum,
-    /// This node was in the majority at some point since start (for the log's wording).
-    majority_seen: bool,
+    /// Whether this process has been in the majority yet: the first time is news, only
+    /// later ones are "again".
+    been_in_majority: bool,
     /// LSN of the last record handed out in a `Ready`, and the last one known durable.
     last_lsn: Lsn,
     durable_lsn: Lsn,
@@ -254,8 +255,8 @@ impl Machine {
             queue: Broadcasts::default(),
             rng: StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
             now,
-            majority_seen: quorum.in_majority,
             quorum,
+            been_in_majority: quorum.in_majority,
             last_lsn,
             durable_lsn: last_lsn,
             held: VecDeque::new(),
@@ -425,6 +426,7 @@ impl Machine {
                         }
                     }
                     self.roster.mark_complete(&self.me.id);
+                    // Our own record counts too (a node alone is its whole cluster).
                     self.update_quorum(0, false);
                     let budget = self.budget();
                     for e in &changed {
@@ -1186,14 +1188,20 @@ impl Machine {
             .is_some_and(|r| r.liveness.state == MemberState::Left);
         if new.in_majority != old.in_majority && !leaving {
             if new.in_majority {
-                // Reaching it the first time after start is not news; getting it back is.
-                if self.majority_seen {
-                    tracing::info!(
-                        alive = new.alive,
-                        largest = new.largest,
-                        "in the majority again"
-                    );
-                }
+                let again = if self.been_in_majority { " again" } else { "" };
+                self.been_in_majority = true;
+                tracing::info!(
+                    alive = new.alive,
+                    largest = new.largest,
+                    "in the majority{again}"
+                );
+            } else if self.left {
+                // Our own graceful leave: we stop counting ourselves, nothing was lost.
+                tracing::debug!(
+                    alive = new.alive,
+                    largest = new.largest,
+                    "left the majority by leaving"
+                );
             } else {
                 tracing::warn!(
                     alive = new.alive,
@@ -1202,7 +1210,6 @@ impl Machine {
                 );
             }
         }
-        self.majority_seen |= new.in_majority;
         if new != old {
             self.reach_changed_at = self.now;
             self.quorum = new;

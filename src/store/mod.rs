@@ -79,18 +79,30 @@ pub struct Store {
     last_compaction: Mutex<(Lsn, u64)>,
 }
 
+/// `dir` is a directory: refused as missing, or as not a directory.
+pub(crate) fn existing_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        Ok(())
+    } else if dir.exists() {
+        Err(Error::NotADirectory(dir.to_path_buf()))
+    } else {
+        Err(Error::NoDataDir(dir.to_path_buf()))
+    }
+}
+
 impl Store {
     /// Opens `dir`, creating it if missing, and recovers the roster.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<(Store, Recovered)> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::NotADirectory(dir.to_path_buf()));
+        }
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         Self::open_existing(dir, config)
     }
 
     /// Opens a data dir that must already exist.
     pub fn open_existing(dir: &Path, config: StoreConfig) -> Result<(Store, Recovered)> {
-        if !dir.is_dir() {
-            return Err(Error::NoDataDir(dir.to_path_buf()));
-        }
+        existing_dir(dir)?;
         let lock = DirLock::acquire(dir)?;
         migrate::check_marker(dir)?;
         let wal_dir = dir.join("wal");

@@ -21,9 +21,7 @@ pub struct Offline {
 
 impl Offline {
     pub fn open(dir: &Path) -> Result<Offline> {
-        if !dir.is_dir() {
-            return Err(Error::NoDataDir(dir.to_path_buf()));
-        }
+        super::existing_dir(dir)?;
         if !dir.join("wal").is_dir() && !dir.join("snapshot").is_dir() {
             return Err(Error::BadDataDir {
                 dir: dir.to_path_buf(),

@@ -48,9 +48,13 @@ impl NodeProc {
 
     /// Runs a prepared `gossip-node` command and waits for its "node started" line.
     pub fn spawn(mut cmd: Command) -> Result<NodeProc, String> {
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
         let mut child = cmd
-            .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            // Tests shrink segments, compaction thresholds and tombstone lifetimes.
+            .env("GOSSIP_ROSTER_TEST_LIMITS", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -95,10 +99,13 @@ impl NodeProc {
         }
     }
 
-    /// Waits (bounded, so a bug cannot hang the suite) for a stderr line containing `needle`.
+    /// Waits (bounded, so a bug cannot hang the suite) for a stderr line containing `needle`:
+    /// 60 s in all, however many other lines the node logs meanwhile.
     pub fn wait_for(&mut self, needle: &str) -> Result<String, ()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            match self.stderr.recv_timeout(Duration::from_secs(60)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
                 Ok(line) => {
                     self.lines.push(line.clone());
                     if line.contains(needle) {
