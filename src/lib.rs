@@ -23,6 +23,7 @@
 
 pub mod admin;
 mod admin_server;
+pub mod discovery;
 pub mod error;
 pub mod event;
 pub mod gossip;

@@ -13,6 +13,7 @@ use crate::message::{Frame, Role};
 use crate::node::{Driver, NodeConfig};
 use crate::transport::{self, TransportConfig, TransportError, Ws};
 use futures_util::{SinkExt, StreamExt};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +75,8 @@ pub(crate) enum Input {
         reply: oneshot::Sender<Reply>,
     },
     Query(Job),
+    /// Seeds found by discovery (DNS), for the machine.
+    Discovered(Vec<String>),
     Durable(Lsn),
     Failed(Error),
 }
@@ -97,6 +100,8 @@ pub(crate) struct Ctx {
     pub(crate) traffic: Traffic,
     /// Why the node stopped, once it has (for admin clients waiting on a change).
     pub(crate) stop_reason: std::sync::OnceLock<String>,
+    /// TLS names of addresses found by resolving seed names (address -> name).
+    pub(crate) seed_names: Arc<std::sync::Mutex<HashMap<String, String>>>,
     inbound: Arc<Semaphore>,
     next_conn: AtomicU64,
 }
@@ -122,6 +127,7 @@ impl Ctx {
             tasks: TaskTracker::new(),
             traffic: Traffic::default(),
             stop_reason: std::sync::OnceLock::new(),
+            seed_names: Arc::default(),
             inbound: Arc::new(Semaphore::new(config.max_connections)),
             next_conn: AtomicU64::new(1),
         };
@@ -237,9 +243,14 @@ pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: tokio::net::TcpListener
 
 /// Dials `addr`; on success the connection is served like an accepted one.
 pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
+    let name = ctx
+        .seed_names
+        .lock()
+        .ok()
+        .and_then(|names| names.get(&addr).cloned());
     let result = tokio::select! {
         _ = ctx.cancel.cancelled() => return,
-        r = transport::dial(&addr, &ctx.role, &ctx.transport) => r,
+        r = transport::dial_named(&addr, name.as_deref(), &ctx.role, &ctx.transport) => r,
     };
     match result {
         Ok((ws, Role::Member { id, .. })) if id != *ctx.me() => {

@@ -13,6 +13,7 @@ mod members;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use gossip_roster::admin;
+use gossip_roster::discovery::DnsServer;
 use gossip_roster::message::{AdminReply, AdminRequest};
 use gossip_roster::store::{FsyncPolicy, StoreConfig, WalConfig};
 use gossip_roster::tls::Tls;
@@ -52,10 +53,18 @@ struct RunArgs {
     /// Node id; default: generated once, then persisted in the data dir.
     #[arg(long)]
     node_id: Option<String>,
-    /// Any member to join through, ws://HOST:PORT (repeatable). Not needed once the data
-    /// dir knows peers.
+    /// Any member to join through, ws://HOST:PORT (repeatable). HOST may be a DNS name: every
+    /// A/AAAA address it resolves to is dialed, re-resolved while no live peer is known.
+    /// Tried together with the peers the data dir remembers.
     #[arg(long = "seed", value_name = "URL")]
     seeds: Vec<String>,
+    /// A DNS SRV name listing members, e.g. _gossip._tcp.gossip.example (repeatable):
+    /// every target and port is dialed. Same as --seed dns+srv://NAME.
+    #[arg(long = "seed-srv", value_name = "NAME")]
+    seed_srv: Vec<String>,
+    /// DNS server for seed names, IP:PORT; default: the system's (/etc/resolv.conf).
+    #[arg(long, value_name = "IP:PORT")]
+    dns_server: Option<std::net::SocketAddr>,
     /// An actor this node hosts from the start (repeatable).
     #[arg(long = "actor", value_name = "NAME")]
     actors: Vec<String>,
@@ -300,7 +309,14 @@ async fn run(args: RunArgs) -> Result<()> {
             .with_context(|| format!("--actor {actor:?}"))?;
     }
     for seed in &args.seeds {
-        gossip_roster::transport::host_port(seed).with_context(|| format!("--seed {seed}"))?;
+        gossip_roster::discovery::Seed::parse(seed).with_context(|| format!("--seed {seed}"))?;
+    }
+    let mut seeds = args.seeds;
+    for name in &args.seed_srv {
+        let seed = format!("{}{name}", gossip_roster::discovery::SRV_SCHEME);
+        gossip_roster::discovery::Seed::parse(&seed)
+            .with_context(|| format!("--seed-srv {name}"))?;
+        seeds.push(seed);
     }
     let config = NodeConfig {
         data_dir: data_dir.clone(),
@@ -308,7 +324,8 @@ async fn run(args: RunArgs) -> Result<()> {
         advertise: args.advertise,
         node_id: args.node_id.map(NodeId::new),
         actors: args.actors,
-        seeds: args.seeds,
+        seeds,
+        dns_server: args.dns_server.map_or(DnsServer::System, DnsServer::At),
         transport: TransportConfig {
             cluster: args.cluster,
             secret: secret.map(Arc::new),
