@@ -11,11 +11,10 @@
 //! fails. `GOSSIP_SKIP_NETNS=1` skips it (visibly) like the other namespace tests.
 
 mod common;
+use common::dns::{dnsmasq_missing, skip, Dnsmasq};
 use common::netns::{cannot_run, Net};
 use common::*;
 use serde_json::Value;
-use std::io::Write;
-use std::process::{Child, Stdio};
 
 const HOSTS: usize = 5;
 const PORT: u16 = 7100;
@@ -39,57 +38,15 @@ fn unavailable() -> Option<String> {
     if std::env::var_os("GOSSIP_SKIP_NETNS").is_some_and(|v| v == "1") {
         return Some("GOSSIP_SKIP_NETNS=1".into());
     }
-    if let Some(why) = cannot_run() {
-        return Some(why);
-    }
-    let dnsmasq = std::process::Command::new("dnsmasq")
-        .arg("--version")
-        .output();
-    if !dnsmasq.is_ok_and(|o| o.status.success()) {
-        return Some("needs dnsmasq (apt-get install dnsmasq-base)".into());
-    }
-    None
+    cannot_run().or_else(dnsmasq_missing)
 }
 
-/// dnsmasq in the hub, killed on drop. Its log goes to a file kept for failures.
-struct Dnsmasq {
-    child: Child,
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// dnsmasq answering only from its command line: `gossip.test` is every host's address
-/// (A records; AAAA and anything else under `test` get an authoritative empty answer).
+/// dnsmasq in the hub: `gossip.test` is every host's address.
 fn start_dns(net: &Net, log: &std::path::Path) -> Dnsmasq {
-    let mut cmd = net.command(None, "dnsmasq");
-    cmd.args([
-        "--no-resolv",
-        "--no-hosts",
-        "--conf-file=/dev/null",
-        "--keep-in-foreground",
-        "--port=53",
-        &format!("--listen-address={DNS_IP}"),
-        "--bind-interfaces",
-        "--user=root",
-        "--group=root",
-        "--local=/test/",
-        "--log-facility=-",
-    ]);
-    for i in 0..HOSTS {
-        cmd.arg(format!("--host-record={NAME},{}", host_ip(i)));
-    }
-    let file = std::fs::File::create(log).unwrap();
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(file))
-        .spawn()
-        .expect("spawn dnsmasq");
-    Dnsmasq { child }
+    let records: Vec<String> = (0..HOSTS)
+        .map(|i| format!("--host-record={NAME},{}", host_ip(i)))
+        .collect();
+    Dnsmasq::start(net.command(None, "dnsmasq"), DNS_IP, 53, &records, log)
 }
 
 /// The distinct IPv4 addresses host `i` resolves `name` to (through its resolv.conf).
@@ -136,12 +93,7 @@ fn all_alive() -> Vec<(String, String)> {
 fn five_hosts_find_each_other_through_one_dns_name_and_survive_a_cut() {
     let test = "five_hosts_find_each_other_through_one_dns_name_and_survive_a_cut";
     if let Some(why) = unavailable() {
-        if std::env::var_os("GOSSIP_REQUIRE_NETNS").is_some_and(|v| v == "1") {
-            panic!("{test} cannot run here ({why}) and GOSSIP_REQUIRE_NETNS=1 is set");
-        }
-        // Straight to stderr, past the test harness's capture: a skip is always visible.
-        let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {why}");
-        return;
+        return skip(test, &why);
     }
     let net = build().unwrap_or_else(|e| panic!("could not build the test network: {e}"));
     let scratch = tempfile::tempdir().unwrap();

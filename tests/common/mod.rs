@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod dns;
 pub mod netns;
 
 pub const NODE: &str = env!("CARGO_BIN_EXE_gossip-node");
