@@ -1,8 +1,10 @@
 //! The admin client: what `gossip-node members|actors|locate|status` use to talk to a
 //! running node over its gossip port (same handshake, same secret).
 
+use crate::credentials::{Credentials, SharedCredentials};
 use crate::error::{Error, Result};
 use crate::message::{AdminReply, AdminRequest, Frame, Role};
+use crate::secrets::Secrets;
 use crate::transport::{self, TransportConfig};
 use std::path::Path;
 
@@ -11,7 +13,7 @@ use std::path::Path;
 /// client certificate it trusts). Actor changes of any size go through [`change_actors`].
 pub async fn request(
     addr: &str,
-    secret: Option<Vec<u8>>,
+    secret: Option<Secrets>,
     tls: Option<std::sync::Arc<crate::tls::Tls>>,
     req: AdminRequest,
 ) -> Result<AdminReply> {
@@ -25,7 +27,7 @@ pub async fn request(
 /// names need (each under the frame cap); returns the names that changed.
 pub async fn change_actors(
     addr: &str,
-    secret: Option<Vec<u8>>,
+    secret: Option<Secrets>,
     tls: Option<std::sync::Arc<crate::tls::Tls>>,
     names: Vec<String>,
     add: bool,
@@ -85,12 +87,14 @@ struct Session {
 impl Session {
     async fn open(
         addr: &str,
-        secret: Option<Vec<u8>>,
+        secret: Option<Secrets>,
         tls: Option<std::sync::Arc<crate::tls::Tls>>,
     ) -> Result<Session> {
         let cfg = TransportConfig {
-            secret: secret.map(std::sync::Arc::new),
-            tls,
+            credentials: SharedCredentials::new(Credentials {
+                secrets: secret,
+                tls,
+            }),
             ..TransportConfig::default()
         };
         let (ws, _) = transport::dial(addr, &Role::Admin, &cfg).await?;
@@ -141,12 +145,8 @@ impl Session {
     }
 }
 
-/// Reads a cluster secret file: its bytes, surrounding whitespace trimmed. Empty is an error.
-pub fn read_secret(path: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(Error::io(path))?;
-    let trimmed = bytes.trim_ascii().to_vec();
-    if trimmed.is_empty() {
-        return Err(Error::EmptySecret(path.to_path_buf()));
-    }
-    Ok(trimmed)
+/// Reads a cluster secret file: one secret a line, the first the one we prove with (see
+/// [`crate::secrets`]). A file without a secret is an error.
+pub fn read_secret(path: &Path) -> Result<Secrets> {
+    Secrets::read_file(path)
 }

@@ -4,6 +4,7 @@
 
 use crate::machine::{Command, Reply};
 use crate::message::{AdminReply, AdminRequest, Frame};
+use crate::node::StopReason;
 use crate::peers::{Ctx, Input, Job};
 use crate::roster::Member;
 use crate::transport::{self, Ws};
@@ -16,11 +17,14 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, mut ws: Ws) {
     loop {
         let next = tokio::select! {
             _ = ctx.cancel.cancelled() => return,
-            n = tokio::time::timeout(idle, transport::recv(&mut ws)) => n,
+            n = tokio::time::timeout(idle, transport::recv_sized(&mut ws)) => n,
         };
+        if let Ok(Ok(Some((frame, bytes)))) = &next {
+            ctx.metrics.received(frame.kind(), *bytes);
+        }
         let req = match next {
-            Ok(Ok(Some(Frame::Admin(req)))) => req,
-            Ok(Ok(Some(other))) => {
+            Ok(Ok(Some((Frame::Admin(req), _)))) => req,
+            Ok(Ok(Some((other, _)))) => {
                 tracing::info!(
                     frame = transport::frame_name(&other),
                     "admin client sent a non-admin frame; closing"
@@ -39,14 +43,38 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, mut ws: Ws) {
             ),
             None => return,
         };
+        let left = matches!(frames.last(), Some(AdminReply::Left));
         for reply in frames {
             if transport::send(&mut ws, &Frame::AdminReply(reply))
                 .await
                 .is_err()
             {
-                return;
+                break;
             }
         }
+        if left {
+            // Answered: now the node stops (the binary exits 0; an embedder sees
+            // `StopReason::Left`), after a moment for the leave to reach the wire.
+            let _ = ws.close(None).await;
+            drain(&ctx).await;
+            let _ = ctx.control.send(Input::Stop(StopReason::Left)).await;
+            return;
+        }
+    }
+}
+
+/// Waits (at most half a second) until every peer's writer queue is empty.
+async fn drain(ctx: &Ctx) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+    while tokio::time::Instant::now() < deadline {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |d| {
+            let _ = tx.send(d.queues_empty());
+        });
+        if ctx.data.send(Input::Query(job)).await.is_err() || rx.await.unwrap_or(true) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
@@ -72,6 +100,8 @@ async fn answer(ctx: &Ctx, req: AdminRequest) -> Option<AdminReply> {
         AdminRequest::Status => query(ctx, |d| AdminReply::Status(Box::new(d.status()))).await,
         AdminRequest::AddActors { actors } => command(ctx, Command::AddActors(actors)).await,
         AdminRequest::RemoveActors { actors } => command(ctx, Command::RemoveActors(actors)).await,
+        AdminRequest::Remove { node, force } => command(ctx, Command::Remove { node, force }).await,
+        AdminRequest::Leave => command(ctx, Command::Leave).await,
     }
 }
 
@@ -96,7 +126,9 @@ async fn command(ctx: &Ctx, command: Command) -> Option<AdminReply> {
     Some(match rx.await {
         Ok(Reply::ActorsChanged(changed)) => AdminReply::ActorsChanged { changed },
         Ok(Reply::InvalidName(e)) => AdminReply::Error(format!("invalid actor name: {e}")),
-        Ok(Reply::Left) => AdminReply::Error("unexpected leave reply".into()),
+        Ok(Reply::Left) => AdminReply::Left,
+        Ok(Reply::Removed { node, was }) => AdminReply::Removed { node, was },
+        Ok(Reply::Refused(why)) => AdminReply::Error(why),
         Err(_) => AdminReply::Error(match ctx.stop_reason.get() {
             Some(reason) => format!("the node stopped before the change was durable ({reason}); it may be partly applied after a restart"),
             None => "the node is stopping".into(),

@@ -72,8 +72,14 @@ pub enum Error {
     #[error("node id mismatch: the data dir belongs to {stored}, but --node-id is {given}")]
     NodeIdMismatch { stored: String, given: String },
 
-    #[error("secret file {0} is empty")]
-    EmptySecret(PathBuf),
+    #[error("secret file {path}: {reason}")]
+    SecretFile {
+        path: PathBuf,
+        reason: crate::secrets::SecretsError,
+    },
+
+    #[error("TLS: {0}")]
+    Tls(String),
 
     #[error("{0}")]
     Transport(Box<crate::transport::TransportError>),
@@ -92,6 +98,9 @@ pub enum Error {
 
     #[error("the node has stopped: {0}")]
     Stopped(String),
+
+    #[error("refused: {0}")]
+    Refused(String),
 
     #[error("aborted at failure point {0}")]
     FailPoint(&'static str),

@@ -23,23 +23,28 @@
 
 pub mod admin;
 mod admin_server;
+pub mod credentials;
 pub mod discovery;
 pub mod error;
 pub mod event;
 pub mod gossip;
+pub mod http;
 pub mod local;
 pub mod machine;
 pub mod message;
+pub mod metrics;
 pub mod names;
 pub mod node;
 mod peers;
 pub mod quorum;
 pub mod roster;
+pub mod secrets;
 pub mod store;
 pub mod swim;
 pub mod tls;
 pub mod transport;
 
+pub use credentials::{CredentialFiles, Credentials, SharedCredentials, TlsFiles};
 pub use error::{Error, Result};
 pub use event::{ClusterEvent, Generation, Incarnation, Lsn, MemberState, NodeId, Version};
 pub use local::Identity;
@@ -47,5 +52,6 @@ pub use machine::{GossipConfig, Machine, MachineConfig, MembershipChange};
 pub use node::{Node, NodeConfig, StartInfo, StopReason};
 pub use quorum::Quorum;
 pub use roster::{Applied, Member, Roster};
+pub use secrets::Secrets;
 pub use store::{FsyncPolicy, Recovered, Store, StoreConfig};
 pub use swim::SwimConfig;

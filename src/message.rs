@@ -63,10 +63,23 @@ pub enum Frame {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminRequest {
     Members,
-    Locate { actor: String },
-    AddActors { actors: Vec<String> },
-    RemoveActors { actors: Vec<String> },
+    Locate {
+        actor: String,
+    },
+    AddActors {
+        actors: Vec<String>,
+    },
+    RemoveActors {
+        actors: Vec<String>,
+    },
     Status,
+    /// Force-leave another member (`gossip-node remove`).
+    Remove {
+        node: NodeId,
+        force: bool,
+    },
+    /// Leave the cluster gracefully and stop (`gossip-node leave`).
+    Leave,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +95,59 @@ pub enum AdminReply {
         changed: Vec<String>,
     },
     Status(Box<Status>),
+    /// The member was marked left cluster-wide; the state it had.
+    Removed {
+        node: NodeId,
+        was: crate::event::MemberState,
+    },
+    /// The leave is durable and sent; the node stops now.
+    Left,
     Error(String),
+}
+
+/// The kinds of [`Frame`] that metrics count apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FrameKind {
+    Handshake,
+    Events,
+    Digest,
+    Sync,
+    Delta,
+    Ping,
+    Ack,
+    PingReq,
+    IndirectAck,
+    Admin,
+}
+
+impl FrameKind {
+    pub const ALL: [FrameKind; 10] = [
+        FrameKind::Handshake,
+        FrameKind::Events,
+        FrameKind::Digest,
+        FrameKind::Sync,
+        FrameKind::Delta,
+        FrameKind::Ping,
+        FrameKind::Ack,
+        FrameKind::PingReq,
+        FrameKind::IndirectAck,
+        FrameKind::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameKind::Handshake => "handshake",
+            FrameKind::Events => "events",
+            FrameKind::Digest => "digest",
+            FrameKind::Sync => "sync",
+            FrameKind::Delta => "delta",
+            FrameKind::Ping => "ping",
+            FrameKind::Ack => "ack",
+            FrameKind::PingReq => "ping_req",
+            FrameKind::IndirectAck => "indirect_ack",
+            FrameKind::Admin => "admin",
+        }
+    }
 }
 
 /// `gossip-node status`.
@@ -117,9 +182,50 @@ pub struct Status {
     pub stable: usize,
     /// Members whose liveness flipped between alive and suspect, with their flip counts.
     pub flapping: Vec<(NodeId, u32)>,
+    /// A seed answered (or none was needed): this node is part of a cluster.
+    #[serde(default)]
+    pub joined: bool,
+    #[serde(default)]
+    pub counters: StatusCounters,
+}
+
+/// What the node counted since it started (the `/metrics` counters).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusCounters {
+    /// Members this node suspected, declared dead; suspicions of itself it refuted.
+    pub suspicions: u64,
+    pub declared_dead: u64,
+    pub refutations: u64,
+    /// Our own record re-announced (a peer did not know it); ids refused as held elsewhere.
+    pub reassertions: u64,
+    pub refused_ids: u64,
+    pub probes: crate::swim::ProbeStats,
+    pub wal_batches: u64,
+    pub wal_fsyncs: u64,
+    pub compactions: u64,
+    pub handshake_failures: u64,
 }
 
 impl Frame {
+    /// What kind of frame this is, for metrics (probe messages by their own kind).
+    pub fn kind(&self) -> FrameKind {
+        use crate::swim::SwimMsg;
+        match self {
+            Frame::Hello { .. } | Frame::Proof { .. } | Frame::Reject { .. } => {
+                FrameKind::Handshake
+            }
+            Frame::Events(_) => FrameKind::Events,
+            Frame::Digest(_) => FrameKind::Digest,
+            Frame::Sync { .. } => FrameKind::Sync,
+            Frame::Delta(_) => FrameKind::Delta,
+            Frame::Swim(SwimMsg::Ping { .. }) => FrameKind::Ping,
+            Frame::Swim(SwimMsg::Ack { .. }) => FrameKind::Ack,
+            Frame::Swim(SwimMsg::PingReq { .. }) => FrameKind::PingReq,
+            Frame::Swim(SwimMsg::IndirectAck { .. }) => FrameKind::IndirectAck,
+            Frame::Admin(_) | Frame::AdminReply(_) => FrameKind::Admin,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         rmp_serde::to_vec(self).expect("frames always encode")
     }

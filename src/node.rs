@@ -13,12 +13,13 @@
 //! A WAL failure or a refused id stops the node: every task ends, and [`Node::stopped`]
 //! resolves with the reason.
 
+use crate::credentials::Credentials;
 use crate::discovery::{DnsServer, Seed};
 use crate::error::{Error, Result};
-use crate::event::{ClusterEvent, Generation, Lsn, NodeId};
+use crate::event::{ClusterEvent, Generation, Lsn, MemberState, NodeId};
 use crate::local::Identity;
 use crate::machine::{Command, Machine, MachineConfig, Outgoing, Ready, Reply, Stop, Token};
-use crate::message::{Frame, Status};
+use crate::message::{Frame, Status, StatusCounters};
 use crate::peers::{self, Conn, Ctx, Input};
 use crate::quorum::Quorum;
 use crate::roster::{Member, Roster};
@@ -63,6 +64,8 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// How often the compaction thresholds are checked.
     pub compaction_check: Duration,
+    /// `HOST:PORT` of the HTTP endpoint (`/metrics`, `/health`, `/ready`); `None`: off.
+    pub http_listen: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -81,6 +84,7 @@ impl Default for NodeConfig {
             store: StoreConfig::default(),
             max_connections: 1024,
             compaction_check: Duration::from_secs(1),
+            http_listen: None,
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct StartInfo {
     pub replayed: u64,
     pub last_lsn: Lsn,
     pub repaired_torn_tail: bool,
+    /// Where the HTTP endpoint listens, when it is on.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// Why a node stopped.
@@ -108,13 +114,15 @@ pub enum StopReason {
     WalFailed(String),
     /// Our id is held by another live process; a peer refused us.
     IdInUse(String),
+    /// An admin client asked this node to leave the cluster (`gossip-node leave`); it did.
+    Left,
 }
 
 impl StopReason {
     /// The error this stop means for a caller (`None` for a requested shutdown).
     pub fn into_error(self) -> Option<Error> {
         match self {
-            StopReason::Shutdown => None,
+            StopReason::Shutdown | StopReason::Left => None,
             StopReason::WalFailed(e) => Some(Error::WalFailed(e)),
             StopReason::IdInUse(e) => Some(Error::IdInUse(e)),
         }
@@ -125,6 +133,7 @@ impl std::fmt::Display for StopReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StopReason::Shutdown => f.write_str("shut down"),
+            StopReason::Left => f.write_str("left the cluster at an admin client's request"),
             StopReason::WalFailed(e) => write!(f, "the WAL failed: {e}"),
             StopReason::IdInUse(e) => write!(f, "node id {e}"),
         }
@@ -173,7 +182,7 @@ impl Node {
                 crate::machine::MIN_FRAME_BYTES
             )));
         }
-        let tls = config.transport.tls.is_some();
+        let tls = config.transport.credentials.current().tls.is_some();
         let mut literal_seeds = Vec::new();
         let mut named_seeds = Vec::new();
         for s in &config.seeds {
@@ -190,7 +199,24 @@ impl Node {
                 source: e,
             })?;
         let local = listener.local_addr().map_err(Error::io(&config.data_dir))?;
-        let scheme = if config.transport.tls.is_some() {
+        let http = match &config.http_listen {
+            None => None,
+            Some(at) => {
+                Some(
+                    tokio::net::TcpListener::bind(at)
+                        .await
+                        .map_err(|e| Error::Listen {
+                            addr: at.clone(),
+                            source: e,
+                        })?,
+                )
+            }
+        };
+        let http_addr = match &http {
+            Some(l) => Some(l.local_addr().map_err(Error::io(&config.data_dir))?),
+            None => None,
+        };
+        let scheme = if config.transport.credentials.current().tls.is_some() {
             "wss"
         } else {
             "ws"
@@ -249,9 +275,10 @@ impl Node {
             replayed,
             last_lsn,
             repaired_torn_tail: repaired,
+            http: http_addr,
         };
         let store = Arc::new(store);
-        let (ctx, control_rx, data_rx) = Ctx::new(&identity, &addr, &config);
+        let (ctx, control_rx, data_rx) = Ctx::new(&identity, &addr, &config, store.wal_stats());
         let ctx = Arc::new(ctx);
         let (quorum_tx, quorum_rx) = watch::channel(machine.quorum());
         let (needs_seeds_tx, needs_seeds_rx) = watch::channel(machine.needs_seeds());
@@ -308,6 +335,13 @@ impl Node {
         ctx.tasks
             .spawn(compaction_loop(node.clone(), config.compaction_check));
         ctx.tasks.spawn(persist_largest_loop(node.clone(), largest));
+        if let Some(listener) = http {
+            ctx.tasks.spawn(crate::http::serve(
+                listener,
+                node.clone(),
+                ctx.cancel.clone(),
+            ));
+        }
         Ok((node, info))
     }
 
@@ -328,6 +362,21 @@ impl Node {
         &self.shared.store
     }
 
+    /// The credentials new connections use (see [`crate::credentials`]).
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.shared.ctx.transport.credentials.current()
+    }
+
+    /// Rotates the cluster secrets and TLS identity: every handshake from now on uses
+    /// `credentials`; established connections stay up. Refused, keeping the current ones, if
+    /// it would turn TLS or the secret on or off (that takes a restart).
+    pub fn reload_credentials(&self, credentials: Credentials) -> Result<()> {
+        let described = credentials.describe();
+        self.shared.ctx.transport.credentials.replace(credentials)?;
+        tracing::info!(credentials = %described, "credentials reloaded; new connections use them");
+        Ok(())
+    }
+
     /// Registers an actor on this node; resolves once durable (it is then gossiped).
     /// False if it was already hosted. The name must follow [`crate::names`].
     pub async fn register_actor(&self, actor: &str) -> Result<bool> {
@@ -345,7 +394,7 @@ impl Node {
         match self.command(Command::AddActors(actors)).await? {
             Reply::ActorsChanged(changed) => Ok(changed),
             Reply::InvalidName(e) => Err(e.into()),
-            Reply::Left => unreachable!("an actor change is answered with actors"),
+            other => unreachable!("an actor change is answered with actors, not {other:?}"),
         }
     }
 
@@ -354,7 +403,24 @@ impl Node {
         match self.command(Command::RemoveActors(actors)).await? {
             Reply::ActorsChanged(changed) => Ok(changed),
             Reply::InvalidName(e) => Err(e.into()),
-            Reply::Left => unreachable!("an actor change is answered with actors"),
+            other => unreachable!("an actor change is answered with actors, not {other:?}"),
+        }
+    }
+
+    /// An operator's force-leave of another member: marked `left` cluster-wide (durably
+    /// here first), so it is no longer probed or counted in the quorum. Refused
+    /// ([`Error::Refused`]) for this node itself, an unknown member, one that already left,
+    /// and one not dead unless `force` (a live node then rejoins under a new generation).
+    /// Returns the state it had.
+    pub async fn remove_member(&self, node: &NodeId, force: bool) -> Result<MemberState> {
+        let command = Command::Remove {
+            node: node.clone(),
+            force,
+        };
+        match self.command(command).await? {
+            Reply::Removed { was, .. } => Ok(was),
+            Reply::Refused(why) => Err(Error::Refused(why)),
+            other => unreachable!("a removal is answered as one, not {other:?}"),
         }
     }
 
@@ -409,6 +475,16 @@ impl Node {
         }
     }
 
+    /// Why the node stopped, if it has.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.shared.stopped.borrow().clone()
+    }
+
+    /// This node's metrics instruments (`/metrics` renders them with [`Node::status`]).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.ctx.metrics
+    }
+
     /// Compacts now if a threshold was passed. Blocking work runs off the executor.
     pub async fn compact_if_needed(&self) -> Result<Option<CompactionReport>> {
         if !self.shared.store.needs_compaction() {
@@ -421,9 +497,16 @@ impl Node {
     pub async fn compact(&self) -> Result<CompactionReport> {
         let (roster, lsn) = self.query(|d| d.machine.snapshot_point()).await?;
         let store = self.shared.store.clone();
-        tokio::task::spawn_blocking(move || store.compact_at(&roster, lsn))
+        let started = Instant::now();
+        let report = tokio::task::spawn_blocking(move || store.compact_at(&roster, lsn))
             .await
-            .expect("compaction does not panic")
+            .expect("compaction does not panic")?;
+        let metrics = &self.shared.ctx.metrics;
+        metrics.compactions.inc();
+        metrics
+            .compaction_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(report)
     }
 
     /// Announces a graceful leave: `NodeLeft` is logged, then pushed to a few peers right
@@ -615,6 +698,7 @@ impl Driver {
                 };
                 self.stop(StopReason::WalFailed(cause));
             }
+            Input::Stop(reason) => self.stop(reason),
         }
     }
 
@@ -763,7 +847,7 @@ impl Driver {
         self.machine.handle_connected(&peer);
     }
 
-    fn queues_empty(&self) -> bool {
+    pub(crate) fn queues_empty(&self) -> bool {
         self.conns.values().all(Conn::is_idle)
     }
 
@@ -774,6 +858,8 @@ impl Driver {
         let quorum = self.machine.quorum();
         let swim = self.machine.swim();
         let health = swim.health(self.machine.now());
+        let (frames_sent, bytes_sent) = self.ctx.metrics.sent_totals();
+        let counters = self.machine.counters();
         Status {
             node_id: self.machine.id().clone(),
             generation: self.machine.identity().generation,
@@ -785,8 +871,8 @@ impl Driver {
             dead,
             left,
             connections: self.conns.len(),
-            frames_sent: self.ctx.traffic.frames_sent.load(Ordering::Relaxed),
-            bytes_sent: self.ctx.traffic.bytes_sent.load(Ordering::Relaxed),
+            frames_sent,
+            bytes_sent,
             wal_last_lsn: wal.last_lsn.load(Ordering::Relaxed),
             wal_durable_lsn: wal.durable_lsn.load(Ordering::Relaxed),
             wal_bytes_written: wal.bytes_written.load(Ordering::Relaxed),
@@ -802,6 +888,19 @@ impl Driver {
                 .filter(|h| h.flips > 0)
                 .map(|h| (h.id, h.flips))
                 .collect(),
+            joined: self.machine.joined(),
+            counters: StatusCounters {
+                suspicions: counters.suspicions,
+                declared_dead: counters.declared_dead,
+                refutations: counters.refutations,
+                reassertions: counters.reassertions,
+                refused_ids: counters.refused_ids,
+                probes: swim.probe_stats(),
+                wal_batches: wal.batches.load(Ordering::Relaxed),
+                wal_fsyncs: wal.fsyncs.load(Ordering::Relaxed),
+                compactions: self.ctx.metrics.compactions.get(),
+                handshake_failures: self.ctx.metrics.handshake_failures.get(),
+            },
         }
     }
 }

@@ -10,7 +10,9 @@ use crate::event::{Generation, Lsn, NodeId};
 use crate::local::Identity;
 use crate::machine::{Command, Reply, Wire};
 use crate::message::{Frame, Role};
+use crate::metrics::{DropReason, Metrics};
 use crate::node::{Driver, NodeConfig};
+use crate::store::WalStats;
 use crate::transport::{self, TransportConfig, TransportError, Ws};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
@@ -79,14 +81,8 @@ pub(crate) enum Input {
     Discovered(Vec<String>),
     Durable(Lsn),
     Failed(Error),
-}
-
-/// Traffic we sent to members (for status and benchmarks).
-#[derive(Default)]
-pub(crate) struct Traffic {
-    pub(crate) frames_sent: AtomicU64,
-    pub(crate) bytes_sent: AtomicU64,
-    handshake_failures: AtomicU64,
+    /// Stop the node (an admin client's `leave`, once answered).
+    Stop(crate::node::StopReason),
 }
 
 /// What every connection task needs: who we are, limits, the driver's inputs, shutdown.
@@ -97,7 +93,8 @@ pub(crate) struct Ctx {
     pub(crate) data: mpsc::Sender<Input>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: TaskTracker,
-    pub(crate) traffic: Traffic,
+    /// Frames and bytes by kind, drops, handshake failures, compactions (for `/metrics`).
+    pub(crate) metrics: Metrics,
     /// Why the node stopped, once it has (for admin clients waiting on a change).
     pub(crate) stop_reason: std::sync::OnceLock<String>,
     /// TLS names of addresses found by resolving seed names (address -> name).
@@ -111,6 +108,7 @@ impl Ctx {
         me: &Identity,
         addr: &str,
         config: &NodeConfig,
+        wal: &WalStats,
     ) -> (Ctx, mpsc::Receiver<Input>, mpsc::Receiver<Input>) {
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let (data, data_rx) = mpsc::channel(DATA_QUEUE);
@@ -125,7 +123,12 @@ impl Ctx {
             data,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            traffic: Traffic::default(),
+            metrics: Metrics::new(
+                me.id.as_str(),
+                me.generation,
+                &config.transport.cluster,
+                wal,
+            ),
             stop_reason: std::sync::OnceLock::new(),
             seed_names: Arc::default(),
             inbound: Arc::new(Semaphore::new(config.max_connections)),
@@ -157,6 +160,8 @@ pub(crate) struct Conn {
     tx: mpsc::Sender<Wire>,
     probe_tx: mpsc::Sender<Wire>,
     pub(crate) close: CancellationToken,
+    /// Where drops are counted.
+    ctx: Arc<Ctx>,
 }
 
 impl Conn {
@@ -164,7 +169,12 @@ impl Conn {
     /// grow our memory: anti-entropy repairs).
     pub(crate) fn push(&self, wire: Wire, probe: bool) {
         let q = if probe { &self.probe_tx } else { &self.tx };
-        let _ = q.try_send(wire);
+        if let Err(e) = q.try_send(wire) {
+            self.ctx.metrics.dropped(match e {
+                mpsc::error::TrySendError::Full(_) => DropReason::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => DropReason::Closed,
+            });
+        }
     }
 
     pub(crate) fn is_idle(&self) -> bool {
@@ -225,11 +235,8 @@ pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: tokio::net::TcpListener
                 }
                 Err(e) => {
                     // A flood of bad connections must not become a flood of log lines.
-                    let n = ctx2
-                        .traffic
-                        .handshake_failures
-                        .fetch_add(1, Ordering::Relaxed)
-                        + 1;
+                    ctx2.metrics.handshake_failures.inc();
+                    let n = ctx2.metrics.handshake_failures.get();
                     if n <= 10 || n.is_multiple_of(1000) {
                         tracing::info!(%remote, error = %e, failures_so_far = n, "handshake failed");
                     } else {
@@ -323,6 +330,7 @@ async fn run_member(
             tx,
             probe_tx,
             close: close.clone(),
+            ctx: ctx.clone(),
         },
         dialed_addr: dialed_addr.clone(),
         kept: kept_tx,
@@ -341,11 +349,7 @@ async fn run_member(
                 Some(w) = rx.recv() => w,
                 else => break,
             };
-            counters.traffic.frames_sent.fetch_add(1, Ordering::Relaxed);
-            counters
-                .traffic
-                .bytes_sent
-                .fetch_add(wire.len() as u64, Ordering::Relaxed);
+            counters.metrics.sent(wire.kind, wire.len());
             if sink.send(Message::Binary(wire.to_vec())).await.is_err() {
                 return;
             }
@@ -357,7 +361,7 @@ async fn run_member(
         let next = tokio::select! {
             _ = ctx.cancel.cancelled() => break "shutting down".to_string(),
             _ = close.cancelled() => break "closed by the node".to_string(),
-            n = tokio::time::timeout(idle, transport::recv(&mut stream)) => n,
+            n = tokio::time::timeout(idle, transport::recv_sized(&mut stream)) => n,
         };
         let frame = match next {
             Err(_) => break format!("idle for {idle:?}"),
@@ -369,7 +373,10 @@ async fn run_member(
                 }
                 break reason;
             }
-            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(Some((frame, bytes)))) => {
+                ctx.metrics.received(frame.kind(), bytes);
+                frame
+            }
         };
         let (queue, input) = match frame {
             Frame::Reject { reason } => {

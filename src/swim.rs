@@ -147,8 +147,26 @@ pub struct Health {
     pub flips: u32,
 }
 
+/// How our probes ended, since start (for metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeStats {
+    /// Probes started (a direct ping to one member).
+    pub started: u64,
+    /// Answered by the target before we asked others.
+    pub acked: u64,
+    /// Answered (directly or through a helper) after we asked others.
+    pub acked_late: u64,
+    /// Unanswered within the probe interval: the target is suspected.
+    pub failed: u64,
+    /// Dropped because we ourselves stalled (nobody is accused).
+    pub abandoned: u64,
+    /// Ping-reqs sent to helpers.
+    pub ping_reqs: u64,
+}
+
 pub struct Swim {
     me: NodeId,
+    stats: ProbeStats,
     config: SwimConfig,
     rng: StdRng,
     members: BTreeMap<NodeId, MemberView>,
@@ -173,6 +191,7 @@ impl Swim {
     pub fn new(me: NodeId, config: SwimConfig, seed: u64) -> Self {
         Swim {
             me,
+            stats: ProbeStats::default(),
             config,
             rng: StdRng::seed_from_u64(seed),
             members: BTreeMap::new(),
@@ -192,6 +211,10 @@ impl Swim {
 
     pub fn config(&self) -> &SwimConfig {
         &self.config
+    }
+
+    pub fn probe_stats(&self) -> ProbeStats {
+        self.stats
     }
 
     /// Local health score (0 = healthy).
@@ -406,7 +429,12 @@ impl Swim {
             .as_ref()
             .is_some_and(|p| p.seq == seq && p.target == *from)
         {
-            self.probe = None;
+            let late = self.probe.take().is_some_and(|p| p.indirect_sent);
+            if late {
+                self.stats.acked_late += 1;
+            } else {
+                self.stats.acked += 1;
+            }
             self.awareness = self.awareness.saturating_sub(1);
         }
     }
@@ -420,7 +448,9 @@ impl Swim {
         self.last_tick = Some(now);
         if paused {
             // We stalled: whatever did not answer meanwhile may well be our fault.
-            self.probe = None;
+            if self.probe.take().is_some() {
+                self.stats.abandoned += 1;
+            }
             self.awareness = (self.awareness + 1).min(self.config.awareness_max);
             self.next_probe_at = now;
             for s in self.suspicions.values_mut() {
@@ -436,6 +466,7 @@ impl Swim {
             let elapsed = now.saturating_sub(p.started);
             if elapsed >= self.scaled(self.config.probe_interval) {
                 self.probe = None;
+                self.stats.failed += 1;
                 self.awareness = (self.awareness + 1).min(self.config.awareness_max);
                 if let Some(m) = self.members.get(&p.target) {
                     // Also when already suspected: our independent failure is a confirmation
@@ -450,6 +481,7 @@ impl Swim {
                 }
             } else if !p.indirect_sent && elapsed >= self.scaled(self.config.probe_timeout) {
                 let helpers = self.helpers(&p.target);
+                self.stats.ping_reqs += helpers.len() as u64;
                 for h in helpers {
                     out.push(Output::Send {
                         to: h,
@@ -469,6 +501,7 @@ impl Swim {
         if self.probe.is_none() && now >= self.next_probe_at {
             if let Some(target) = self.next_target() {
                 self.seq += 1;
+                self.stats.started += 1;
                 self.probe = Some(Probe {
                     target: target.clone(),
                     seq: self.seq,
@@ -602,6 +635,8 @@ mod tests {
             panic!("{msg:?}")
         };
         s.handle_message(&target, SwimMsg::Ack { seq }, ms(10));
+        let stats = s.probe_stats();
+        assert_eq!((stats.started, stats.acked, stats.failed), (1, 1, 0));
         for t in (10..3000).step_by(10) {
             let out = s.tick(ms(t));
             assert!(
@@ -671,6 +706,16 @@ mod tests {
             }
         }
         assert!(saw_ping_req);
+        let stats = s.probe_stats();
+        assert!(stats.failed >= 1 && stats.ping_reqs >= 1, "{stats:?}");
+        assert!(stats.acked >= 1, "the others answered: {stats:?}");
+        let ended = stats.acked + stats.acked_late + stats.failed + stats.abandoned;
+        let in_flight = u64::from(s.probe.is_some());
+        assert_eq!(
+            stats.started,
+            ended + in_flight,
+            "each probe ended one way: {stats:?}"
+        );
         let (suspected, dead) = (suspected_at.unwrap(), dead_at.unwrap());
         // Without confirmations the suspicion runs its full (max) timeout.
         let max = s.suspicion_timeout(0).as_millis() as u64;

@@ -20,12 +20,21 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 pub struct Tls {
     acceptor: TlsAcceptor,
     connector: TlsConnector,
+    summary: String,
 }
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Tls { .. }")
+        write!(f, "Tls({})", self.summary)
     }
+}
+
+/// SHA-256 of a certificate, as `openssl x509 -noout -fingerprint -sha256` prints it.
+fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(cert.as_ref());
+    let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
+    hex.join(":")
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -49,7 +58,14 @@ impl Tls {
                 .map_err(|e| format!("{}: {e}", key.display()))?
                 .ok_or_else(|| format!("{}: no PEM private key inside", key.display()))?;
         let mut roots = RootCertStore::empty();
-        for c in read_certs(ca)? {
+        let cas = read_certs(ca)?;
+        let summary = format!(
+            "certificate sha256 {} (chain of {}), {} CA certificate(s)",
+            fingerprint(&chain[0]),
+            chain.len(),
+            cas.len()
+        );
+        for c in cas {
             roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
         }
         let roots = Arc::new(roots);
@@ -72,7 +88,13 @@ impl Tls {
         Ok(Tls {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             connector: TlsConnector::from(Arc::new(client)),
+            summary,
         })
+    }
+
+    /// For logs: the SHA-256 fingerprint of our certificate, its chain length, the CA count.
+    pub fn summary(&self) -> &str {
+        &self.summary
     }
 
     pub(crate) async fn accept(&self, tcp: TcpStream) -> std::io::Result<Stream> {

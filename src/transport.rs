@@ -3,18 +3,22 @@
 //! Handshake (both sides time-bounded by `handshake_timeout`):
 //! 1. dialer -> listener: `Hello { protocol, cluster, role, nonce_d }`
 //! 2. listener checks protocol and cluster, answers `Hello { .., nonce_l,
-//!    proof = HMAC(secret, "listener" | nonce_d | nonce_l) }` (or `Reject`)
-//! 3. dialer checks the same and the proof, answers `Proof { HMAC(secret, "dialer" | nonce_l |
-//!    nonce_d) }`; the listener checks it and rejects a wrong one.
+//!    proof = HMAC(s, "listener" | nonce_d | nonce_l) for each of its secrets s }` (or `Reject`)
+//! 3. dialer checks the same and that one of those proofs is made with a secret it knows,
+//!    answers `Proof { HMAC(s', "dialer" | nonce_l | nonce_d) }` with the first of its secrets
+//!    the listener proved; the listener checks it against all its secrets and rejects a wrong one.
 //!
-//! Without a secret the proofs are empty; a side with a secret never accepts an empty one, so
-//! a node with a secret and one without refuse each other. The secret is never logged.
+//! A node may hold several secrets during a rotation ([`crate::secrets`] has the rule): two
+//! sides connect when they share one. Without a secret the proofs are empty; a side with a
+//! secret never accepts an empty one, so a node with a secret and one without refuse each
+//! other. Secrets are never logged.
+//!
+//! Each handshake reads the node's current [`Credentials`] once at its start, so replacing
+//! them ([`SharedCredentials::replace`]) affects new connections only.
 
+use crate::credentials::{Credentials, SharedCredentials};
 use crate::message::{Frame, Role, PROTOCOL_VERSION};
 use futures_util::{SinkExt, StreamExt};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -27,26 +31,24 @@ pub type Ws = WebSocketStream<crate::tls::Stream>;
 #[derive(Clone)]
 pub struct TransportConfig {
     pub cluster: String,
-    pub secret: Option<Arc<Vec<u8>>>,
+    /// Cluster secrets and TLS identity, replaceable while running (clones share them).
+    pub credentials: SharedCredentials,
     /// Largest frame accepted (and sent); bigger ones close the connection.
     pub max_frame_bytes: usize,
     pub handshake_timeout: Duration,
     /// A connection with nothing received for this long is closed.
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
-    /// `wss://` with mutual TLS against a cluster CA; `None`: plain `ws://`.
-    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl std::fmt::Debug for TransportConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TransportConfig")
             .field("cluster", &self.cluster)
-            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("credentials", &self.credentials)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("idle_timeout", &self.idle_timeout)
-            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -55,12 +57,11 @@ impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
             cluster: "default".into(),
-            secret: None,
+            credentials: SharedCredentials::default(),
             max_frame_bytes: 1 << 20,
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(3),
-            tls: None,
         }
     }
 }
@@ -73,29 +74,45 @@ impl TransportConfig {
             ..WebSocketConfig::default()
         }
     }
+}
 
-    fn mac(&self, label: &[u8], first: &[u8; 32], second: &[u8; 32]) -> Option<Hmac<Sha256>> {
-        let secret = self.secret.as_ref()?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
-        mac.update(label);
-        mac.update(first);
-        mac.update(second);
-        Some(mac)
-    }
+/// The listener's proofs: one per secret (empty without a secret).
+fn listener_proofs(creds: &Credentials, nonce_d: &[u8; 32], nonce_l: &[u8; 32]) -> Vec<u8> {
+    creds
+        .secrets
+        .as_ref()
+        .map(|s| s.prove_each(b"listener", nonce_d, nonce_l))
+        .unwrap_or_default()
+}
 
-    /// Our answer to a challenge (empty without a secret).
-    fn prove(&self, label: &[u8], first: &[u8; 32], second: &[u8; 32]) -> Vec<u8> {
-        self.mac(label, first, second)
-            .map(|m| m.finalize().into_bytes().to_vec())
-            .unwrap_or_default()
-    }
-
-    /// Checks the other side's answer in constant time; without a secret it must be empty.
-    fn check(&self, label: &[u8], first: &[u8; 32], second: &[u8; 32], proof: &[u8]) -> bool {
-        match self.mac(label, first, second) {
-            None => proof.is_empty(),
-            Some(m) => m.verify_slice(proof).is_ok(),
+/// The dialer's check of the listener's proofs: `Some(proof to answer with)` when they are
+/// made with a secret we know (or, without a secret, when they are empty).
+fn dialer_answer(
+    creds: &Credentials,
+    nonce_d: &[u8; 32],
+    nonce_l: &[u8; 32],
+    proofs: &[u8],
+) -> Option<Vec<u8>> {
+    match &creds.secrets {
+        None => proofs.is_empty().then(Vec::new),
+        Some(s) => {
+            let index = s.first_shared(b"listener", nonce_d, nonce_l, proofs)?;
+            Some(s.prove_with(index, b"dialer", nonce_l, nonce_d))
         }
+    }
+}
+
+/// The listener's check of the dialer's answer, in constant time; without a secret it must
+/// be empty.
+fn listener_accepts(
+    creds: &Credentials,
+    nonce_d: &[u8; 32],
+    nonce_l: &[u8; 32],
+    proof: &[u8],
+) -> bool {
+    match &creds.secrets {
+        None => proof.is_empty(),
+        Some(s) => s.accepts(b"dialer", nonce_l, nonce_d, proof),
     }
 }
 
@@ -151,13 +168,21 @@ pub async fn recv<S>(stream: &mut S) -> Result<Option<Frame>, TransportError>
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
+    Ok(recv_sized(stream).await?.map(|(frame, _)| frame))
+}
+
+/// [`recv`], with the frame's size in bytes (for metrics).
+pub async fn recv_sized<S>(stream: &mut S) -> Result<Option<(Frame, usize)>, TransportError>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     loop {
         match stream.next().await {
             None => return Ok(None),
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(Message::Binary(bytes))) => {
                 return Frame::decode(&bytes)
-                    .map(Some)
+                    .map(|f| Some((f, bytes.len())))
                     .map_err(|e| TransportError::Protocol(format!("undecodable frame: {e}")))
             }
             Some(Ok(Message::Close(_))) => return Ok(None),
@@ -228,8 +253,9 @@ pub async fn accept(
     cfg: &TransportConfig,
 ) -> Result<(Ws, Role), TransportError> {
     let _ = stream.set_nodelay(true);
+    let creds = cfg.credentials.current();
     tokio::time::timeout(cfg.handshake_timeout, async {
-        let stream = match &cfg.tls {
+        let stream = match &creds.tls {
             Some(tls) => tls
                 .accept(stream)
                 .await
@@ -261,7 +287,7 @@ pub async fn accept(
             None => return Err(TransportError::Closed),
         };
         let my_nonce = nonce();
-        let proof = cfg.prove(b"listener", &their_nonce, &my_nonce);
+        let proof = listener_proofs(&creds, &their_nonce, &my_nonce);
         send(
             &mut ws,
             &Frame::Hello {
@@ -275,7 +301,7 @@ pub async fn accept(
         .await?;
         match recv(&mut ws).await? {
             Some(Frame::Proof { proof })
-                if cfg.check(b"dialer", &my_nonce, &their_nonce, &proof) =>
+                if listener_accepts(&creds, &their_nonce, &my_nonce, &proof) =>
             {
                 Ok((ws, role))
             }
@@ -286,7 +312,7 @@ pub async fn accept(
                 )
                 .await;
                 Err(TransportError::Auth(
-                    "the peer's proof does not match our secret",
+                    "the peer's proof matches none of our secrets",
                 ))
             }
             other => Err(unexpected(&mut ws, "Proof", other).await),
@@ -315,7 +341,8 @@ pub async fn dial_named(
 ) -> Result<(Ws, Role), TransportError> {
     let target = host_port(addr)?;
     let secure = addr.starts_with("wss://");
-    if secure != cfg.tls.is_some() {
+    let creds = cfg.credentials.current();
+    if secure != creds.tls.is_some() {
         return Err(TransportError::Tls(if secure {
             format!("{addr} speaks TLS: give --tls-cert, --tls-key and --tls-ca")
         } else {
@@ -327,7 +354,7 @@ pub async fn dial_named(
         .map_err(|_| TransportError::Timeout("connect"))??;
     let _ = stream.set_nodelay(true);
     tokio::time::timeout(cfg.handshake_timeout, async {
-        let stream = match &cfg.tls {
+        let stream = match &creds.tls {
             Some(tls) => {
                 let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
                 let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -366,17 +393,16 @@ pub async fn dial_named(
                 if let Err(reason) = check_hello(cfg, protocol, &cluster, *me == Role::Admin) {
                     return Err(reject(&mut ws, reason).await);
                 }
-                if !cfg.check(b"listener", &my_nonce, &their_nonce, &proof) {
+                let Some(proof) = dialer_answer(&creds, &my_nonce, &their_nonce, &proof) else {
                     let _ = reject(
                         &mut ws,
                         "authentication failed (wrong or missing cluster secret)".into(),
                     )
                     .await;
                     return Err(TransportError::Auth(
-                        "the listener's proof does not match our secret",
+                        "the listener's proof matches none of our secrets",
                     ));
-                }
-                let proof = cfg.prove(b"dialer", &their_nonce, &my_nonce);
+                };
                 send(&mut ws, &Frame::Proof { proof }).await?;
                 Ok((ws, role))
             }
@@ -418,7 +444,10 @@ mod tests {
     fn cfg(cluster: &str, secret: Option<&str>) -> TransportConfig {
         TransportConfig {
             cluster: cluster.into(),
-            secret: secret.map(|s| Arc::new(s.as_bytes().to_vec())),
+            credentials: SharedCredentials::new(Credentials {
+                secrets: secret.map(|s| crate::secrets::Secrets::parse(s.as_bytes()).unwrap()),
+                tls: None,
+            }),
             ..TransportConfig::default()
         }
     }
@@ -477,6 +506,78 @@ mod tests {
                 assert!(c.contains("authentication") || c.contains("refused"), "{c}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn nodes_sharing_one_of_their_secrets_connect_during_a_rotation() {
+        for (server, client, connects) in [
+            ("A", "B\nA", true),
+            ("B\nA", "A", true),
+            ("B\nA", "B", true),
+            ("B", "B\nA", true),
+            ("A", "B", false),
+            ("B", "A", false),
+        ] {
+            let (s, c) = handshake(cfg("a", Some(server)), cfg("a", Some(client))).await;
+            assert_eq!(s.is_ok(), connects, "{server:?} vs {client:?}: {s:?}");
+            if connects {
+                assert!(c.is_ok(), "{server:?} vs {client:?}: {c:?}");
+            } else if let Err(c) = c {
+                assert!(c.contains("authentication") || c.contains("refused"), "{c}");
+            }
+        }
+    }
+
+    /// A listener echoing frames on every connection it accepts.
+    async fn echo_server(cfg: TransportConfig) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("ws://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let cfg = cfg.clone();
+                tokio::spawn(async move {
+                    if let Ok((mut ws, _)) = accept(stream, &member("server"), &cfg).await {
+                        while let Ok(Some(frame)) = recv(&mut ws).await {
+                            if send(&mut ws, &frame).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn replaced_credentials_apply_to_new_handshakes_only() {
+        let server = cfg("a", Some("A"));
+        let addr = echo_server(server.clone()).await;
+        let (mut old, _) = dial(&addr, &member("c1"), &cfg("a", Some("A")))
+            .await
+            .unwrap();
+        server
+            .credentials
+            .replace(Credentials {
+                secrets: Some(crate::secrets::Secrets::parse(b"B").unwrap()),
+                tls: None,
+            })
+            .unwrap();
+        // The connection opened with A stays up.
+        let ping = Frame::Reject {
+            reason: "echo".into(),
+        };
+        send(&mut old, &ping).await.unwrap();
+        assert!(
+            matches!(recv(&mut old).await.unwrap(), Some(Frame::Reject { reason }) if reason == "echo")
+        );
+        // New ones need B.
+        let refused = dial(&addr, &member("c2"), &cfg("a", Some("A"))).await;
+        let refused = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("authentication"), "{refused}");
+        assert!(dial(&addr, &member("c3"), &cfg("a", Some("B")))
+            .await
+            .is_ok());
     }
 
     proptest::proptest! {

@@ -118,7 +118,7 @@ enum Event {
         from: usize,
         to: usize,
         epoch: u64,
-        wire: std::sync::Arc<Vec<u8>>,
+        wire: gossip_roster::machine::Wire,
         hops: u32,
     },
     Refused {
@@ -452,7 +452,7 @@ impl Sim {
 
     /// Finds where a frame goes, as the driver does: an open connection to the id, or a new
     /// one to the address (admitted by the other side first).
-    fn route(&mut self, from: usize, to: Dest, wire: std::sync::Arc<Vec<u8>>, hops: u32) {
+    fn route(&mut self, from: usize, to: Dest, wire: gossip_roster::machine::Wire, hops: u32) {
         let p = self.slots[from].proc.as_ref().expect("running");
         let known = to.id.as_ref().and_then(|id| p.conns.get(id)).copied();
         let target = match known {

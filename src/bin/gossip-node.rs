@@ -9,6 +9,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod logging;
 #[path = "shared/members.rs"]
 mod members;
+#[path = "shared/reload.rs"]
+mod reload;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -18,6 +20,7 @@ use gossip_roster::message::{AdminReply, AdminRequest};
 use gossip_roster::store::{FsyncPolicy, StoreConfig, WalConfig};
 use gossip_roster::tls::Tls;
 use gossip_roster::transport::TransportConfig;
+use gossip_roster::{CredentialFiles, TlsFiles};
 use gossip_roster::{GossipConfig, Node, NodeConfig, NodeId, SwimConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +50,10 @@ struct RunArgs {
     /// Address to listen on, HOST:PORT (port 0 picks a free one).
     #[arg(long, required = true)]
     listen: Option<String>,
+    /// Serve /metrics (Prometheus), /health and /ready over HTTP on HOST:PORT (off by
+    /// default; no authentication: bind it where only operators reach).
+    #[arg(long, value_name = "HOST:PORT")]
+    http_listen: Option<String>,
     /// Address others dial; default ws://<listen>.
     #[arg(long)]
     advertise: Option<String>,
@@ -71,7 +78,9 @@ struct RunArgs {
     /// Cluster name: peers of another cluster are refused.
     #[arg(long, default_value = "default")]
     cluster: String,
-    /// File holding the shared secret peers and admin clients must prove.
+    /// File holding the cluster secret peers and admin clients must prove: one secret a line,
+    /// the first the one we prove with, all accepted (a rotation lists new and old). Reread,
+    /// with the TLS files, on SIGHUP.
     #[arg(long)]
     secret_file: Option<PathBuf>,
     #[command(flatten)]
@@ -137,7 +146,7 @@ struct Conn {
     /// The node to ask, ws://HOST:PORT (wss:// with TLS).
     #[arg(long)]
     connect: String,
-    /// Secret file, when the node has one.
+    /// Secret file, when the node has one (one secret a line; the first proves).
     #[arg(long)]
     secret_file: Option<PathBuf>,
     #[command(flatten)]
@@ -159,12 +168,23 @@ struct TlsArgs {
 }
 
 impl TlsArgs {
-    fn load(&self) -> Result<Option<Arc<Tls>>> {
+    fn files(&self) -> Option<TlsFiles> {
         match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
-            (Some(c), Some(k), Some(a)) => Ok(Some(Arc::new(
-                Tls::from_files(c, k, a).map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
+            (Some(c), Some(k), Some(a)) => Some(TlsFiles {
+                cert: c.clone(),
+                key: k.clone(),
+                ca: a.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn load(&self) -> Result<Option<Arc<Tls>>> {
+        match self.files() {
+            Some(f) => Ok(Some(Arc::new(
+                Tls::from_files(&f.cert, &f.key, &f.ca).map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
             ))),
-            _ => Ok(None),
+            None => Ok(None),
         }
     }
 }
@@ -190,6 +210,24 @@ enum Command {
         actor: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Force-leave a member: mark it `left` cluster-wide so it is no longer probed or
+    /// counted in the quorum (for a node that is gone for good). Refused for a member that
+    /// is not dead unless --force.
+    Remove {
+        #[command(flatten)]
+        conn: Conn,
+        /// The member's node id (see `members`).
+        node: String,
+        /// Also for a member that is alive or suspect: it is marked left, and a live one
+        /// rejoins under a new generation (to stop a node, use `leave` instead).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Ask the node at --connect to leave the cluster gracefully and stop (exit 0).
+    Leave {
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Node id, generation, incarnation, member counts, WAL and snapshot figures, uptime.
     Status {
@@ -295,12 +333,14 @@ fn main() -> ExitCode {
 async fn run(args: RunArgs) -> Result<()> {
     // Signal handlers first: a SIGTERM that arrives during start-up still stops us cleanly.
     let stop = shutdown_signal()?;
+    let hangups = reload::hangups()?;
     let data_dir = args.data_dir.expect("required by clap");
-    let secret = args
-        .secret_file
-        .as_deref()
-        .map(admin::read_secret)
-        .transpose()?;
+    let credential_files = CredentialFiles {
+        secret_file: args.secret_file.clone(),
+        tls: args.tls.files(),
+    };
+    let credentials = credential_files.load()?;
+    tracing::info!(credentials = %credentials.describe(), "credentials loaded");
     if let Some(id) = &args.node_id {
         gossip_roster::names::validate_node_id(id).with_context(|| format!("--node-id {id:?}"))?;
     }
@@ -328,8 +368,7 @@ async fn run(args: RunArgs) -> Result<()> {
         dns_server: args.dns_server.map_or(DnsServer::System, DnsServer::At),
         transport: TransportConfig {
             cluster: args.cluster,
-            secret: secret.map(Arc::new),
-            tls: args.tls.load()?,
+            credentials: credentials.into(),
             max_frame_bytes: args.max_frame_bytes as usize,
             ..TransportConfig::default()
         },
@@ -360,6 +399,7 @@ async fn run(args: RunArgs) -> Result<()> {
             ..SwimConfig::default()
         },
         max_connections: args.max_connections,
+        http_listen: args.http_listen,
         ..NodeConfig::default()
     };
     let fsync = config.store.wal.policy;
@@ -376,11 +416,23 @@ async fn run(args: RunArgs) -> Result<()> {
         replayed = info.replayed,
         last_lsn = info.last_lsn,
         %fsync,
+        http = info.http.map(|a| a.to_string()),
         "node started"
     );
+    tokio::spawn(reload::reload_on_hangup(
+        hangups,
+        node.clone(),
+        credential_files,
+    ));
     tokio::select! {
         _ = stop => {}
         reason = node.stopped() => {
+            if reason == gossip_roster::StopReason::Left {
+                tracing::info!("left the cluster at an admin client's request; stopping");
+                node.shutdown().await.context("shutdown")?;
+                tracing::info!("stopped");
+                return Ok(());
+            }
             // A moment for admin clients waiting on a change to hear why.
             tokio::time::sleep(Duration::from_millis(100)).await;
             // Stopped by itself (the WAL failed, our id is taken): exit non-zero at once,
@@ -465,6 +517,30 @@ async fn admin_command(cmd: Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Remove { conn, node, force } => {
+            gossip_roster::names::validate_node_id(&node)
+                .with_context(|| format!("node id {node:?}"))?;
+            let req = AdminRequest::Remove {
+                node: NodeId::new(node),
+                force,
+            };
+            match ask(&conn, req).await? {
+                AdminReply::Removed { node, was } => {
+                    println!("removed {node} (was {was}): marked left cluster-wide");
+                    Ok(())
+                }
+                AdminReply::Error(e) => anyhow::bail!("{e}"),
+                other => unexpected(other),
+            }
+        }
+        Command::Leave { conn } => match ask(&conn, AdminRequest::Leave).await? {
+            AdminReply::Left => {
+                println!("{} left the cluster and is stopping", conn.connect);
+                Ok(())
+            }
+            AdminReply::Error(e) => anyhow::bail!("{e}"),
+            other => unexpected(other),
+        },
         Command::Status { conn, json } => match ask(&conn, AdminRequest::Status).await? {
             AdminReply::Status(s) => {
                 if json {

@@ -42,7 +42,6 @@ use crate::swim::{Output, Swim, SwimConfig, SwimMsg};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The smallest frame cap a node may run with: every event it writes fits well within it.
@@ -134,6 +133,8 @@ enum Held {
     Notify(Vec<ClusterEvent>),
     /// A leave: pushed to a few peers now, then answered.
     Leave(Token, ClusterEvent),
+    /// A reply to a command whose changes were applied already.
+    Answer(Token, Reply),
 }
 
 /// Most reaped members remembered (their events stay stale meanwhile).
@@ -156,6 +157,8 @@ pub struct Machine {
     rng: StdRng,
     now: Duration,
     quorum: Quorum,
+    /// This node was in the majority at some point since start (for the log's wording).
+    majority_seen: bool,
     /// LSN of the last record handed out in a `Ready`, and the last one known durable.
     last_lsn: Lsn,
     durable_lsn: Lsn,
@@ -245,6 +248,7 @@ impl Machine {
             queue: Broadcasts::default(),
             rng: StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
             now,
+            majority_seen: quorum.in_majority,
             quorum,
             last_lsn,
             durable_lsn: last_lsn,
@@ -426,6 +430,7 @@ impl Machine {
                         }
                     }
                     self.roster.mark_complete(&self.me.id);
+                    self.update_quorum(0, false);
                     let budget = self.budget();
                     for e in &changed {
                         self.queue.push(e.clone(), budget);
@@ -434,6 +439,7 @@ impl Machine {
                     self.out.replies.extend(reply);
                 }
                 Held::Notify(events) => self.publish(events),
+                Held::Answer(token, reply) => self.out.replies.push((token, reply)),
                 Held::Leave(token, event) => {
                     self.roster.apply(&event);
                     self.update_quorum(0, false);
@@ -477,7 +483,53 @@ impl Machine {
                 let lsn = self.append(vec![event.clone()]);
                 self.held.push_back((lsn, Held::Leave(token, event)));
             }
+            Command::Remove { node, force } => self.remove_member(token, node, force),
         }
+    }
+
+    /// An operator's force-leave: `node` is marked left at the generation and incarnation we
+    /// know, spread like any news, answered once durable.
+    fn remove_member(&mut self, token: Token, node: NodeId, force: bool) {
+        let refuse =
+            |m: &mut Machine, why: String| m.out.replies.push((token, Reply::Refused(why)));
+        if node == self.me.id {
+            return refuse(
+                self,
+                format!("{node} is this node: ask it to leave instead"),
+            );
+        }
+        let Some(rec) = self.roster.record(&node) else {
+            return refuse(self, format!("{node} is not a member this node knows"));
+        };
+        let was = rec.liveness.state;
+        match was {
+            MemberState::Left => return refuse(self, format!("{node} has already left")),
+            MemberState::Alive | MemberState::Suspect if !force => {
+                return refuse(
+                    self,
+                    format!(
+                        "{node} is {was}, not dead: remove it once it is declared dead, or pass --force \
+                         (a live node then rejoins under a new generation)"
+                    ),
+                )
+            }
+            _ => {}
+        }
+        let event = ClusterEvent::NodeLeft {
+            node: node.clone(),
+            generation: rec.generation,
+            incarnation: rec.liveness.incarnation,
+        };
+        tracing::info!(%node, %was, force, "an operator removes a member: marked left cluster-wide");
+        if self.roster.apply(&event) == Applied::Changed {
+            self.update_quorum(1, false);
+            let budget = self.budget();
+            self.queue.push(event.clone(), budget);
+            self.record_changes(vec![event]);
+        }
+        let lsn = self.last_lsn;
+        let reply = Reply::Removed { node, was };
+        self.held.push_back((lsn, Held::Answer(token, reply)));
     }
 
     /// A member connection opened (after its handshake).
@@ -1017,13 +1069,20 @@ impl Machine {
             largest = largest.saturating_sub(1);
         }
         let new = quorum::quorum(largest, self.roster.count_by_state());
-        if new.in_majority != old.in_majority {
+        let leaving = self
+            .roster
+            .record(&self.me.id)
+            .is_some_and(|r| r.liveness.state == MemberState::Left);
+        if new.in_majority != old.in_majority && !leaving {
             if new.in_majority {
-                tracing::info!(
-                    alive = new.alive,
-                    largest = new.largest,
-                    "in the majority again"
-                );
+                // Reaching it the first time after start is not news; getting it back is.
+                if self.majority_seen {
+                    tracing::info!(
+                        alive = new.alive,
+                        largest = new.largest,
+                        "in the majority again"
+                    );
+                }
             } else {
                 tracing::warn!(
                     alive = new.alive,
@@ -1032,6 +1091,7 @@ impl Machine {
                 );
             }
         }
+        self.majority_seen |= new.in_majority;
         if new != old {
             self.quorum = new;
             self.out.quorum = Some(new);
@@ -1291,7 +1351,7 @@ fn effective_identity(given: &Identity, roster: &Roster) -> Identity {
 
 /// Encodes a frame once for every target it goes to.
 pub fn encode(frame: &Frame) -> Wire {
-    Arc::new(frame.encode())
+    Wire::new(frame)
 }
 
 #[cfg(test)]

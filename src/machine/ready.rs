@@ -7,8 +7,9 @@
 //! and notifications of any change) the machine holds back itself until
 //! [`Machine::handle_durable`](super::Machine::handle_durable) says so.
 
-use crate::event::{ClusterEvent, NodeId};
+use crate::event::{ClusterEvent, MemberState, NodeId};
 use crate::local::Identity;
+use crate::message::{Frame, FrameKind};
 use crate::names::NameError;
 use crate::quorum::Quorum;
 use std::sync::Arc;
@@ -16,8 +17,29 @@ use std::sync::Arc;
 /// A caller's handle for a command's reply (chosen by the caller, echoed back).
 pub type Token = u64;
 
-/// A frame encoded once, shared by every target it goes to.
-pub type Wire = Arc<Vec<u8>>;
+/// A frame encoded once, shared by every target it goes to, with its kind (for metrics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wire {
+    bytes: Arc<Vec<u8>>,
+    pub kind: FrameKind,
+}
+
+impl Wire {
+    pub fn new(frame: &Frame) -> Wire {
+        Wire {
+            bytes: Arc::new(frame.encode()),
+            kind: frame.kind(),
+        }
+    }
+}
+
+impl std::ops::Deref for Wire {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
 
 /// Local commands: what the embedding application or an admin client asks of this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +50,10 @@ pub enum Command {
     RemoveActors(Vec<String>),
     /// Announce a graceful leave: final for this generation.
     Leave,
+    /// An operator's force-leave of another member: it is marked `left` cluster-wide, so it
+    /// is no longer probed or counted in the quorum. Refused for a member not dead unless
+    /// `force` (a live one then comes back under a new generation, as after a restart).
+    Remove { node: NodeId, force: bool },
 }
 
 /// The answer to a [`Command`], once what it changed is durable.
@@ -39,6 +65,11 @@ pub enum Reply {
     InvalidName(NameError),
     /// The leave is durable and on its way to peers.
     Left,
+    /// The member is marked left (durably) and the news is on its way; `was` is the state
+    /// it had.
+    Removed { node: NodeId, was: MemberState },
+    /// Nothing was changed, for this reason.
+    Refused(String),
 }
 
 /// Where a frame goes: a member (over its connection, dialing `addr` if there is none) or

@@ -451,3 +451,76 @@ fn a_name_resolving_to_us_alone_starts_a_cluster_that_keeps_looking_for_peers() 
     m.set_seeds(Vec::new());
     assert!(!m.joined());
 }
+
+#[test]
+fn a_new_node_alone_is_in_the_majority_once_its_record_is_durable() {
+    let mut m = machine("a");
+    settle(&mut m);
+    let q = m.quorum();
+    assert!(q.in_majority, "{q:?}");
+    assert_eq!((q.alive, q.largest), (1, 1));
+}
+
+#[test]
+fn remove_marks_a_dead_member_left_once_durable_and_refuses_a_live_one() {
+    let mut m = machine("a");
+    settle(&mut m);
+    m.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
+        .unwrap();
+    settle(&mut m);
+    assert_eq!(m.quorum().largest, 2);
+
+    m.handle_command(
+        1,
+        Command::Remove {
+            node: id("b"),
+            force: false,
+        },
+    );
+    let r = settle(&mut m);
+    assert!(
+        matches!(&r.replies[..], [(1, Reply::Refused(why))] if why.contains("not dead")),
+        "{:?}",
+        r.replies
+    );
+    assert!(r.append.is_empty(), "a refusal changes nothing");
+
+    let dead = ClusterEvent::NodeDead {
+        node: id("b"),
+        generation: 1,
+        incarnation: 0,
+    };
+    m.handle_frame(&id("c"), Frame::Events(vec![dead])).unwrap();
+    settle(&mut m);
+    m.handle_command(
+        2,
+        Command::Remove {
+            node: id("b"),
+            force: false,
+        },
+    );
+    let r = m.take_ready();
+    assert!(r.replies.is_empty(), "answered only once durable");
+    assert!(r
+        .append
+        .iter()
+        .any(|e| matches!(e, ClusterEvent::NodeLeft { node, .. } if *node == id("b"))));
+    m.handle_durable(m.last_lsn());
+    let r = m.take_ready();
+    assert_eq!(
+        r.replies,
+        vec![(
+            2,
+            Reply::Removed {
+                node: id("b"),
+                was: MemberState::Dead
+            }
+        )]
+    );
+    assert_eq!(
+        m.roster().record(&id("b")).unwrap().liveness.state,
+        MemberState::Left
+    );
+    assert_eq!(m.quorum().largest, 1, "a removed member no longer counts");
+    assert!(m.quorum().in_majority);
+}

@@ -14,6 +14,7 @@ use super::recovery::{sync_dir, SegmentInfo};
 use super::segment::{self, WalRecord, HEADER_LEN};
 use crate::error::{Error, Result};
 use crate::event::{ClusterEvent, Lsn};
+use prometheus_client::metrics::histogram::Histogram;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::Write;
@@ -93,7 +94,7 @@ impl Default for WalConfig {
 }
 
 /// Counters the writer publishes; read without locking.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WalStats {
     /// Last LSN written to the OS.
     pub last_lsn: AtomicU64,
@@ -104,7 +105,26 @@ pub struct WalStats {
     pub fsyncs: AtomicU64,
     /// First LSN of the segment being written.
     pub current_segment: AtomicU64,
+    /// Latency of each batch's write to the OS, and of each fsync (seconds).
+    pub write_seconds: Histogram,
+    pub fsync_seconds: Histogram,
     failed: Mutex<Option<String>>,
+}
+
+impl Default for WalStats {
+    fn default() -> Self {
+        WalStats {
+            last_lsn: AtomicU64::new(0),
+            durable_lsn: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+            current_segment: AtomicU64::new(0),
+            write_seconds: crate::metrics::wal_write_histogram(),
+            fsync_seconds: crate::metrics::wal_fsync_histogram(),
+            failed: Mutex::new(None),
+        }
+    }
 }
 
 impl WalStats {
@@ -410,7 +430,11 @@ impl Writer {
                 self.stats.current_segment.load(Ordering::Relaxed),
             ))
         };
+        let started = Instant::now();
         self.file.write_all(&self.buf).map_err(Error::io(path()))?;
+        self.stats
+            .write_seconds
+            .observe(started.elapsed().as_secs_f64());
         self.segment_len += self.buf.len() as u64;
         self.stats
             .bytes_written
@@ -424,7 +448,11 @@ impl Writer {
 
     fn sync(&mut self) -> Result<()> {
         let path = self.wal_dir.clone();
+        let started = Instant::now();
         self.file.sync_data().map_err(Error::io(path))?;
+        self.stats
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
         self.unsynced_since = None;
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.stats

@@ -20,6 +20,8 @@ pub struct NodeProc {
     pub lines: Vec<String>,
     /// The address it advertises (from its "node started" line).
     pub addr: String,
+    /// `HOST:PORT` of its HTTP endpoint, when started with `--http-listen`.
+    pub http: String,
 }
 
 impl NodeProc {
@@ -70,6 +72,7 @@ impl NodeProc {
             stderr: rx,
             lines: Vec::new(),
             addr: String::new(),
+            http: String::new(),
         };
         match node.wait_for("node started") {
             Ok(line) => {
@@ -77,6 +80,12 @@ impl NodeProc {
                     .split_whitespace()
                     .find_map(|w| w.strip_prefix("advertise="))
                     .unwrap_or_default()
+                    .to_owned();
+                node.http = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("http="))
+                    .unwrap_or_default()
+                    .trim_matches('"')
                     .to_owned();
                 Ok(node)
             }
@@ -223,5 +232,18 @@ pub fn copy_tree(from: &Path, to: &Path) {
         } else if entry.file_name() != "LOCK" {
             std::fs::copy(&src, &dst).unwrap();
         }
+    }
+}
+
+/// GET `http://{at}{path}`: the status code and the body (any status; `None` if the
+/// request itself failed, e.g. nothing listens).
+pub fn http_get(at: &str, path: &str) -> Option<(u16, String)> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    match agent.get(&format!("http://{at}{path}")).call() {
+        Ok(r) => Some((r.status(), r.into_string().ok()?)),
+        Err(ureq::Error::Status(code, r)) => Some((code, r.into_string().ok()?)),
+        Err(_) => None,
     }
 }
