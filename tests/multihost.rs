@@ -5,6 +5,9 @@
 //! `gossip-node` with `--seed ws://gossip.test:7100` as its only seed. Then one host is cut
 //! off (its veth set down): the others see it suspect, then dead, and it knows it is in the
 //! minority; after healing all five are alive everywhere and every roster is the same.
+//! Each node also serves HTTP (`--http-listen`, read from inside its namespace): `/ready` is
+//! 200 on a formed cluster, 503 with a one-line reason on the cut-off host and 200 again
+//! after healing; `/metrics` counts the suspicions the cut caused.
 //!
 //! Needs root, `ip netns` and dnsmasq (`.ci/run` installs it). Where one is missing the test
 //! prints `SKIPPED: <why>` and passes, unless `GOSSIP_REQUIRE_NETNS=1` is set: then it
@@ -20,6 +23,7 @@ const HOSTS: usize = 5;
 const PORT: u16 = 7100;
 const NAME: &str = "gossip.test";
 const DNS_IP: &str = "10.77.0.1";
+const HTTP_PORT: u16 = 7180;
 
 fn host_ip(i: usize) -> String {
     format!("10.77.0.{}", 11 + i)
@@ -85,6 +89,17 @@ fn status(net: &Net, i: usize) -> Option<Value> {
     net.admin(i, &["status", "--connect", &addr(i), "--json"])
 }
 
+/// `/ready` of host `i`: status code and one-line body.
+fn ready(net: &Net, i: usize) -> Option<(u16, String)> {
+    net.http_get(i, &format!("{}:{HTTP_PORT}", host_ip(i)), "/ready")
+}
+
+/// A value from host `i`'s `/metrics`.
+fn metric_of(net: &Net, i: usize, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let (code, body) = net.http_get(i, &format!("{}:{HTTP_PORT}", host_ip(i)), "/metrics")?;
+    (code == 200).then(|| metric(&body, name, labels)).flatten()
+}
+
 fn all_alive() -> Vec<(String, String)> {
     (0..HOSTS).map(|i| (id(i), "alive".to_owned())).collect()
 }
@@ -117,6 +132,8 @@ fn five_hosts_find_each_other_through_one_dns_name_and_survive_a_cut() {
             &id(i),
             "--seed",
             &seed,
+            "--http-listen",
+            &format!("{}:{HTTP_PORT}", host_ip(i)),
         ]);
         nodes.push(NodeProc::spawn(cmd).unwrap_or_else(|log| panic!("{}:\n{log}", id(i))));
     }
@@ -127,7 +144,13 @@ fn five_hosts_find_each_other_through_one_dns_name_and_survive_a_cut() {
             view(&net, i).is_some_and(|v| v == all_alive())
         });
     }
-    // [ready] Once `--http-listen` is on main: GET /ready is 200 on every host here.
+    for i in 0..HOSTS {
+        eventually(&format!("{} is ready", id(i)), || {
+            ready(&net, i).is_some_and(|(code, _)| code == 200)
+        });
+    }
+    let suspicions = |i: usize| metric_of(&net, i, "gossip_suspicions_total", &[]);
+    let before: Vec<f64> = (0..HOSTS).map(|i| suspicions(i).unwrap()).collect();
 
     // Cut host 4 off.
     let cut = HOSTS - 1;
@@ -152,9 +175,33 @@ fn five_hosts_find_each_other_through_one_dns_name_and_survive_a_cut() {
     eventually(&format!("{} knows it is in the minority", id(cut)), || {
         status(&net, cut).is_some_and(|s| s["in_majority"] == false && s["alive"] == 1)
     });
-    // [ready] Once `--http-listen` is on main: GET /ready on the cut-off host is 503 with a
-    // one-line reason, and 200 on the others.
-    // [metrics] Once `--http-listen` is on main: /metrics on the others counts suspicions.
+    eventually(&format!("{} is not ready, and says why", id(cut)), || {
+        ready(&net, cut).is_some_and(|(code, body)| {
+            code == 503 && body.contains("not in the majority") && body.trim().lines().count() == 1
+        })
+    });
+    for i in 0..cut {
+        let (code, body) = ready(&net, i).unwrap();
+        assert_eq!(code, 200, "{}: {body}", id(i));
+        assert_eq!(
+            metric_of(&net, i, "gossip_members", &[("state", "dead")]),
+            Some(1.0),
+            "{} counts one dead member",
+            id(i)
+        );
+    }
+    // The cut-off host suspected the others; the others together suspected it.
+    assert!(
+        suspicions(cut).unwrap() > before[cut],
+        "{} counted suspicions",
+        id(cut)
+    );
+    let others: f64 = (0..cut).map(|i| suspicions(i).unwrap() - before[i]).sum();
+    assert!(
+        others >= 1.0,
+        "the others counted no suspicion of {}",
+        id(cut)
+    );
 
     // Heal: all five alive everywhere, one roster.
     net.set_link(&net.host_link(cut), true);
@@ -164,7 +211,11 @@ fn five_hosts_find_each_other_through_one_dns_name_and_survive_a_cut() {
                 && status(&net, i).is_some_and(|s| s["in_majority"] == true)
         });
     }
-    // [ready] Once `--http-listen` is on main: GET /ready is 200 on every host again.
+    for i in 0..HOSTS {
+        eventually(&format!("{} is ready again", id(i)), || {
+            ready(&net, i).is_some_and(|(code, _)| code == 200)
+        });
+    }
     let views: Vec<_> = (0..HOSTS).map(|i| view(&net, i).unwrap()).collect();
     assert_same_views(&views);
     drop(nodes);

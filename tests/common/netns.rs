@@ -169,6 +169,31 @@ impl Net {
     }
 }
 
+impl Net {
+    /// GET `http://{at}{path}` from inside host `i` (a thread that joins its namespace):
+    /// the status code and body, `None` if nothing answered.
+    pub fn http_get(&self, i: usize, at: &str, path: &str) -> Option<(u16, String)> {
+        let file = PathBuf::from("/run/netns").join(self.host_ns(i));
+        let (at, path) = (at.to_owned(), path.to_owned());
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let ns = std::fs::File::open(&file).unwrap();
+            // SAFETY: setns on a valid namespace fd; it changes this thread only.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "setns {}: {}",
+                file.display(),
+                std::io::Error::last_os_error()
+            );
+            super::http_get(&at, &path)
+        })
+        .join()
+        .unwrap()
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         for link in &self.root_links {
