@@ -3,6 +3,8 @@
 //! an SRV record with targets and ports. Nodes listen on distinct loopback addresses
 //! (127.0.0.2, .3, ...) with one port, as pods behind a headless service do.
 //!
+//! Over TLS, an address found by name is verified against the name.
+//!
 //! Needs dnsmasq (`.ci/run` installs it). Without it the tests print `SKIPPED: <why>` and
 //! pass, unless `GOSSIP_REQUIRE_NETNS=1` is set: then they fail.
 
@@ -202,4 +204,86 @@ fn a_node_dials_every_address_of_its_seed_name_and_every_srv_target() {
     assert_eq!(alive(&e.addr), 1, "E answers, alone");
     assert!(e.child.try_wait().unwrap().is_none(), "E keeps running");
     drop((a, b, c, d, e));
+}
+
+/// A CA and certificates for the given names (DNS names or IPs), written as PEM files.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        Ca {
+            cert: params.self_signed(&key).unwrap(),
+            key,
+        }
+    }
+
+    /// `--tls-cert`, `--tls-key` and `--tls-ca` arguments for a certificate naming `names`.
+    fn issue(&self, dir: &Path, file: &str, names: &[&str]) -> Vec<String> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &self.cert, &self.key)
+            .unwrap();
+        let paths = [
+            dir.join(format!("{file}.crt")),
+            dir.join(format!("{file}.key")),
+            dir.join("ca.crt"),
+        ];
+        std::fs::write(&paths[0], cert.pem()).unwrap();
+        std::fs::write(&paths[1], key.serialize_pem()).unwrap();
+        std::fs::write(&paths[2], self.cert.pem()).unwrap();
+        let p = |i: usize| paths[i].to_str().unwrap().to_owned();
+        vec![
+            "--tls-cert".into(),
+            p(0),
+            "--tls-key".into(),
+            p(1),
+            "--tls-ca".into(),
+            p(2),
+        ]
+    }
+}
+
+#[test]
+fn over_tls_an_address_found_by_name_is_verified_against_the_name() {
+    let test = "over_tls_an_address_found_by_name_is_verified_against_the_name";
+    if let Some(why) = dnsmasq_missing() {
+        return skip(test, &why);
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    // A's certificate names the service only, not its address: B can verify A only by the
+    // name it resolved. B's names its address (A dials B back at its advertised address).
+    let a_tls = ca.issue(certs.path(), "a", &["gossip.test"]);
+    let b_tls = ca.issue(certs.path(), "b", &["127.0.0.3"]);
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a_args: Vec<&str> = a_tls.iter().map(String::as_str).collect();
+    let a = start(dirs[0].path(), "127.0.0.2:0", &a_args);
+    let port = a.addr.rsplit_once(':').unwrap().1.to_owned();
+    let records: Vec<String> = vec![
+        "--host-record=probe.test,127.0.0.1".into(),
+        "--host-record=gossip.test,127.0.0.2".into(),
+    ];
+    let scratch = tempfile::tempdir().unwrap();
+    let (_server, at) = dns(&records, &scratch.path().join("dnsmasq.log"));
+    let seed = format!("wss://gossip.test:{port}");
+    let dns_server = at.to_string();
+    let mut b_args: Vec<&str> = b_tls.iter().map(String::as_str).collect();
+    b_args.extend(["--seed", &seed, "--dns-server", &dns_server]);
+    let b = start(dirs[1].path(), "127.0.0.3:0", &b_args);
+    assert!(b.addr.starts_with("wss://127.0.0.3:"), "{}", b.addr);
+    let admin_tls: Vec<&str> = b_tls.iter().map(String::as_str).collect();
+    eventually("B lists A and itself alive over wss://", || {
+        members(&b.addr, &admin_tls)
+            .is_some_and(|m| id_states(&m).iter().filter(|(_, s)| s == "alive").count() == 2)
+    });
+    drop((a, b));
 }
