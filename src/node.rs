@@ -670,9 +670,16 @@ impl Driver {
                     self.machine.handle_disconnected(&peer);
                 }
             }
-            Input::DialFailed { addr, refused } => {
+            Input::DialFailed {
+                addr,
+                refused,
+                itself,
+            } => {
                 self.dialing.remove(&addr);
                 self.back_off(&addr);
+                if itself {
+                    self.machine.handle_own_address(&addr);
+                }
                 if let Some(reason) = refused {
                     self.machine.handle_refused(&addr, &reason);
                 }

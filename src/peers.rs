@@ -66,6 +66,8 @@ pub(crate) enum Input {
     DialFailed {
         addr: String,
         refused: Option<String>,
+        /// The address reached this very node (another address of ours).
+        itself: bool,
     },
     /// A member refused us after the handshake.
     Refused {
@@ -277,12 +279,27 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
                     crate::machine::ID_IN_USE
                 )),
                 Role::Member { .. } => {
-                    tracing::warn!(%addr, "a seed is this node itself; ignoring it");
-                    None
+                    tracing::info!(%addr, "a seed is this node itself; not dialing it again");
+                    let _ = ctx
+                        .control
+                        .send(Input::DialFailed {
+                            addr,
+                            refused: None,
+                            itself: true,
+                        })
+                        .await;
+                    return;
                 }
                 Role::Admin => None,
             };
-            let _ = ctx.control.send(Input::DialFailed { addr, refused }).await;
+            let _ = ctx
+                .control
+                .send(Input::DialFailed {
+                    addr,
+                    refused,
+                    itself: false,
+                })
+                .await;
         }
         Err(e) => {
             let refused = match &e {
@@ -299,7 +316,14 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
                     None
                 }
             };
-            let _ = ctx.control.send(Input::DialFailed { addr, refused }).await;
+            let _ = ctx
+                .control
+                .send(Input::DialFailed {
+                    addr,
+                    refused,
+                    itself: false,
+                })
+                .await;
         }
     }
 }

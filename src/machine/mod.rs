@@ -146,6 +146,8 @@ const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
 const JOIN_RETRY_FIRST: Duration = Duration::from_millis(100);
 /// Most configured or discovered seeds one join attempt sends to (a random sample beyond).
 const JOIN_SEEDS_MAX: usize = 32;
+/// Most other addresses of our own remembered.
+const MAX_OWN_ADDRS: usize = 16;
 
 pub struct Machine {
     me: Identity,
@@ -168,6 +170,9 @@ pub struct Machine {
     seeds: Vec<String>,
     /// Peers the data dir remembered at start (tried together with the seeds).
     remembered: Vec<String>,
+    /// Other addresses that reached this node (a seed name listing us under an address we
+    /// do not advertise); at most [`MAX_OWN_ADDRS`].
+    own_addrs: Vec<String>,
     joined: bool,
     next_join: Duration,
     join_delay: Duration,
@@ -257,6 +262,7 @@ impl Machine {
             joined: starts_alone,
             seeds,
             remembered,
+            own_addrs: Vec::new(),
             next_join: now,
             join_delay: JOIN_RETRY_FIRST,
             next_anti_entropy: now + config.gossip.anti_entropy_interval,
@@ -582,13 +588,13 @@ impl Machine {
     /// is registered yet: the node starts a new cluster, and keeps joining through its seeds
     /// while it knows no live peer ([`Machine::needs_seeds`]). New seeds are tried at once.
     pub fn set_seeds(&mut self, found: Vec<String>) {
-        let only_us = !found.is_empty() && found.iter().all(|a| *a == self.addr);
+        let only_us = !found.is_empty() && found.iter().all(|a| self.is_own_addr(a));
         let mut seeds: Vec<String> = self
             .config
             .seeds
             .iter()
             .chain(&found)
-            .filter(|a| **a != self.addr)
+            .filter(|a| !self.is_own_addr(a))
             .cloned()
             .collect();
         seeds.sort();
@@ -605,6 +611,21 @@ impl Machine {
             self.join_delay = JOIN_RETRY_FIRST;
             self.join_tick();
         }
+    }
+
+    /// A dial of `addr` reached this very node: `addr` is ours too (a seed name lists us
+    /// under an address we do not advertise). It is not tried again, and a seed name that
+    /// resolves to our addresses only counts as resolving to us.
+    pub fn handle_own_address(&mut self, addr: &str) {
+        if !self.is_own_addr(addr) && self.own_addrs.len() < MAX_OWN_ADDRS {
+            self.own_addrs.push(addr.to_owned());
+        }
+        self.seeds.retain(|a| a != addr);
+        self.remembered.retain(|a| a != addr);
+    }
+
+    fn is_own_addr(&self, addr: &str) -> bool {
+        addr == self.addr || self.own_addrs.iter().any(|a| a == addr)
     }
 
     /// A peer refused our handshake. An id conflict stops a node that is still joining (it

@@ -444,6 +444,21 @@ fn a_name_resolving_to_us_alone_starts_a_cluster_that_keeps_looking_for_peers() 
     m.set_seeds(vec!["sim://a".into(), "sim://b".into()]);
     assert!(m.needs_seeds());
     assert_eq!(digests_to(&m.take_ready()), vec!["sim://b".to_string()]);
+    // Our advertised address is not the only one of ours: a dial that reached us tells.
+    let mut cfg = config("d", &[]);
+    cfg.discovery = true;
+    let mut m = Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap();
+    settle(&mut m);
+    m.set_seeds(vec!["sim://10.0.0.4".into()]);
+    assert_eq!(
+        digests_to(&m.take_ready()),
+        vec!["sim://10.0.0.4".to_string()]
+    );
+    m.handle_own_address("sim://10.0.0.4");
+    assert_eq!(m.join_candidates(), (&[][..], &[][..]));
+    m.set_seeds(vec!["sim://10.0.0.4".into()]);
+    assert!(m.joined(), "the name lists only us: a new cluster");
+    assert!(digests_to(&m.take_ready()).is_empty());
     // Nothing resolved at all is no reason to start a cluster.
     let mut cfg = config("c", &[]);
     cfg.discovery = true;
