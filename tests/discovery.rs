@@ -15,42 +15,53 @@ use gossip_roster::discovery::{DnsServer, Found, Resolver, Seed};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 
-/// A port free on 127.0.0.1 for UDP just now (dnsmasq takes it next; a clash makes it
-/// exit, which [`dns`] reports).
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port free on 127.0.0.1 for UDP and TCP just now, below the ephemeral range (where
+/// the other tests' outgoing connections take theirs). dnsmasq takes it next; a clash
+/// makes it exit, and [`dns`] tries another.
+fn free_port() -> u16 {
+    use rand::Rng;
+    loop {
+        let port = rand::thread_rng().gen_range(20_000..32_000);
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
-/// dnsmasq on 127.0.0.1 with `records`, answering once it does (through our resolver).
+/// dnsmasq on 127.0.0.1 with `records` (one must be `probe.test`), once it answers
+/// (through our resolver).
 fn dns(records: &[String], log: &Path) -> (Dnsmasq, SocketAddr) {
-    let port = free_udp_port();
-    let mut server = Dnsmasq::start(
-        std::process::Command::new("dnsmasq"),
-        "127.0.0.1",
-        port,
-        records,
-        log,
-    );
-    let at = SocketAddr::from(([127, 0, 0, 1], port));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    eventually("dnsmasq answers", || {
-        assert!(
-            server.running(),
-            "dnsmasq exited: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
+    let probe = [Seed::parse("ws://probe.test:1").unwrap()];
+    for _ in 0..10 {
+        let port = free_port();
+        let mut server = Dnsmasq::start(
+            std::process::Command::new("dnsmasq"),
+            "127.0.0.1",
+            port,
+            records,
+            log,
         );
-        let mut r = Resolver::new(DnsServer::At(at));
-        let probe = [Seed::parse("ws://probe.test:1").unwrap()];
-        !rt.block_on(r.resolve(&probe, false)).found.is_empty()
-    });
-    (server, at)
+        let at = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut answered = false;
+        eventually("dnsmasq answers or exits", || {
+            let mut r = Resolver::new(DnsServer::At(at));
+            answered = !rt.block_on(r.resolve(&probe, false)).found.is_empty();
+            answered || !server.running()
+        });
+        if answered {
+            return (server, at);
+        }
+    }
+    panic!(
+        "dnsmasq never started: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

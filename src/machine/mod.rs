@@ -10,6 +10,7 @@
 //!  tick(now)  --->|   refutation,      quorum, reaping         |      replies:  command answers
 //!  command    --->|   re-assertion)    admission (ids in use)  |      notifications, quorum, stop
 //!  durable(n) --->|                                            |    }
+//!  seeds(found)-->|  discovered seeds (DNS), remembered peers  |
 //!                 +--------------------------------------------+
 //! ```
 //!
