@@ -86,6 +86,11 @@ async fn answer(ctx: &Ctx, req: AdminRequest) -> Option<AdminReply> {
         }
         AdminRequest::Locate { actor } => {
             query(ctx, move |d| {
+                if let Some(why) = d.machine.down() {
+                    return AdminReply::Error(format!(
+                        "this node is down (split-brain downing): {why}; ask a node of the side that went on"
+                    ));
+                }
                 let roster = d.machine.roster();
                 AdminReply::Located(
                     roster

@@ -102,6 +102,9 @@ pub enum Error {
     #[error("refused: {0}")]
     Refused(String),
 
+    #[error("this node is down (split-brain downing): {0}")]
+    Down(String),
+
     #[error("aborted at failure point {0}")]
     FailPoint(&'static str),
 }

@@ -58,6 +58,9 @@ async fn health(State(node): State<Node>) -> Response {
 
 /// Why this node should not take traffic yet, if it should not.
 pub fn not_ready_reason(status: &crate::message::Status) -> Option<String> {
+    if let Some(why) = &status.down {
+        return Some(format!("down (split-brain downing): {why}"));
+    }
     if !status.joined {
         return Some("not joined: no seed has answered yet".into());
     }

@@ -187,6 +187,9 @@ pub struct Status {
     pub joined: bool,
     #[serde(default)]
     pub counters: StatusCounters,
+    /// Why this node is down (the losing side of a partition under split-brain downing).
+    #[serde(default)]
+    pub down: Option<String>,
 }
 
 /// What the node counted since it started (the `/metrics` counters).
@@ -199,6 +202,9 @@ pub struct StatusCounters {
     /// Our own record re-announced (a peer did not know it); ids refused as held elsewhere.
     pub reassertions: u64,
     pub refused_ids: u64,
+    /// Unreachable members declared dead and forgotten by split-brain downing.
+    #[serde(default)]
+    pub downed: u64,
     pub probes: crate::swim::ProbeStats,
     pub wal_batches: u64,
     pub wal_fsyncs: u64,

@@ -279,6 +279,12 @@ fn status_registry(s: &Status) -> Registry {
     );
     gauge(
         &mut r,
+        "down",
+        "1 while split-brain downing holds this node down (its side lost)",
+        i64::from(s.down.is_some()),
+    );
+    gauge(
+        &mut r,
         "largest_cluster",
         "Largest recent cluster size (the quorum base)",
         s.largest_cluster as i64,
@@ -356,6 +362,12 @@ fn status_registry(s: &Status) -> Registry {
         "reassertions",
         "Times this node re-announced its own record",
         c.reassertions,
+    );
+    counter(
+        &mut r,
+        "downed_members",
+        "Unreachable members declared dead and forgotten by split-brain downing",
+        c.downed,
     );
     counter(
         &mut r,

@@ -18,6 +18,7 @@ use crate::discovery::{DnsServer, Seed};
 use crate::error::{Error, Result};
 use crate::event::{ClusterEvent, Generation, Lsn, MemberState, NodeId};
 use crate::local::Identity;
+use crate::machine::downing::DowningConfig;
 use crate::machine::{Command, Machine, MachineConfig, Outgoing, Ready, Reply, Stop, Token};
 use crate::message::{Frame, Status, StatusCounters};
 use crate::peers::{self, Conn, Ctx, Input};
@@ -66,6 +67,8 @@ pub struct NodeConfig {
     pub compaction_check: Duration,
     /// `HOST:PORT` of the HTTP endpoint (`/metrics`, `/health`, `/ready`); `None`: off.
     pub http_listen: Option<String>,
+    /// Split-brain downing (off by default).
+    pub downing: DowningConfig,
 }
 
 impl Default for NodeConfig {
@@ -85,6 +88,7 @@ impl Default for NodeConfig {
             max_connections: 1024,
             compaction_check: Duration::from_secs(1),
             http_listen: None,
+            downing: DowningConfig::default(),
         }
     }
 }
@@ -163,6 +167,7 @@ struct Shared {
     ctx: Arc<Ctx>,
     changes: broadcast::Sender<MembershipChange>,
     quorum: watch::Receiver<Quorum>,
+    down: watch::Receiver<Option<String>>,
     stopped: watch::Receiver<Option<StopReason>>,
 }
 
@@ -257,6 +262,7 @@ impl Node {
                 max_frame_bytes: config.transport.max_frame_bytes,
                 largest_cluster: largest,
                 version_floor: crate::machine::version_floor(crate::store::wal::unix_ms()),
+                downing: config.downing.clone(),
             },
             recovered.roster,
             recovered.last_lsn,
@@ -282,6 +288,7 @@ impl Node {
         let ctx = Arc::new(ctx);
         let (quorum_tx, quorum_rx) = watch::channel(machine.quorum());
         let (needs_seeds_tx, needs_seeds_rx) = watch::channel(machine.needs_seeds());
+        let (down_tx, down_rx) = watch::channel(None);
         let (stopped_tx, stopped_rx) = watch::channel(None);
         let (changes, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let shared = Arc::new(Shared {
@@ -291,6 +298,7 @@ impl Node {
             ctx: ctx.clone(),
             changes: changes.clone(),
             quorum: quorum_rx,
+            down: down_rx,
             stopped: stopped_rx,
         });
         let (durability_tx, durability_rx) = mpsc::unbounded_channel();
@@ -308,6 +316,7 @@ impl Node {
             changes,
             quorum: quorum_tx,
             needs_seeds: needs_seeds_tx,
+            down: down_tx,
             stopped: stopped_tx,
             started,
             config: config.clone(),
@@ -425,9 +434,15 @@ impl Node {
     }
 
     /// Live hosts of an actor (alive or suspected members; never dead or gone ones).
+    /// [`Error::Down`] while this node is down (the losing side of a partition): its view
+    /// of who hosts what is not to be acted on.
     pub async fn locate(&self, actor: &str) -> Result<Vec<NodeId>> {
         let actor = actor.to_owned();
-        self.query(move |d| d.machine.roster().locate(&actor)).await
+        self.query(move |d| match d.machine.down() {
+            Some(why) => Err(Error::Down(why.to_owned())),
+            None => Ok(d.machine.roster().locate(&actor)),
+        })
+        .await?
     }
 
     /// Every announced member, sorted by id.
@@ -473,6 +488,18 @@ impl Node {
                 return rx.borrow().clone().unwrap_or(StopReason::Shutdown);
             }
         }
+    }
+
+    /// Why this node is down, while it is: split-brain downing judged its side of a
+    /// partition the losing one. An actor system should stop its actors meanwhile; the node
+    /// keeps probing and comes back up once its side wins (a heal).
+    pub fn down(&self) -> Option<String> {
+        self.shared.down.borrow().clone()
+    }
+
+    /// Changes of [`Node::down`], as they happen.
+    pub fn watch_down(&self) -> watch::Receiver<Option<String>> {
+        self.shared.down.clone()
     }
 
     /// Why the node stopped, if it has.
@@ -616,6 +643,7 @@ pub(crate) struct Driver {
     quorum: watch::Sender<Quorum>,
     /// Whether the machine still wants seeds (discovery re-resolves names meanwhile).
     needs_seeds: watch::Sender<bool>,
+    down: watch::Sender<Option<String>>,
     stopped: watch::Sender<Option<StopReason>>,
     started: Instant,
     config: NodeConfig,
@@ -749,6 +777,9 @@ impl Driver {
             *was = needs_seeds;
             changed
         });
+        if let Some(down) = ready.down {
+            self.down.send_replace(down);
+        }
         if let Some(me) = ready.identity {
             let store = self.store.clone();
             tokio::task::spawn_blocking(move || {
@@ -902,12 +933,14 @@ impl Driver {
                 refutations: counters.refutations,
                 reassertions: counters.reassertions,
                 refused_ids: counters.refused_ids,
+                downed: counters.downed,
                 probes: swim.probe_stats(),
                 wal_batches: wal.batches.load(Ordering::Relaxed),
                 wal_fsyncs: wal.fsyncs.load(Ordering::Relaxed),
                 compactions: self.ctx.metrics.compactions.get(),
                 handshake_failures: self.ctx.metrics.handshake_failures.get(),
             },
+            down: self.machine.down().map(str::to_owned),
         }
     }
 }

@@ -16,14 +16,16 @@
 //! * Scale: `cargo test --release --test simulation -- --ignored --nocapture scale_up_to_1000`
 //!   prints the README table for 50, 200 and 1,000 nodes; `... scale_10000` for 10,000.
 
+use gossip_roster::machine::downing::{DowningConfig, Strategy};
 use gossip_roster::machine::{Command, Dest, Machine, MachineConfig, Ready, Reply};
 use gossip_roster::message::Frame;
 use gossip_roster::roster::Roster;
 use gossip_roster::{ClusterEvent, GossipConfig, Identity, MemberState, NodeId, SwimConfig};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 
 const TICK_MS: u64 = 10;
@@ -180,6 +182,7 @@ struct Sim {
     hops: Vec<Option<u32>>,
     swim: SwimConfig,
     gossip: GossipConfig,
+    downing: DowningConfig,
     /// Print every frame sent (set while measuring idle traffic with SIM_DEBUG).
     debug: bool,
     /// Count delivered frames by kind (SIM_KINDS, for the scale runs).
@@ -227,6 +230,7 @@ impl Sim {
             hops: Vec::new(),
             swim: SwimConfig::default(),
             gossip: GossipConfig::default(),
+            downing: DowningConfig::default(),
             debug: false,
             count_kinds: std::env::var("SIM_KINDS").is_ok(),
             kinds: BTreeMap::new(),
@@ -241,7 +245,12 @@ impl Sim {
     /// `n` slots of which the first `members` run and know each other; the rest are not
     /// started (see [`Sim::join`]).
     fn with_absent(n: usize, members: usize, seed: u64, loss: f64) -> Sim {
-        let mut sim = Sim::empty(seed, loss);
+        Sim::empty(seed, loss).populate(n, members)
+    }
+
+    /// Adds `n` slots of which the first `members` run and know each other.
+    fn populate(self, n: usize, members: usize) -> Sim {
+        let mut sim = self;
         // One roster, cloned: records stay shared until a node changes them.
         let mut base = Roster::new();
         for i in 0..members {
@@ -320,6 +329,7 @@ impl Sim {
             max_frame_bytes: 1 << 20,
             largest_cluster: 0,
             version_floor: gossip_roster::machine::version_floor(self.now + 1),
+            downing: self.downing.clone(),
         };
         let seed = self.rng.gen();
         let machine = Machine::new(
@@ -1300,6 +1310,139 @@ fn a_partition_heals_into_one_roster() {
     let t = sim.now + 5_000;
     sim.run_until(t, |_| false);
     sim.check_invariants().unwrap();
+}
+
+/// Whether slot `i` runs and is not down.
+fn up(sim: &Sim, i: usize) -> bool {
+    sim.slots[i]
+        .proc
+        .as_ref()
+        .is_some_and(|p| p.machine.down().is_none())
+}
+
+/// Split-brain downing under keep-majority: a cluster of 3-7 split in two (any sizes, exact
+/// halves included). Once the split has lasted the stable period plus the time a node cut
+/// off from everyone needs to notice it (its probes slow down as they fail: Lifeguard), never
+/// are both sides up, and the side the rule names is the one up; healed, everyone is up and
+/// alive again in every roster. Returns how long after the split every node held its final
+/// verdict (the downing decision time).
+fn downing_run(seed: u64) -> Result<u64, String> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xd0_d0);
+    let n = rng.gen_range(3..=7);
+    let stable = 3_000;
+    let mut sim = Sim::empty(seed, 0.0);
+    sim.downing = DowningConfig {
+        strategy: Strategy::KeepMajority,
+        stable_after: Duration::from_millis(stable),
+    };
+    let mut sim = sim.populate(n, n);
+    sim.run_until(2_000, |_| false);
+    let k = rng.gen_range(1..n);
+    let mut ids: Vec<usize> = (0..n).collect();
+    ids.shuffle(&mut rng);
+    let side_a: BTreeSet<usize> = ids[..k].iter().copied().collect();
+    for i in 0..n {
+        sim.side[i] = u8::from(side_a.contains(&i));
+    }
+    // The side that must go on: more than half, or the half holding the lowest id (slot 0).
+    let a_wins = k * 2 > n || (k * 2 == n && side_a.contains(&0));
+    let wins = |i: usize| side_a.contains(&i) == a_wins;
+    let t0 = sim.now;
+    let settled = t0 + stable + 30_000;
+    let mut both_up_at = None;
+    let mut last_wrong = t0;
+    sim.run_until(settled + 10_000, |s| {
+        let a_up = (0..n).any(|i| side_a.contains(&i) && up(s, i));
+        let b_up = (0..n).any(|i| !side_a.contains(&i) && up(s, i));
+        if s.now >= settled && a_up && b_up && both_up_at.is_none() {
+            both_up_at = Some(s.now);
+        }
+        if (0..n).any(|i| up(s, i) != wins(i)) {
+            last_wrong = s.now;
+        }
+        false
+    });
+    if let Some(t) = both_up_at {
+        return Err(format!(
+            "n={n} side_a={side_a:?}: both sides up {} ms after the split",
+            t - t0
+        ));
+    }
+    for i in 0..n {
+        if up(&sim, i) != wins(i) {
+            return Err(format!(
+                "n={n} side_a={side_a:?}: slot {i} is {} but its side {}",
+                if up(&sim, i) { "up" } else { "down" },
+                if wins(i) { "won" } else { "lost" }
+            ));
+        }
+    }
+    let decided = last_wrong + TICK_MS - t0;
+    sim.side = vec![0; n];
+    let t1 = sim.now;
+    let healed = sim.run_until(t1 + 120_000, |s| {
+        (0..n)
+            .all(|o| up(s, o) && (0..n).all(|x| o == x || s.seen(o, x) == Some(MemberState::Alive)))
+    });
+    if !healed {
+        let view: Vec<String> = (0..n)
+            .map(|o| {
+                let states: Vec<String> = (0..n).map(|x| format!("{:?}", sim.seen(o, x))).collect();
+                format!(
+                    "{o}{}: {}",
+                    if up(&sim, o) { "" } else { " (down)" },
+                    states.join(" ")
+                )
+            })
+            .collect();
+        return Err(format!(
+            "n={n} side_a={side_a:?}: not whole 120 s after healing:\n{}",
+            view.join("\n")
+        ));
+    }
+    let t = sim.now + 5_000;
+    sim.run_until(t, |_| false);
+    sim.check_invariants()?;
+    Ok(decided)
+}
+
+const DOWNING_SEEDS: u64 = 25;
+
+#[test]
+fn downing_never_leaves_both_sides_of_a_split_up_and_heals() {
+    let failed: Vec<String> = (0..DOWNING_SEEDS)
+        .filter_map(|seed| downing_run(seed).err().map(|e| format!("seed {seed}: {e}")))
+        .collect::<Vec<_>>();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[test]
+#[ignore = "many seeds; run with --ignored (SIM_SEEDS=n to choose how many); prints decision times"]
+fn downing_many() {
+    let seeds = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000);
+    let mut failed = Vec::new();
+    let mut times = Vec::new();
+    for seed in 0..seeds {
+        match downing_run(seed) {
+            Ok(t) => times.push(t),
+            Err(e) => failed.push(format!("seed {seed}: {e}")),
+        }
+    }
+    times.sort_unstable();
+    if !times.is_empty() {
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "downing decision time after a split (stable period 3 s, {} runs): median {} ms, p99 {} ms, max {} ms",
+            times.len(),
+            at(0.5),
+            at(0.99),
+            times[times.len() - 1]
+        );
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
 #[test]

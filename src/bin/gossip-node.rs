@@ -54,6 +54,15 @@ struct RunArgs {
     /// default; no authentication: bind it where only operators reach).
     #[arg(long, value_name = "HOST:PORT")]
     http_listen: Option<String>,
+    /// Split-brain downing: off, keep-majority (the side seeing more than half of the
+    /// largest recent cluster goes on; an exact half: the side with the lowest member id),
+    /// or static-quorum=N (a side seeing at least N members goes on). The losing side marks
+    /// itself down; the winner declares the unreachable dead and forgets them.
+    #[arg(long, default_value = "off", value_name = "STRATEGY")]
+    downing: gossip_roster::machine::downing::Strategy,
+    /// How long the set of reachable members must hold still before a side is judged.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    downing_stable_after_s: u64,
     /// Address others dial; default ws://<listen>.
     #[arg(long)]
     advertise: Option<String>,
@@ -400,6 +409,10 @@ async fn run(args: RunArgs) -> Result<()> {
         },
         max_connections: args.max_connections,
         http_listen: args.http_listen,
+        downing: gossip_roster::machine::downing::DowningConfig {
+            strategy: args.downing,
+            stable_after: Duration::from_secs(args.downing_stable_after_s),
+        },
         ..NodeConfig::default()
     };
     let fsync = config.store.wal.policy;

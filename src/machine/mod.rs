@@ -28,6 +28,7 @@
 //!
 //! No clock, no socket, no tokio: time comes in with every input, randomness from a seed.
 
+pub mod downing;
 mod own;
 pub mod ready;
 
@@ -102,6 +103,8 @@ pub struct MachineConfig {
     /// An earlier life (a lost fsync window, a data dir restored from an older copy) cannot
     /// have written that far, so no version is ever reused for other content.
     pub version_floor: Version,
+    /// Split-brain downing (off by default).
+    pub downing: downing::DowningConfig,
 }
 
 /// The version floor at wall-clock time `unix_ms`: 2^20 versions per millisecond, more than
@@ -114,6 +117,8 @@ pub fn version_floor(unix_ms: u64) -> Version {
 /// Counters for status and metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Members declared dead and forgotten by the downing rule (this side went on).
+    pub downed: u64,
     pub suspicions: u64,
     pub declared_dead: u64,
     pub refutations: u64,
@@ -190,6 +195,17 @@ pub struct Machine {
     last_unknown_bump: Option<Duration>,
     last_reclaim: Option<Duration>,
     counters: Counters,
+    /// When the set of reachable members last changed, and the change last judged by the
+    /// downing rule (it decides once per stable period).
+    reach_changed_at: Duration,
+    judged: Option<Duration>,
+    /// A fingerprint of the set of alive members, recomputed after liveness news (a suspect
+    /// declared dead does not change who is reachable, so it does not restart the clock).
+    reachable_sum: u64,
+    liveness_dirty: bool,
+    probe_failures: u64,
+    /// Why this node is down (the losing side of a partition), while it is.
+    down: Option<String>,
     out: Ready,
 }
 
@@ -275,6 +291,12 @@ impl Machine {
             last_unknown_bump: None,
             last_reclaim: None,
             counters: Counters::default(),
+            reach_changed_at: now,
+            judged: None,
+            reachable_sum: 0,
+            liveness_dirty: true,
+            probe_failures: 0,
+            down: None,
             out: Ready::default(),
             config,
         };
@@ -413,6 +435,7 @@ impl Machine {
         let outputs = self.swim.tick(self.now);
         self.run_detector(outputs);
         self.prune_forgotten();
+        self.downing_tick();
         self.join_tick();
         self.anti_entropy_tick();
         self.flush();
@@ -959,6 +982,9 @@ impl Machine {
         for e in &changed {
             self.observe(e.node());
         }
+        if changed.iter().any(|e| !e.is_data()) {
+            self.liveness_dirty = true;
+        }
         let left = quorum::leaves(&changed, &self.me.id);
         let lsn = self.append(changed.clone());
         self.held.push_back((lsn, Held::Notify(changed)));
@@ -1026,20 +1052,164 @@ impl Machine {
                     }
                 }
                 Output::Reap { node, generation } => {
-                    let is_tombstone = self.roster.record(&node).is_some_and(|r| {
-                        r.generation == generation && r.liveness.state.is_tombstone()
-                    });
-                    self.swim.remove_member(&node);
-                    self.last_heard.remove(&node);
-                    if is_tombstone {
-                        self.roster.remove(&node);
-                        self.reaped.push_back((self.now, node.clone()));
+                    if self.reap(&node, generation) {
                         tracing::info!(%node, "tombstone expired; forgotten");
                         self.update_quorum(0, true);
                     }
                 }
             }
         }
+    }
+
+    /// Forgets a dead or left member of `generation` (remembered one more TTL so stale news
+    /// of it cannot bring it back); false if the roster holds something else of it.
+    fn reap(&mut self, node: &NodeId, generation: Generation) -> bool {
+        let is_tombstone = self
+            .roster
+            .record(node)
+            .is_some_and(|r| r.generation == generation && r.liveness.state.is_tombstone());
+        self.swim.remove_member(node);
+        self.last_heard.remove(node);
+        if is_tombstone {
+            self.roster.remove(node);
+            self.reaped.push_back((self.now, node.clone()));
+        }
+        is_tombstone
+    }
+
+    // ---- split-brain downing ----
+
+    /// Once the reachable set held still for the stable period: judge this side. The loser
+    /// marks itself down; the winner declares whom it cannot reach dead and forgets them.
+    fn downing_tick(&mut self) {
+        let strategy = self.config.downing.strategy;
+        if strategy == downing::Strategy::Off {
+            return;
+        }
+        if std::mem::take(&mut self.liveness_dirty) {
+            let sum = self.reachable_sum();
+            if sum != self.reachable_sum {
+                self.reachable_sum = sum;
+                self.reach_changed_at = self.now;
+            }
+        }
+        // A failed probe means the detector is still at work (a member of the other side
+        // not yet suspected looks reachable until its probe fails: a node cut off from
+        // everyone probes slowly, Lifeguard stretching its interval). Settled means no
+        // failure either for the whole stable period.
+        let failed = self.swim.probe_stats().failed;
+        if failed != self.probe_failures {
+            self.probe_failures = failed;
+            self.reach_changed_at = self.now;
+        }
+        if self.left
+            || self.judged == Some(self.reach_changed_at)
+            || self.now.saturating_sub(self.reach_changed_at) < self.config.downing.stable_after
+            || self.quorum_counts()[1] > 0
+            || !self.heard_from_all_alive_since(self.reach_changed_at)
+        {
+            // The detector has not settled who is reachable: a suspicion is still open, or
+            // a member we count as alive has not been heard from since the view last changed
+            // (it may be on the other side, not yet probed). Judging a view still forming is
+            // how both sides come to think they won.
+            return;
+        }
+        self.judged = Some(self.reach_changed_at);
+        let lowest = self
+            .roster
+            .iter_records()
+            .filter(|(_, r)| r.liveness.state != MemberState::Left)
+            .map(|(id, r)| (id, r.liveness.state == MemberState::Alive))
+            .min_by(|a, b| a.0.cmp(b.0));
+        let view = downing::View {
+            reachable: self.quorum.alive,
+            largest: self.quorum.largest,
+            lowest,
+        };
+        match (downing::verdict(strategy, &view), self.down.is_some()) {
+            (Err(why), false) => {
+                tracing::warn!(%strategy, reason = %why, "this side of a partition lost: this node is DOWN (it keeps probing, and comes back up once its side wins)");
+                self.down = Some(why.clone());
+                self.out.down = Some(Some(why));
+            }
+            (Err(why), true) => self.down = Some(why),
+            (Ok(()), true) => {
+                tracing::info!(%strategy, reachable = view.reachable, largest = view.largest, "this side goes on: up again");
+                self.down = None;
+                self.out.down = Some(None);
+            }
+            (Ok(()), false) => {}
+        }
+        if self.down.is_none() {
+            self.down_unreachable();
+        }
+    }
+
+    /// Every member alive in our roster sent us something at or after `t`.
+    fn heard_from_all_alive_since(&self, t: Duration) -> bool {
+        self.roster
+            .iter_records()
+            .filter(|(id, r)| **id != self.me.id && r.liveness.state == MemberState::Alive)
+            .all(|(id, _)| self.last_heard.get(id).is_some_and(|h| *h >= t))
+    }
+
+    fn quorum_counts(&self) -> [usize; 4] {
+        self.roster.count_by_state()
+    }
+
+    /// An order-independent fingerprint of who is alive.
+    fn reachable_sum(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        self.roster
+            .iter_records()
+            .filter(|(_, r)| r.liveness.state == MemberState::Alive)
+            .map(|(id, r)| {
+                let mut h = std::hash::DefaultHasher::new();
+                (id, r.generation).hash(&mut h);
+                h.finish()
+            })
+            .fold(0u64, u64::wrapping_add)
+    }
+
+    /// The winning side: members it cannot reach are declared dead and forgotten now, so
+    /// its quorum stops counting them. One that was only cut off comes back by saying it is
+    /// alive (a higher incarnation), as after any false death.
+    fn down_unreachable(&mut self) {
+        let unreachable: Vec<(NodeId, Generation, Incarnation)> = self
+            .roster
+            .iter_records()
+            .filter(|(id, r)| {
+                **id != self.me.id
+                    && matches!(r.liveness.state, MemberState::Suspect | MemberState::Dead)
+            })
+            .map(|(id, r)| (id.clone(), r.generation, r.liveness.incarnation))
+            .collect();
+        for (node, generation, incarnation) in unreachable {
+            let event = ClusterEvent::NodeDead {
+                node: node.clone(),
+                generation,
+                incarnation,
+            };
+            if self.roster.apply(&event) == Applied::Changed {
+                self.counters.declared_dead += 1;
+                let budget = self.budget();
+                self.queue.push(event.clone(), budget);
+                self.record_changes(vec![event]);
+            }
+            if self.reap(&node, generation) {
+                tracing::warn!(%node, "unreachable after the partition settled: downed (declared dead and forgotten)");
+                self.counters.downed += 1;
+                // Like a leave: the cluster shrank on purpose, whichever side we are on.
+                self.update_quorum(1, false);
+            }
+        }
+        // The reaping changed the quorum, not who is reachable: nothing more to judge.
+        self.judged = Some(self.reach_changed_at);
+    }
+
+    /// Why this node is down, while it is (split-brain downing).
+    pub fn down(&self) -> Option<&str> {
+        self.down.as_deref()
     }
 
     /// Tells the detector what the roster now says about `id`.
@@ -1115,6 +1285,7 @@ impl Machine {
         }
         self.majority_seen |= new.in_majority;
         if new != old {
+            self.reach_changed_at = self.now;
             self.quorum = new;
             self.out.quorum = Some(new);
         }

@@ -142,4 +142,7 @@ pub struct Ready {
     /// Our identity changed (a new generation): store it, for the next start and status.
     pub identity: Option<Identity>,
     pub stop: Option<Stop>,
+    /// Split-brain downing changed its verdict: `Some(reason)` this node is down now,
+    /// `None` it is up again.
+    pub down: Option<Option<String>>,
 }

@@ -27,6 +27,7 @@ fn config(name: &str, seeds: &[&str]) -> MachineConfig {
         max_frame_bytes: 1 << 20,
         largest_cluster: 0,
         version_floor: 1 << 20,
+        downing: Default::default(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Hosts in network namespaces, for tests that run nodes as if on separate machines: a hub
 //! namespace holding bridges, and one namespace per host wired to a bridge by a veth pair.
-//! Names carry a tag and the test's pid (parallel runs and leftovers do not clash); every
+//! Names carry a tag, the test's pid and a count (parallel runs, parallel tests of one
+//! binary and leftovers do not clash); every
 //! namespace, stray veth and `/etc/netns` file is removed on drop, also when the test fails.
 //! All addresses live inside the namespaces; nothing leaves this machine.
 
@@ -60,9 +61,12 @@ pub struct Net {
 }
 
 impl Net {
-    /// An empty network: the hub namespace only. `tag` (a few letters) names the test.
+    /// An empty network: the hub namespace only. `tag` (a few letters) names the test;
+    /// the pid and a count keep networks of parallel tests (one process or many) apart.
     pub fn new(tag: &str) -> Result<Net, String> {
-        let prefix = format!("{tag}{}", std::process::id() % 100_000);
+        static NETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let k = NETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
+        let prefix = format!("{tag}{}{k}", std::process::id() % 100_000);
         let hub = format!("{prefix}hub");
         ip_or(&["netns", "add", &hub])?;
         Ok(Net {
@@ -156,7 +160,8 @@ impl Net {
         cmd
     }
 
-    /// `gossip-node ARGS` (an admin subcommand printing JSON) run inside host `i`.
+    /// `gossip-node ARGS` (an admin subcommand) run inside host `i`: its output as JSON, or
+    /// `None` if it failed or printed no JSON.
     pub fn admin(&self, i: usize, args: &[&str]) -> Option<Value> {
         let out = self
             .command(Some(i), super::NODE)
@@ -165,7 +170,8 @@ impl Net {
             .unwrap();
         out.status
             .success()
-            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
     }
 }
 
