@@ -25,6 +25,7 @@ pub mod admin;
 mod admin_server;
 mod advertise;
 pub mod credentials;
+pub mod discovery;
 pub mod error;
 pub mod event;
 pub mod gossip;

@@ -14,6 +14,7 @@
 //! resolves with the reason.
 
 use crate::credentials::Credentials;
+use crate::discovery::{DnsServer, Seed};
 use crate::error::{Error, Result};
 use crate::event::{ClusterEvent, Generation, Lsn, MemberState, NodeId};
 use crate::local::Identity;
@@ -50,8 +51,13 @@ pub struct NodeConfig {
     pub node_id: Option<NodeId>,
     /// Actors hosted from the start (added if not already registered).
     pub actors: Vec<String>,
-    /// `ws://HOST:PORT` of any members; empty: rejoin through the peers the data dir knows.
+    /// Any members to join through, tried together with the peers the data dir remembers:
+    /// `ws://IP:PORT`; `ws://NAME:PORT` (every A/AAAA address of the name, re-resolved
+    /// while no live peer is known); `dns+srv://NAME` (every SRV target and port).
+    /// `wss://` with TLS. See [`crate::discovery`].
     pub seeds: Vec<String>,
+    /// The DNS server that resolves seed names (default: the system's, /etc/resolv.conf).
+    pub dns_server: DnsServer,
     pub transport: TransportConfig,
     pub gossip: GossipConfig,
     /// Failure detection (probes, suspicion, tombstones, stability).
@@ -76,6 +82,7 @@ impl Default for NodeConfig {
             node_id: None,
             actors: Vec::new(),
             seeds: Vec::new(),
+            dns_server: DnsServer::System,
             transport: TransportConfig::default(),
             gossip: GossipConfig::default(),
             swim: SwimConfig::default(),
@@ -187,6 +194,16 @@ impl Node {
             crate::transport::host_port(addr)
                 .map_err(|e| Error::Config(format!("advertise address: {e}")))?;
         }
+        let tls = config.transport.credentials.current().tls.is_some();
+        let mut literal_seeds = Vec::new();
+        let mut named_seeds = Vec::new();
+        for s in &config.seeds {
+            let seed = Seed::parse(s).map_err(|e| Error::Config(format!("seed: {e}")))?;
+            match seed {
+                Seed::Address(a) => literal_seeds.push(a),
+                named => named_seeds.push(named),
+            }
+        }
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| Error::Listen {
@@ -244,7 +261,8 @@ impl Node {
             MachineConfig {
                 identity: identity.clone(),
                 addr: addr.clone(),
-                seeds: config.seeds.clone(),
+                seeds: literal_seeds,
+                discovery: !named_seeds.is_empty(),
                 actors: config.actors.clone(),
                 gossip: config.gossip.clone(),
                 swim: config.swim.clone(),
@@ -276,6 +294,7 @@ impl Node {
         let (ctx, control_rx, data_rx) = Ctx::new(&identity, &addr, &config, store.wal_stats());
         let ctx = Arc::new(ctx);
         let (quorum_tx, quorum_rx) = watch::channel(machine.quorum());
+        let (needs_seeds_tx, needs_seeds_rx) = watch::channel(machine.needs_seeds());
         let (down_tx, down_rx) = watch::channel(None);
         let (stopped_tx, stopped_rx) = watch::channel(None);
         let (changes, _) = broadcast::channel(SUBSCRIBER_BUFFER);
@@ -307,6 +326,7 @@ impl Node {
             changes,
             owners,
             quorum: quorum_tx,
+            needs_seeds: needs_seeds_tx,
             down: down_tx,
             stopped: stopped_tx,
             started,
@@ -314,6 +334,20 @@ impl Node {
         };
         ctx.tasks.spawn(durability_loop(ctx.clone(), durability_rx));
         ctx.tasks.spawn(drive(driver, control_rx, data_rx));
+        if !named_seeds.is_empty() {
+            let sink = crate::discovery::Sink {
+                found: ctx.control.clone(),
+                names: ctx.seed_names.clone(),
+            };
+            ctx.tasks.spawn(crate::discovery::run(
+                named_seeds,
+                tls,
+                config.dns_server,
+                needs_seeds_rx,
+                sink,
+                ctx.cancel.clone(),
+            ));
+        }
         let node = Node { shared };
         // Start-up is done once our own record is durable (and so announced).
         node.wait_durable().await?;
@@ -647,6 +681,8 @@ pub(crate) struct Driver {
     changes: broadcast::Sender<MembershipChange>,
     owners: broadcast::Sender<crate::owner::OwnerChanged>,
     quorum: watch::Sender<Quorum>,
+    /// Whether the machine still wants seeds (discovery re-resolves names meanwhile).
+    needs_seeds: watch::Sender<bool>,
     down: watch::Sender<Option<String>>,
     stopped: watch::Sender<Option<StopReason>>,
     started: Instant,
@@ -709,9 +745,13 @@ impl Driver {
                 addr,
                 refused,
                 error,
+                itself,
             } => {
                 self.dialing.remove(&addr);
                 self.back_off(&addr);
+                if itself {
+                    self.machine.handle_own_address(&addr);
+                }
                 if let Some(error) = error {
                     self.warn_unreachable_seed(&addr, &error);
                 }
@@ -730,6 +770,7 @@ impl Driver {
                 self.machine.handle_command(token, command);
             }
             Input::Query(job) => job(self),
+            Input::Discovered(seeds) => self.machine.set_seeds(seeds),
             Input::Durable(lsn) => self.machine.handle_durable(lsn),
             Input::Failed(e) => {
                 tracing::error!(error = %e, "the WAL failed; stopping the node");
@@ -777,6 +818,12 @@ impl Driver {
         if let Some(q) = ready.quorum {
             self.quorum.send_replace(q);
         }
+        let needs_seeds = self.machine.needs_seeds();
+        self.needs_seeds.send_if_modified(|was| {
+            let changed = *was != needs_seeds;
+            *was = needs_seeds;
+            changed
+        });
         if let Some(down) = ready.down {
             self.down.send_replace(down);
         }

@@ -15,6 +15,7 @@ use crate::node::{Driver, NodeConfig};
 use crate::store::WalStats;
 use crate::transport::{self, TransportConfig, TransportError, Ws};
 use futures_util::{SinkExt, StreamExt};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,8 @@ pub(crate) enum Input {
         error: Option<String>,
         addr: String,
         refused: Option<String>,
+        /// The address reached this very node (another address of ours).
+        itself: bool,
     },
     /// A member refused us after the handshake.
     Refused {
@@ -78,6 +81,8 @@ pub(crate) enum Input {
         reply: oneshot::Sender<Reply>,
     },
     Query(Job),
+    /// Seeds found by discovery (DNS), for the machine.
+    Discovered(Vec<String>),
     Durable(Lsn),
     Failed(Error),
     /// Stop the node (an admin client's `leave`, once answered).
@@ -96,6 +101,8 @@ pub(crate) struct Ctx {
     pub(crate) metrics: Metrics,
     /// Why the node stopped, once it has (for admin clients waiting on a change).
     pub(crate) stop_reason: std::sync::OnceLock<String>,
+    /// TLS names of addresses found by resolving seed names (address -> name).
+    pub(crate) seed_names: Arc<std::sync::Mutex<HashMap<String, String>>>,
     inbound: Arc<Semaphore>,
     next_conn: AtomicU64,
 }
@@ -127,6 +134,7 @@ impl Ctx {
                 wal,
             ),
             stop_reason: std::sync::OnceLock::new(),
+            seed_names: Arc::default(),
             inbound: Arc::new(Semaphore::new(config.max_connections)),
             next_conn: AtomicU64::new(1),
         };
@@ -246,9 +254,14 @@ pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: tokio::net::TcpListener
 
 /// Dials `addr`; on success the connection is served like an accepted one.
 pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
+    let name = ctx
+        .seed_names
+        .lock()
+        .ok()
+        .and_then(|names| names.get(&addr).cloned());
     let result = tokio::select! {
         _ = ctx.cancel.cancelled() => return,
-        r = transport::dial(&addr, &ctx.role, &ctx.transport) => r,
+        r = transport::dial_named(&addr, name.as_deref(), &ctx.role, &ctx.transport) => r,
     };
     match result {
         Ok((ws, Role::Member { id, .. })) if id != *ctx.me() => {
@@ -268,8 +281,17 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
                     crate::machine::ID_IN_USE
                 )),
                 Role::Member { .. } => {
-                    tracing::warn!(%addr, "a seed is this node itself; ignoring it");
-                    None
+                    tracing::info!(%addr, "a seed is this node itself; not dialing it again");
+                    let _ = ctx
+                        .control
+                        .send(Input::DialFailed {
+                            addr,
+                            refused: None,
+                            error: None,
+                            itself: true,
+                        })
+                        .await;
+                    return;
                 }
                 Role::Admin => None,
             };
@@ -279,6 +301,7 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
                     addr,
                     refused,
                     error: None,
+                    itself: false,
                 })
                 .await;
         }
@@ -305,6 +328,7 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
                             addr,
                             refused: None,
                             error,
+                            itself: false,
                         })
                         .await;
                     return;
@@ -316,6 +340,7 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
                     addr,
                     refused,
                     error: None,
+                    itself: false,
                 })
                 .await;
         }

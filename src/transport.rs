@@ -359,6 +359,17 @@ pub async fn dial(
     me: &Role,
     cfg: &TransportConfig,
 ) -> Result<(Ws, Role), TransportError> {
+    dial_named(addr, None, me, cfg).await
+}
+
+/// [`dial`], with TLS verifying the peer against `server_name` instead of the address's
+/// host (an address found by resolving a seed name: the certificate holds the name).
+pub async fn dial_named(
+    addr: &str,
+    server_name: Option<&str>,
+    me: &Role,
+    cfg: &TransportConfig,
+) -> Result<(Ws, Role), TransportError> {
     let target = host_port(addr)?;
     let secure = addr.starts_with("wss://");
     let creds = cfg.credentials.current();
@@ -378,7 +389,7 @@ pub async fn dial(
             Some(tls) => {
                 let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
                 let host = host.trim_start_matches('[').trim_end_matches(']');
-                tls.connect(host, stream)
+                tls.connect(server_name.unwrap_or(host), stream)
                     .await
                     .map_err(|e| TransportError::Tls(format!("TLS with {addr}: {e}")))?
             }

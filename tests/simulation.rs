@@ -322,6 +322,7 @@ impl Sim {
             },
             addr: slot.addr.clone(),
             seeds: slot.seeds.clone(),
+            discovery: false,
             actors: Vec::new(),
             gossip: self.gossip.clone(),
             swim: self.swim.clone(),

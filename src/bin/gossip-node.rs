@@ -17,6 +17,7 @@ mod reload;
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use gossip_roster::admin;
+use gossip_roster::discovery::DnsServer;
 use gossip_roster::message::{AdminReply, AdminRequest};
 use gossip_roster::store::{FsyncPolicy, StoreConfig, WalConfig};
 use gossip_roster::tls::Tls;
@@ -87,10 +88,18 @@ struct RunArgs {
     /// Node id; default: generated once, then persisted in the data dir.
     #[arg(long)]
     node_id: Option<String>,
-    /// Any member to join through, HOST:PORT or ws://HOST:PORT (repeatable). Not needed
-    /// once the data dir knows peers.
+    /// Any member to join through, HOST:PORT or ws://HOST:PORT (repeatable). HOST may be a
+    /// DNS name: every A/AAAA address it resolves to is dialed, re-resolved while no live
+    /// peer is known. Tried together with the peers the data dir remembers.
     #[arg(long = "seed", value_name = "URL", value_parser = parse_addr)]
     seeds: Vec<String>,
+    /// A DNS SRV name listing members, e.g. _gossip._tcp.gossip.example (repeatable):
+    /// every target and port is dialed. Same as --seed dns+srv://NAME.
+    #[arg(long = "seed-srv", value_name = "NAME")]
+    seed_srv: Vec<String>,
+    /// DNS server for seed names, IP:PORT; default: the system's (/etc/resolv.conf).
+    #[arg(long, value_name = "IP:PORT")]
+    dns_server: Option<std::net::SocketAddr>,
     /// An actor this node hosts from the start (repeatable).
     #[arg(long = "actor", value_name = "NAME")]
     actors: Vec<String>,
@@ -530,17 +539,28 @@ async fn run(args: RunArgs) -> Result<()> {
         tracing::info!(config = %path.display(), "settings from a config file (flags and GOSSIP_* variables override it)");
     }
     let tls = credentials.tls.is_some();
+    let mut seeds: Vec<String> = args
+        .seeds
+        .into_iter()
+        .map(|s| with_scheme(s, tls))
+        .collect();
+    for seed in &seeds {
+        gossip_roster::discovery::Seed::parse(seed).with_context(|| format!("--seed {seed}"))?;
+    }
+    for name in &args.seed_srv {
+        let seed = format!("{}{name}", gossip_roster::discovery::SRV_SCHEME);
+        gossip_roster::discovery::Seed::parse(&seed)
+            .with_context(|| format!("--seed-srv {name}"))?;
+        seeds.push(seed);
+    }
     let config = NodeConfig {
         data_dir: data_dir.clone(),
         listen: args.listen.expect("required by clap"),
         advertise: args.advertise.map(|a| with_scheme(a, tls)),
         node_id: args.node_id.map(NodeId::new),
         actors: args.actors,
-        seeds: args
-            .seeds
-            .into_iter()
-            .map(|s| with_scheme(s, tls))
-            .collect(),
+        seeds,
+        dns_server: args.dns_server.map_or(DnsServer::System, DnsServer::At),
         transport: TransportConfig {
             cluster: args.cluster,
             credentials: credentials.into(),

@@ -10,6 +10,7 @@
 //!  tick(now)  --->|   refutation,      quorum, reaping         |      replies:  command answers
 //!  command    --->|   re-assertion)    admission (ids in use)  |      notifications, quorum, stop
 //!  durable(n) --->|                                            |    }
+//!  seeds(found)-->|  discovered seeds (DNS), remembered peers  |
 //!                 +--------------------------------------------+
 //! ```
 //!
@@ -86,8 +87,11 @@ pub struct MachineConfig {
     pub identity: Identity,
     /// The address others dial.
     pub addr: String,
-    /// Addresses to join through; empty: the peers the roster remembers.
+    /// Addresses to join through (tried together with the peers the roster remembers).
     pub seeds: Vec<String>,
+    /// More seeds come later through [`Machine::set_seeds`] (DNS names being resolved): the
+    /// node waits for them instead of starting a new cluster when it knows no one yet.
+    pub discovery: bool,
     /// Actors hosted from the start (added if not already registered).
     pub actors: Vec<String>,
     pub gossip: GossipConfig,
@@ -147,6 +151,10 @@ const MAX_HEARD: usize = 1 << 20;
 /// A join retries its seeds no less often than this.
 const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
 const JOIN_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Most configured or discovered seeds one join attempt sends to (a random sample beyond).
+const JOIN_SEEDS_MAX: usize = 32;
+/// Most other addresses of our own remembered.
+const MAX_OWN_ADDRS: usize = 16;
 
 pub struct Machine {
     me: Identity,
@@ -166,7 +174,13 @@ pub struct Machine {
     durable_lsn: Lsn,
     held: VecDeque<(Lsn, Held)>,
     own: own::OwnRecord,
+    /// Configured literal seeds plus the latest discovered ones (never our own address).
     seeds: Vec<String>,
+    /// Peers the data dir remembered at start (tried together with the seeds).
+    remembered: Vec<String>,
+    /// Other addresses that reached this node (a seed name listing us under an address we
+    /// do not advertise); at most [`MAX_OWN_ADDRS`].
+    own_addrs: Vec<String>,
     joined: bool,
     next_join: Duration,
     join_delay: Duration,
@@ -226,22 +240,27 @@ impl Machine {
         }
         let quorum = quorum::quorum(config.largest_cluster, roster.count_by_state());
         let mut seeds = config.seeds.clone();
-        if seeds.is_empty() {
-            seeds = roster
-                .iter_records()
-                .filter(|(id, r)| {
-                    **id != me.id && r.is_announced() && !r.liveness.state.is_tombstone()
-                })
-                .map(|(_, r)| r.addr.clone())
-                .collect();
-            seeds.sort();
-            if seeds.is_empty() {
-                tracing::info!("no seeds and no remembered peers: this node starts a new cluster");
-            } else {
-                tracing::info!(peers = seeds.len(), "rejoining through remembered peers");
-            }
-        }
         seeds.retain(|s| *s != config.addr);
+        seeds.sort();
+        seeds.dedup();
+        let mut remembered: Vec<String> = roster
+            .iter_records()
+            .filter(|(id, r)| **id != me.id && r.is_announced() && !r.liveness.state.is_tombstone())
+            .map(|(_, r)| r.addr.clone())
+            .filter(|a| *a != config.addr && !seeds.contains(a))
+            .collect();
+        remembered.sort();
+        remembered.dedup();
+        let starts_alone = seeds.is_empty() && remembered.is_empty() && !config.discovery;
+        if starts_alone {
+            tracing::info!("no seeds and no remembered peers: this node starts a new cluster");
+        } else if !remembered.is_empty() {
+            tracing::info!(
+                peers = remembered.len(),
+                seeds = seeds.len(),
+                "joining through seeds and remembered peers"
+            );
+        }
         let mut roster = roster;
         // We are complete for our own record by definition (replay leaves gaps where a
         // restart jumped its versions).
@@ -261,8 +280,10 @@ impl Machine {
             durable_lsn: last_lsn,
             held: VecDeque::new(),
             own,
-            joined: seeds.is_empty(),
+            joined: starts_alone,
             seeds,
+            remembered,
+            own_addrs: Vec::new(),
             next_join: now,
             join_delay: JOIN_RETRY_FIRST,
             next_anti_entropy: now + config.gossip.anti_entropy_interval,
@@ -340,6 +361,31 @@ impl Machine {
     /// Whether a seed (or a remembered peer) answered our join.
     pub fn joined(&self) -> bool {
         self.joined
+    }
+
+    /// Whether seeds are still wanted: not joined yet, or joined but knowing no live peer
+    /// (a node that started a cluster alone keeps trying its seeds, so two nodes that each
+    /// started alone merge once they find each other). Discovery re-resolves meanwhile.
+    pub fn needs_seeds(&self) -> bool {
+        if self.left {
+            return false;
+        }
+        if !self.joined {
+            return true;
+        }
+        let [alive, suspect, ..] = self.roster.count_by_state();
+        let me_live = self
+            .roster
+            .state_of(&self.me.id)
+            .is_some_and(|s| !s.is_tombstone());
+        let peers = alive + suspect - usize::from(me_live);
+        peers == 0 && !(self.seeds.is_empty() && self.remembered.is_empty())
+    }
+
+    /// The addresses a join goes to: seeds (configured and discovered), then the peers the
+    /// data dir remembered.
+    pub fn join_candidates(&self) -> (&[String], &[String]) {
+        (&self.seeds, &self.remembered)
     }
 
     /// Our current incarnation (as the roster holds it).
@@ -571,6 +617,52 @@ impl Machine {
             return Err(reason);
         }
         Ok(())
+    }
+
+    /// Seeds found by discovery (a DNS name's addresses), replacing those found before;
+    /// configured seeds stay. `found` may hold our own address. A discovery that found only
+    /// us, while we know no one else (no other seed, no remembered peer), means no one else
+    /// is registered yet: the node starts a new cluster, and keeps joining through its seeds
+    /// while it knows no live peer ([`Machine::needs_seeds`]). New seeds are tried at once.
+    pub fn set_seeds(&mut self, found: Vec<String>) {
+        let only_us = !found.is_empty() && found.iter().all(|a| self.is_own_addr(a));
+        let mut seeds: Vec<String> = self
+            .config
+            .seeds
+            .iter()
+            .chain(&found)
+            .filter(|a| !self.is_own_addr(a))
+            .cloned()
+            .collect();
+        seeds.sort();
+        seeds.dedup();
+        let changed = seeds != self.seeds;
+        self.seeds = seeds;
+        if only_us && !self.joined && self.seeds.is_empty() && self.remembered.is_empty() {
+            tracing::info!("the seeds resolve to this node only: it starts a new cluster");
+            self.joined = true;
+            self.joined_at = Some(self.now);
+        }
+        if changed && self.needs_seeds() {
+            self.next_join = self.now;
+            self.join_delay = JOIN_RETRY_FIRST;
+            self.join_tick();
+        }
+    }
+
+    /// A dial of `addr` reached this very node: `addr` is ours too (a seed name lists us
+    /// under an address we do not advertise). It is not tried again, and a seed name that
+    /// resolves to our addresses only counts as resolving to us.
+    pub fn handle_own_address(&mut self, addr: &str) {
+        if !self.is_own_addr(addr) && self.own_addrs.len() < MAX_OWN_ADDRS {
+            self.own_addrs.push(addr.to_owned());
+        }
+        self.seeds.retain(|a| a != addr);
+        self.remembered.retain(|a| a != addr);
+    }
+
+    fn is_own_addr(&self, addr: &str) -> bool {
+        addr == self.addr || self.own_addrs.iter().any(|a| a == addr)
     }
 
     /// A peer refused our handshake. An id conflict stops a node that is still joining (it
@@ -1270,18 +1362,20 @@ impl Machine {
 
     /// Until a seed answers: a digest to every seed, retried with backoff and jitter.
     fn join_tick(&mut self) {
-        if self.joined || self.now < self.next_join {
+        if self.now < self.next_join || self.left || !self.needs_seeds() {
             return;
         }
-        // A few at a time: a node rejoining a cluster of 1,000 through the peers it
-        // remembers must not send 999 digests (of 1,000 entries each) per attempt.
+        // Every seed (they are few: configured, or one DNS name's addresses), and a few of
+        // the remembered peers: a node rejoining a cluster of 1,000 must not send 999
+        // digests (of 1,000 entries each) per attempt.
         let wire = encode(&Frame::Digest(self.digest()));
         let k = self.config.gossip.fanout.max(1);
-        let chosen = if self.seeds.len() <= k {
+        let mut chosen = if self.seeds.len() <= JOIN_SEEDS_MAX {
             self.seeds.clone()
         } else {
-            gossip::choose_peers(&mut self.rng, &self.seeds, k)
+            gossip::choose_peers(&mut self.rng, &self.seeds, JOIN_SEEDS_MAX)
         };
+        chosen.extend(gossip::choose_peers(&mut self.rng, &self.remembered, k));
         for seed in chosen {
             self.send(Dest::addr(&seed), wire.clone(), false);
         }

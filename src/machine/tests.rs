@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::event::MemberState;
-use crate::gossip::Coverage;
+use crate::gossip::{Coverage, Delta};
 
 fn id(s: &str) -> NodeId {
     NodeId::new(s)
@@ -20,6 +20,7 @@ fn config(name: &str, seeds: &[&str]) -> MachineConfig {
         },
         addr: format!("sim://{name}"),
         seeds: seeds.iter().map(|s| s.to_string()).collect(),
+        discovery: false,
         actors: Vec::new(),
         gossip: GossipConfig::default(),
         swim: SwimConfig::default(),
@@ -353,6 +354,118 @@ fn every_frame_stays_under_the_cap_even_for_a_huge_record() {
     for o in &sent {
         assert!(o.wire.len() <= MIN_FRAME_BYTES, "{} bytes", o.wire.len());
     }
+}
+
+/// The addresses the Ready sends join digests to, sorted.
+fn digests_to(ready: &Ready) -> Vec<String> {
+    let mut to: Vec<String> = frames(ready)
+        .into_iter()
+        .filter(|(_, f)| matches!(f, Frame::Digest(_)))
+        .filter_map(|(d, _)| d.addr)
+        .collect();
+    to.sort();
+    to
+}
+
+#[test]
+fn a_discovering_node_waits_for_its_seeds_then_dials_every_address_found() {
+    let mut cfg = config("a", &[]);
+    cfg.discovery = true;
+    let mut m = Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap();
+    let r = settle(&mut m);
+    assert!(
+        !m.joined(),
+        "a name not resolved yet does not start a cluster"
+    );
+    assert!(m.needs_seeds());
+    assert!(digests_to(&r).is_empty());
+    // The name resolves to five addresses, ours among them: the other four are dialed.
+    m.set_seeds(
+        ["sim://b", "sim://a", "sim://d", "sim://c", "sim://e"]
+            .map(String::from)
+            .to_vec(),
+    );
+    let want = ["sim://b", "sim://c", "sim://d", "sim://e"].map(String::from);
+    assert_eq!(digests_to(&m.take_ready()), want);
+    // Unanswered: retried, to every one of them again.
+    let mut retried = Vec::new();
+    for t in (10..=1_000).step_by(10) {
+        m.handle_tick(ms(t));
+        retried = digests_to(&m.take_ready());
+        if !retried.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(retried, want);
+    // The same list again changes nothing (no extra burst of digests).
+    m.set_seeds(want.to_vec());
+    assert!(digests_to(&m.take_ready()).is_empty());
+    // One answers: joined, and seeds are no longer needed once a live peer is known.
+    m.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
+        .unwrap();
+    m.handle_frame(
+        &id("b"),
+        Frame::Sync {
+            delta: Delta::default(),
+            digest: Vec::new(),
+        },
+    )
+    .unwrap();
+    assert!(m.joined());
+    assert!(!m.needs_seeds());
+}
+
+#[test]
+fn remembered_peers_are_tried_together_with_the_seeds() {
+    let mut roster = Roster::new();
+    roster.apply(&peer_announcement("r"));
+    let r_addr = roster.record(&id("r")).unwrap().addr.clone();
+    let mut m = Machine::new(config("a", &["sim://s"]), roster, 0, 7, ms(0)).unwrap();
+    let r = settle(&mut m);
+    assert!(!m.joined());
+    let mut want = vec!["sim://s".to_string(), r_addr];
+    want.sort();
+    assert_eq!(digests_to(&r), want);
+}
+
+#[test]
+fn a_name_resolving_to_us_alone_starts_a_cluster_that_keeps_looking_for_peers() {
+    let mut cfg = config("a", &[]);
+    cfg.discovery = true;
+    let mut m = Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap();
+    settle(&mut m);
+    m.set_seeds(vec!["sim://a".into()]);
+    assert!(
+        m.joined(),
+        "only we are registered under the name: a new cluster"
+    );
+    assert!(!m.needs_seeds(), "no other address to try");
+    assert!(digests_to(&m.take_ready()).is_empty());
+    // Another node appears under the name later: still alone, so we dial it.
+    m.set_seeds(vec!["sim://a".into(), "sim://b".into()]);
+    assert!(m.needs_seeds());
+    assert_eq!(digests_to(&m.take_ready()), vec!["sim://b".to_string()]);
+    // Our advertised address is not the only one of ours: a dial that reached us tells.
+    let mut cfg = config("d", &[]);
+    cfg.discovery = true;
+    let mut m = Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap();
+    settle(&mut m);
+    m.set_seeds(vec!["sim://10.0.0.4".into()]);
+    assert_eq!(
+        digests_to(&m.take_ready()),
+        vec!["sim://10.0.0.4".to_string()]
+    );
+    m.handle_own_address("sim://10.0.0.4");
+    assert_eq!(m.join_candidates(), (&[][..], &[][..]));
+    m.set_seeds(vec!["sim://10.0.0.4".into()]);
+    assert!(m.joined(), "the name lists only us: a new cluster");
+    assert!(digests_to(&m.take_ready()).is_empty());
+    // Nothing resolved at all is no reason to start a cluster.
+    let mut cfg = config("c", &[]);
+    cfg.discovery = true;
+    let mut m = Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap();
+    m.set_seeds(Vec::new());
+    assert!(!m.joined());
 }
 
 #[test]

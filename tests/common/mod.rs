@@ -7,6 +7,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod dns;
+pub mod netns;
+
 pub const NODE: &str = env!("CARGO_BIN_EXE_gossip-node");
 pub const LOG: &str = env!("CARGO_BIN_EXE_gossip-log");
 
@@ -250,4 +253,23 @@ pub fn http_get(at: &str, path: &str) -> Option<(u16, String)> {
         Err(ureq::Error::Status(code, r)) => Some((code, r.into_string().ok()?)),
         Err(_) => None,
     }
+}
+
+/// The value of `name` in a Prometheus text body, for the one sample whose labels include
+/// all of `labels` (a histogram gives its count); `None` if there is not exactly one.
+pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    use prometheus_parse::{Scrape, Value};
+    let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).ok()?;
+    let found: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|x| x.metric == name)
+        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .filter_map(|x| match &x.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(*v),
+            Value::Histogram(buckets) => buckets.last().map(|b| b.count),
+            Value::Summary(_) => None,
+        })
+        .collect();
+    (found.len() == 1).then(|| found[0])
 }
