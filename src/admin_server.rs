@@ -2,12 +2,14 @@
 //! admin connection, answered by the driver. Answers of any size: a member list too large
 //! for one frame goes out in parts ([`AdminReply::Part`]).
 
+use crate::health::ActorHealth;
 use crate::machine::{Command, Reply};
 use crate::message::{AdminReply, AdminRequest, Frame};
 use crate::node::StopReason;
 use crate::peers::{Ctx, Input, Job};
 use crate::roster::Member;
 use crate::transport::{self, Ws};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -136,9 +138,21 @@ async fn command(ctx: &Ctx, command: Command) -> Option<AdminReply> {
     })
 }
 
-/// Rough encoded size of a member entry, generous (rmp-serde adds a few bytes per field).
+/// Rough encoded size of a member entry without its actors, generous (rmp-serde adds a few
+/// bytes per field). Tags are bounded ([`crate::tags::MAX_TAG_BYTES`]).
 fn member_bytes(m: &Member) -> usize {
-    96 + m.id.as_str().len() + m.addr.len()
+    96 + m.id.as_str().len()
+        + m.addr.len()
+        + m.tags
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum::<usize>()
+}
+
+/// Rough encoded size of one actor of a member: its name, and its health and note.
+fn actor_bytes(health: &BTreeMap<String, ActorHealth>, actor: &str) -> usize {
+    let note = health.get(actor).map_or(0, |h| h.note.len());
+    2 * actor.len() + note + 32
 }
 
 /// Splits a member list answer into frames that fit `max_bytes`: `Part`s, then the final
@@ -156,11 +170,13 @@ pub(crate) fn split(reply: AdminReply, max_bytes: usize) -> Vec<AdminReply> {
     for mut m in members {
         let head = member_bytes(&m);
         let actors = std::mem::take(&mut m.actors);
+        let mut health = std::mem::take(&mut m.health);
+        let mut tags = std::mem::take(&mut m.tags);
         let mut chunk = Vec::new();
         let mut chunk_bytes = head;
         let mut pieces = Vec::new();
         for a in actors {
-            let b = a.len() + 5;
+            let b = actor_bytes(&health, &a);
             if !chunk.is_empty() && chunk_bytes + b > budget {
                 pieces.push(std::mem::take(&mut chunk));
                 chunk_bytes = head;
@@ -170,12 +186,22 @@ pub(crate) fn split(reply: AdminReply, max_bytes: usize) -> Vec<AdminReply> {
         }
         pieces.push(chunk);
         for actors in pieces {
+            // Each piece carries the health of its own actors; the first one the tags.
             let piece = Member {
+                health: actors
+                    .iter()
+                    .filter_map(|a| Some((a.clone(), health.remove(a)?)))
+                    .collect(),
+                tags: std::mem::take(&mut tags),
                 actors,
                 ..m.clone()
             };
-            let bytes =
-                member_bytes(&piece) + piece.actors.iter().map(|a| a.len() + 5).sum::<usize>();
+            let bytes = member_bytes(&piece)
+                + piece
+                    .actors
+                    .iter()
+                    .map(|a| actor_bytes(&piece.health, a))
+                    .sum::<usize>();
             if used + bytes > budget && !parts.last().expect("non-empty").is_empty() {
                 parts.push(Vec::new());
                 used = 0;
@@ -195,7 +221,11 @@ pub fn join_parts(parts: Vec<Vec<Member>>) -> Vec<Member> {
     let mut out: Vec<Member> = Vec::new();
     for m in parts.into_iter().flatten() {
         match out.last_mut() {
-            Some(prev) if prev.id == m.id => prev.actors.extend(m.actors),
+            Some(prev) if prev.id == m.id => {
+                prev.actors.extend(m.actors);
+                prev.health.extend(m.health);
+                prev.tags.extend(m.tags);
+            }
             _ => out.push(m),
         }
     }
@@ -217,6 +247,17 @@ mod tests {
             incarnation: 0,
             generation: 1,
             version: 1,
+            tags: [("zone".to_string(), "eu-1".to_string())].into(),
+            health: (0..actors)
+                .step_by(7)
+                .map(|i| {
+                    let h = crate::ActorHealth {
+                        status: crate::Health::Warning,
+                        note: "n".repeat(200),
+                    };
+                    (format!("actor-{i:06}"), h)
+                })
+                .collect(),
         }
     }
 
