@@ -86,12 +86,20 @@ async fn answer(ctx: &Ctx, req: AdminRequest) -> Option<AdminReply> {
         AdminRequest::Members => {
             query(ctx, |d| AdminReply::Members(d.machine.roster().members())).await
         }
-        AdminRequest::Locate { actor } => {
+        AdminRequest::Locate {
+            actor,
+            tags,
+            include_critical,
+        } => {
             query(ctx, move |d| {
                 let roster = d.machine.roster();
+                let q = crate::roster::LocateQuery {
+                    include_critical,
+                    tags,
+                };
                 AdminReply::Located(
                     roster
-                        .locate(&actor)
+                        .locate_with(&actor, &q)
                         .iter()
                         .filter_map(|id| roster.member(id))
                         .collect(),
@@ -104,6 +112,20 @@ async fn answer(ctx: &Ctx, req: AdminRequest) -> Option<AdminReply> {
         AdminRequest::RemoveActors { actors } => command(ctx, Command::RemoveActors(actors)).await,
         AdminRequest::Remove { node, force } => command(ctx, Command::Remove { node, force }).await,
         AdminRequest::Leave => command(ctx, Command::Leave).await,
+        AdminRequest::SetTags { tags } => command(ctx, Command::SetTags(tags)).await,
+        AdminRequest::UnsetTags { keys } => command(ctx, Command::UnsetTags(keys)).await,
+        AdminRequest::SetHealth {
+            actor,
+            health,
+            note,
+        } => {
+            let c = Command::SetHealth {
+                actor,
+                health,
+                note,
+            };
+            command(ctx, c).await
+        }
     }
 }
 
@@ -131,6 +153,10 @@ async fn command(ctx: &Ctx, command: Command) -> Option<AdminReply> {
         Ok(Reply::Left) => AdminReply::Left,
         Ok(Reply::Removed { node, was }) => AdminReply::Removed { node, was },
         Ok(Reply::Refused(why)) => AdminReply::Error(why),
+        Ok(Reply::TagsChanged(changed)) => AdminReply::TagsChanged { changed },
+        Ok(Reply::InvalidTag(e)) => AdminReply::Error(format!("invalid tag: {e}")),
+        Ok(Reply::HealthChanged(changed)) => AdminReply::HealthChanged { changed },
+        Ok(Reply::InvalidHealth(e)) => AdminReply::Error(format!("health: {e}")),
         Err(_) => AdminReply::Error(match ctx.stop_reason.get() {
             Some(reason) => format!("the node stopped before the change was durable ({reason}); it may be partly applied after a restart"),
             None => "the node is stopping".into(),

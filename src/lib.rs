@@ -23,6 +23,7 @@
 
 pub mod admin;
 mod admin_server;
+pub mod checks;
 pub mod credentials;
 pub mod error;
 pub mod event;
@@ -45,6 +46,7 @@ pub mod tags;
 pub mod tls;
 pub mod transport;
 
+pub use checks::HealthCheck;
 pub use credentials::{CredentialFiles, Credentials, SharedCredentials, TlsFiles};
 pub use error::{Error, Result};
 pub use event::{ClusterEvent, Generation, Incarnation, Lsn, MemberState, NodeId, Version};
@@ -53,7 +55,7 @@ pub use local::Identity;
 pub use machine::{GossipConfig, Machine, MachineConfig, MembershipChange};
 pub use node::{Node, NodeConfig, StartInfo, StopReason};
 pub use quorum::Quorum;
-pub use roster::{Applied, Member, Roster};
+pub use roster::{Applied, LocateQuery, Member, Roster};
 pub use secrets::Secrets;
 pub use store::{FsyncPolicy, Recovered, Store, StoreConfig};
 pub use swim::SwimConfig;

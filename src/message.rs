@@ -65,6 +65,26 @@ pub enum AdminRequest {
     Members,
     Locate {
         actor: String,
+        /// Only hosts whose tags match all of these.
+        #[serde(default)]
+        tags: Vec<(String, String)>,
+        /// Critical hosts too (last).
+        #[serde(default)]
+        include_critical: bool,
+    },
+    /// `gossip-node tags set`.
+    SetTags {
+        tags: Vec<(String, String)>,
+    },
+    /// `gossip-node tags unset`.
+    UnsetTags {
+        keys: Vec<String>,
+    },
+    /// `gossip-node health set`.
+    SetHealth {
+        actor: String,
+        health: crate::health::Health,
+        note: String,
     },
     AddActors {
         actors: Vec<String>,
@@ -95,6 +115,14 @@ pub enum AdminReply {
         changed: Vec<String>,
     },
     Status(Box<Status>),
+    /// Tags that changed (keys already so are left out).
+    TagsChanged {
+        changed: Vec<String>,
+    },
+    /// Whether the health changed.
+    HealthChanged {
+        changed: bool,
+    },
     /// The member was marked left cluster-wide; the state it had.
     Removed {
         node: NodeId,

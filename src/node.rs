@@ -13,20 +13,22 @@
 //! A WAL failure or a refused id stops the node: every task ends, and [`Node::stopped`]
 //! resolves with the reason.
 
+use crate::checks::HealthCheck;
 use crate::credentials::Credentials;
 use crate::error::{Error, Result};
 use crate::event::{ClusterEvent, Generation, Lsn, MemberState, NodeId};
+use crate::health::Health;
 use crate::local::Identity;
 use crate::machine::{Command, Machine, MachineConfig, Outgoing, Ready, Reply, Stop, Token};
 use crate::message::{Frame, Status, StatusCounters};
 use crate::peers::{self, Conn, Ctx, Input};
 use crate::quorum::Quorum;
-use crate::roster::{Member, Roster};
+use crate::roster::{LocateQuery, Member, Roster};
 use crate::store::{CompactionReport, Pending, Store, StoreConfig};
 use crate::swim::SwimConfig;
 use crate::transport::TransportConfig;
 use rand::Rng;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -47,6 +49,10 @@ pub struct NodeConfig {
     pub node_id: Option<NodeId>,
     /// Actors hosted from the start (added if not already registered).
     pub actors: Vec<String>,
+    /// Tags set at start (tags set earlier, at start or later, are kept).
+    pub tags: BTreeMap<String, String>,
+    /// Check commands whose results set actors' health (run by the driver, not the machine).
+    pub checks: Vec<HealthCheck>,
     /// `ws://HOST:PORT` of any members; empty: rejoin through the peers the data dir knows.
     pub seeds: Vec<String>,
     pub transport: TransportConfig,
@@ -70,6 +76,8 @@ impl Default for NodeConfig {
             advertise: None,
             node_id: None,
             actors: Vec::new(),
+            tags: BTreeMap::new(),
+            checks: Vec::new(),
             seeds: Vec::new(),
             transport: TransportConfig::default(),
             gossip: GossipConfig::default(),
@@ -234,6 +242,7 @@ impl Node {
                 addr: addr.clone(),
                 seeds: config.seeds.clone(),
                 actors: config.actors.clone(),
+                tags: config.tags.clone(),
                 gossip: config.gossip.clone(),
                 swim: config.swim.clone(),
                 max_frame_bytes: config.transport.max_frame_bytes,
@@ -298,6 +307,9 @@ impl Node {
         // Start-up is done once our own record is durable (and so announced).
         node.wait_durable().await?;
         ctx.tasks.spawn(peers::accept_loop(ctx.clone(), listener));
+        for check in config.checks.iter().cloned() {
+            ctx.tasks.spawn(crate::checks::run(ctx.clone(), check));
+        }
         ctx.tasks
             .spawn(compaction_loop(node.clone(), config.compaction_check));
         ctx.tasks.spawn(persist_largest_loop(node.clone(), largest));
@@ -390,10 +402,73 @@ impl Node {
         }
     }
 
-    /// Live hosts of an actor (alive or suspected members; never dead or gone ones).
+    /// Live hosts of an actor (alive or suspected members; never dead or gone ones) whose
+    /// actor is not critical: passing ones first, then warning ones.
     pub async fn locate(&self, actor: &str) -> Result<Vec<NodeId>> {
+        self.locate_with(actor, LocateQuery::default()).await
+    }
+
+    /// [`Node::locate`] with tag filters (all must match) and, on request, critical hosts
+    /// too (last).
+    pub async fn locate_with(&self, actor: &str, query: LocateQuery) -> Result<Vec<NodeId>> {
         let actor = actor.to_owned();
-        self.query(move |d| d.machine.roster().locate(&actor)).await
+        self.query(move |d| d.machine.roster().locate_with(&actor, &query))
+            .await
+    }
+
+    /// Sets tags of this node in one durable change (then gossiped); returns the keys that
+    /// changed. All are checked first ([`crate::tags`] limits): one bad tag refuses the call.
+    pub async fn set_tags(&self, tags: Vec<(String, String)>) -> Result<Vec<String>> {
+        self.tags_command(Command::SetTags(tags)).await
+    }
+
+    /// Unsets tags of this node; returns the keys that were set.
+    pub async fn unset_tags(&self, keys: Vec<String>) -> Result<Vec<String>> {
+        self.tags_command(Command::UnsetTags(keys)).await
+    }
+
+    async fn tags_command(&self, command: Command) -> Result<Vec<String>> {
+        match self.command(command).await? {
+            Reply::TagsChanged(changed) => Ok(changed),
+            Reply::InvalidTag(e) => Err(e.into()),
+            other => unreachable!("a tag change is answered with tags, not {other:?}"),
+        }
+    }
+
+    /// Sets the health of an actor this node hosts, with a note of at most
+    /// [`crate::health::MAX_NOTE_BYTES`]; resolves once durable. True if it changed.
+    pub async fn set_health(&self, actor: &str, health: Health, note: &str) -> Result<bool> {
+        self.health_command(Command::SetHealth {
+            actor: actor.to_owned(),
+            health,
+            note: note.to_owned(),
+        })
+        .await
+    }
+
+    /// Gives an actor a health TTL: it turns critical unless [`Node::pass_ttl`] is called
+    /// within `ttl` of now and of every renewal. `None` drops the TTL. The TTL lives in
+    /// memory only: after a restart the application sets it again.
+    pub async fn set_health_ttl(&self, actor: &str, ttl: Option<Duration>) -> Result<bool> {
+        self.health_command(Command::SetHealthTtl {
+            actor: actor.to_owned(),
+            ttl,
+        })
+        .await
+    }
+
+    /// Renews an actor's TTL and sets it passing.
+    pub async fn pass_ttl(&self, actor: &str) -> Result<bool> {
+        self.health_command(Command::PassTtl(actor.to_owned()))
+            .await
+    }
+
+    async fn health_command(&self, command: Command) -> Result<bool> {
+        match self.command(command).await? {
+            Reply::HealthChanged(changed) => Ok(changed),
+            Reply::InvalidHealth(e) => Err(e.into()),
+            other => unreachable!("a health change is answered as one, not {other:?}"),
+        }
     }
 
     /// Every announced member, sorted by id.

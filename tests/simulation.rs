@@ -314,6 +314,7 @@ impl Sim {
             addr: slot.addr.clone(),
             seeds: slot.seeds.clone(),
             actors: Vec::new(),
+            tags: Default::default(),
             gossip: self.gossip.clone(),
             swim: self.swim.clone(),
             max_frame_bytes: 1 << 20,
