@@ -8,8 +8,10 @@ use crate::gossip::Delta;
 use crate::roster::{Member, NodeDigest};
 use serde::{Deserialize, Serialize};
 
-/// Bumped on any incompatible change of [`Frame`].
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped on any incompatible change of [`Frame`]. 2: `TagSet` and `HealthSet` events, tags
+/// and health in member views, tag and health admin requests (a peer of version 1 could
+/// not decode them; it is refused at the handshake instead, with both versions named).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Who is on the other end of a connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
