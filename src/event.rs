@@ -403,3 +403,56 @@ impl fmt::Display for ClusterEvent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_and_health_events_print_as_one_line_and_flat_json() {
+        let node = NodeId::new("a");
+        let set = ClusterEvent::TagSet {
+            node: node.clone(),
+            generation: 1,
+            version: 2,
+            key: "zone".into(),
+            value: Some("eu 1".into()),
+        };
+        let unset = ClusterEvent::TagSet {
+            node: node.clone(),
+            generation: 1,
+            version: 3,
+            key: "zone".into(),
+            value: None,
+        };
+        let health = ClusterEvent::HealthSet {
+            node,
+            generation: 1,
+            version: 4,
+            actor: "svc".into(),
+            health: Health::Critical,
+            note: "disk full".into(),
+        };
+        assert_eq!(
+            set.to_string(),
+            "TagSet node=a gen=1 version=2 key=zone value=\"eu 1\""
+        );
+        assert_eq!(
+            unset.to_string(),
+            "TagSet node=a gen=1 version=3 key=zone unset"
+        );
+        assert_eq!(
+            health.to_string(),
+            "HealthSet node=a gen=1 version=4 actor=svc health=critical note=\"disk full\""
+        );
+        let j = serde_json::Value::Object(health.to_json());
+        assert_eq!(j["health"], "critical");
+        assert_eq!(j["note"], "disk full");
+        assert_eq!(
+            serde_json::Value::Object(unset.to_json())["value"],
+            serde_json::Value::Null
+        );
+        assert!(set.is_data() && health.is_data());
+        assert_eq!(health.version(), Some(4));
+    }
+}

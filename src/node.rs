@@ -1229,6 +1229,76 @@ mod cluster_tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tags_health_and_ttls_through_the_library_reach_another_node_and_its_subscribers() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = node(d1.path(), "a", vec![]).await;
+        let b = node(d2.path(), "b", vec![a.addr().to_owned()]).await;
+        until_async(|| async { sizes(&[&a, &b]).await == [2, 2] }).await;
+        let mut changes = b.subscribe();
+        a.register_actor("svc").await.unwrap();
+        let tags = vec![("zone".to_string(), "eu".to_string())];
+        assert_eq!(a.set_tags(tags.clone()).await.unwrap(), ["zone"]);
+        assert!(a.set_tags(tags).await.unwrap().is_empty(), "already so");
+        assert!(a.set_health("svc", Health::Warning, "slow").await.unwrap());
+        assert!(!a.set_health("svc", Health::Warning, "slow").await.unwrap());
+        let id_a = NodeId::new("a");
+        until_async(|| async {
+            let r = b.roster().await.unwrap();
+            r.actor_health(&id_a, "svc") == Some(Health::Warning)
+                && r.tags(&id_a)
+                    .is_some_and(|t| t.get("zone").map(String::as_str) == Some("eu"))
+        })
+        .await;
+        let mut saw_health = false;
+        while let Ok(c) = changes.try_recv() {
+            saw_health |= matches!(&c.event, ClusterEvent::HealthSet { actor, health: Health::Warning, .. } if actor == "svc");
+        }
+        assert!(saw_health, "the health change reached b's subscribers");
+
+        // A TTL that is not renewed turns the actor critical; a renewal brings it back.
+        a.set_health_ttl("svc", Some(Duration::from_millis(100)))
+            .await
+            .unwrap();
+        until_async(|| async {
+            b.locate("svc").await.unwrap().is_empty()
+                && b.locate_with(
+                    "svc",
+                    LocateQuery {
+                        include_critical: true,
+                        tags: vec![("zone".into(), "eu".into())],
+                    },
+                )
+                .await
+                .unwrap()
+                    == [id_a.clone()]
+        })
+        .await;
+        assert!(a.pass_ttl("svc").await.unwrap());
+        assert_eq!(
+            a.roster().await.unwrap().actor_health(&id_a, "svc"),
+            Some(Health::Passing)
+        );
+        a.set_health_ttl("svc", None).await.unwrap();
+
+        // Typed errors; nothing changes.
+        let bad = a.set_tags(vec![("bad key".into(), "v".into())]).await;
+        assert!(matches!(bad, Err(Error::InvalidTag(_))), "{bad:?}");
+        let bad = a.set_health("nope", Health::Critical, "").await;
+        assert!(
+            matches!(
+                bad,
+                Err(Error::Health(crate::health::HealthError::NotHosted(_)))
+            ),
+            "{bad:?}"
+        );
+        let bad = a.set_health_ttl("svc", Some(Duration::ZERO)).await;
+        assert!(matches!(bad, Err(Error::Health(_))), "{bad:?}");
+        assert_eq!(a.unset_tags(vec!["zone".into()]).await.unwrap(), ["zone"]);
+        a.shutdown().await.unwrap();
+        b.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn subscribers_see_remote_changes_with_their_hosts_and_a_leave() {
         let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let a = node(d1.path(), "a", vec![]).await;

@@ -23,6 +23,9 @@
 //! * Replies and notifications of any change wait for its durability; relays of others'
 //!   news go out at once (their owner has it durable already).
 //! * A live id claimed by another process is refused at the door ([`Machine::admit`]).
+//! * Tags and actor health are our own data like actors (durable before they leave). A
+//!   health TTL lapses on the first tick whose `now` passes its deadline; TTLs themselves
+//!   are neither logged nor gossiped, only the health changes they cause.
 //! * Every queue and map is bounded or pruned.
 //!
 //! No clock, no socket, no tokio: time comes in with every input, randomness from a seed.
