@@ -2,12 +2,14 @@
 //! admin connection, answered by the driver. Answers of any size: a member list too large
 //! for one frame goes out in parts ([`AdminReply::Part`]).
 
+use crate::health::ActorHealth;
 use crate::machine::{Command, Reply};
 use crate::message::{AdminReply, AdminRequest, Frame};
 use crate::node::StopReason;
 use crate::peers::{Ctx, Input, Job};
 use crate::roster::Member;
 use crate::transport::{self, Ws};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -84,7 +86,11 @@ async fn answer(ctx: &Ctx, req: AdminRequest) -> Option<AdminReply> {
         AdminRequest::Members => {
             query(ctx, |d| AdminReply::Members(d.machine.roster().members())).await
         }
-        AdminRequest::Locate { actor } => {
+        AdminRequest::Locate {
+            actor,
+            tags,
+            include_critical,
+        } => {
             query(ctx, move |d| {
                 if let Some(why) = d.machine.down() {
                     return AdminReply::Error(format!(
@@ -92,9 +98,13 @@ async fn answer(ctx: &Ctx, req: AdminRequest) -> Option<AdminReply> {
                     ));
                 }
                 let roster = d.machine.roster();
+                let q = crate::roster::LocateQuery {
+                    include_critical,
+                    tags,
+                };
                 AdminReply::Located(
                     roster
-                        .locate(&actor)
+                        .locate_with(&actor, &q)
                         .iter()
                         .filter_map(|id| roster.member(id))
                         .collect(),
@@ -113,6 +123,20 @@ async fn answer(ctx: &Ctx, req: AdminRequest) -> Option<AdminReply> {
                 Err(why) => AdminReply::Error(why),
             })
             .await
+        }
+        AdminRequest::SetTags { tags } => command(ctx, Command::SetTags(tags)).await,
+        AdminRequest::UnsetTags { keys } => command(ctx, Command::UnsetTags(keys)).await,
+        AdminRequest::SetHealth {
+            actor,
+            health,
+            note,
+        } => {
+            let c = Command::SetHealth {
+                actor,
+                health,
+                note,
+            };
+            command(ctx, c).await
         }
     }
 }
@@ -141,6 +165,10 @@ async fn command(ctx: &Ctx, command: Command) -> Option<AdminReply> {
         Ok(Reply::Left) => AdminReply::Left,
         Ok(Reply::Removed { node, was }) => AdminReply::Removed { node, was },
         Ok(Reply::Refused(why)) => AdminReply::Error(why),
+        Ok(Reply::TagsChanged(changed)) => AdminReply::TagsChanged { changed },
+        Ok(Reply::InvalidTag(e)) => AdminReply::Error(format!("invalid tag: {e}")),
+        Ok(Reply::HealthChanged(changed)) => AdminReply::HealthChanged { changed },
+        Ok(Reply::InvalidHealth(e)) => AdminReply::Error(format!("health: {e}")),
         Err(_) => AdminReply::Error(match ctx.stop_reason.get() {
             Some(reason) => format!("the node stopped before the change was durable ({reason}); it may be partly applied after a restart"),
             None => "the node is stopping".into(),
@@ -148,9 +176,21 @@ async fn command(ctx: &Ctx, command: Command) -> Option<AdminReply> {
     })
 }
 
-/// Rough encoded size of a member entry, generous (rmp-serde adds a few bytes per field).
+/// Rough encoded size of a member entry without its actors, generous (rmp-serde adds a few
+/// bytes per field). Tags are bounded ([`crate::tags::MAX_TAG_BYTES`]).
 fn member_bytes(m: &Member) -> usize {
-    96 + m.id.as_str().len() + m.addr.len()
+    96 + m.id.as_str().len()
+        + m.addr.len()
+        + m.tags
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum::<usize>()
+}
+
+/// Rough encoded size of one actor of a member: its name, and its health and note.
+fn actor_bytes(health: &BTreeMap<String, ActorHealth>, actor: &str) -> usize {
+    let note = health.get(actor).map_or(0, |h| h.note.len());
+    2 * actor.len() + note + 32
 }
 
 /// Splits a member list answer into frames that fit `max_bytes`: `Part`s, then the final
@@ -168,11 +208,13 @@ pub(crate) fn split(reply: AdminReply, max_bytes: usize) -> Vec<AdminReply> {
     for mut m in members {
         let head = member_bytes(&m);
         let actors = std::mem::take(&mut m.actors);
+        let mut health = std::mem::take(&mut m.health);
+        let mut tags = std::mem::take(&mut m.tags);
         let mut chunk = Vec::new();
         let mut chunk_bytes = head;
         let mut pieces = Vec::new();
         for a in actors {
-            let b = a.len() + 5;
+            let b = actor_bytes(&health, &a);
             if !chunk.is_empty() && chunk_bytes + b > budget {
                 pieces.push(std::mem::take(&mut chunk));
                 chunk_bytes = head;
@@ -182,12 +224,22 @@ pub(crate) fn split(reply: AdminReply, max_bytes: usize) -> Vec<AdminReply> {
         }
         pieces.push(chunk);
         for actors in pieces {
+            // Each piece carries the health of its own actors; the first one the tags.
             let piece = Member {
+                health: actors
+                    .iter()
+                    .filter_map(|a| Some((a.clone(), health.remove(a)?)))
+                    .collect(),
+                tags: std::mem::take(&mut tags),
                 actors,
                 ..m.clone()
             };
-            let bytes =
-                member_bytes(&piece) + piece.actors.iter().map(|a| a.len() + 5).sum::<usize>();
+            let bytes = member_bytes(&piece)
+                + piece
+                    .actors
+                    .iter()
+                    .map(|a| actor_bytes(&piece.health, a))
+                    .sum::<usize>();
             if used + bytes > budget && !parts.last().expect("non-empty").is_empty() {
                 parts.push(Vec::new());
                 used = 0;
@@ -207,7 +259,11 @@ pub fn join_parts(parts: Vec<Vec<Member>>) -> Vec<Member> {
     let mut out: Vec<Member> = Vec::new();
     for m in parts.into_iter().flatten() {
         match out.last_mut() {
-            Some(prev) if prev.id == m.id => prev.actors.extend(m.actors),
+            Some(prev) if prev.id == m.id => {
+                prev.actors.extend(m.actors);
+                prev.health.extend(m.health);
+                prev.tags.extend(m.tags);
+            }
             _ => out.push(m),
         }
     }
@@ -229,6 +285,17 @@ mod tests {
             incarnation: 0,
             generation: 1,
             version: 1,
+            tags: [("zone".to_string(), "eu-1".to_string())].into(),
+            health: (0..actors)
+                .step_by(7)
+                .map(|i| {
+                    let h = crate::ActorHealth {
+                        status: crate::Health::Warning,
+                        note: "n".repeat(200),
+                    };
+                    (format!("actor-{i:06}"), h)
+                })
+                .collect(),
         }
     }
 

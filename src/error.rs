@@ -98,6 +98,12 @@ pub enum Error {
     #[error("invalid actor name: {0}")]
     InvalidName(crate::names::NameError),
 
+    #[error("invalid tag: {0}")]
+    InvalidTag(#[from] crate::tags::TagError),
+
+    #[error("health: {0}")]
+    Health(#[from] crate::health::HealthError),
+
     #[error("the node has stopped: {0}")]
     Stopped(String),
 

@@ -1,10 +1,12 @@
 //! The vocabulary of the roster: ids, versions, liveness, and the events that change them.
 //!
 //! Every event names the node it is about and that node's `generation`. Data events
-//! (`NewNode`, `ActorAdded`, `ActorRemoved`) are written only by the node they describe and
+//! (`NewNode`, `ActorAdded`, `ActorRemoved`, `TagSet`, `HealthSet`) are written only by the
+//! node they describe and
 //! carry its `version`; liveness events carry a SWIM `incarnation`. See `roster.rs` for how
 //! they merge.
 
+use crate::health::Health;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -138,6 +140,24 @@ pub enum ClusterEvent {
         version: Version,
         actor: String,
     },
+    /// A node's tag `key` set to `value`, or removed (`None`).
+    TagSet {
+        node: NodeId,
+        generation: Generation,
+        version: Version,
+        key: String,
+        value: Option<String>,
+    },
+    /// The health of an actor the node hosts. An add or removal of the actor at a higher
+    /// version supersedes it (a re-added actor starts passing).
+    HealthSet {
+        node: NodeId,
+        generation: Generation,
+        version: Version,
+        actor: String,
+        health: Health,
+        note: String,
+    },
     /// `by` is the member whose probe failed (when known): independent suspicions of the
     /// same incarnation confirm each other and shorten the suspicion (Lifeguard). It plays
     /// no part in the merge.
@@ -173,6 +193,8 @@ impl ClusterEvent {
             ClusterEvent::NewNode { node, .. }
             | ClusterEvent::ActorAdded { node, .. }
             | ClusterEvent::ActorRemoved { node, .. }
+            | ClusterEvent::TagSet { node, .. }
+            | ClusterEvent::HealthSet { node, .. }
             | ClusterEvent::NodeSuspected { node, .. }
             | ClusterEvent::NodeAlive { node, .. }
             | ClusterEvent::NodeDead { node, .. }
@@ -185,6 +207,8 @@ impl ClusterEvent {
             ClusterEvent::NewNode { generation, .. }
             | ClusterEvent::ActorAdded { generation, .. }
             | ClusterEvent::ActorRemoved { generation, .. }
+            | ClusterEvent::TagSet { generation, .. }
+            | ClusterEvent::HealthSet { generation, .. }
             | ClusterEvent::NodeSuspected { generation, .. }
             | ClusterEvent::NodeAlive { generation, .. }
             | ClusterEvent::NodeDead { generation, .. }
@@ -217,14 +241,29 @@ impl ClusterEvent {
         }
     }
 
-    /// Whether the event is about a node's data (address, actors) rather than its liveness.
+    /// Whether the event is about a node's data (address, actors, tags, health) rather than
+    /// its liveness.
     pub fn is_data(&self) -> bool {
         matches!(
             self,
             ClusterEvent::NewNode { .. }
                 | ClusterEvent::ActorAdded { .. }
                 | ClusterEvent::ActorRemoved { .. }
+                | ClusterEvent::TagSet { .. }
+                | ClusterEvent::HealthSet { .. }
         )
+    }
+
+    /// The owner version of a data event.
+    pub fn version(&self) -> Option<Version> {
+        match self {
+            ClusterEvent::NewNode { version, .. }
+            | ClusterEvent::ActorAdded { version, .. }
+            | ClusterEvent::ActorRemoved { version, .. }
+            | ClusterEvent::TagSet { version, .. }
+            | ClusterEvent::HealthSet { version, .. } => Some(*version),
+            _ => None,
+        }
     }
 
     /// The event's name as it appears in `gossip-log dump`.
@@ -233,6 +272,8 @@ impl ClusterEvent {
             ClusterEvent::NewNode { .. } => "NewNode",
             ClusterEvent::ActorAdded { .. } => "ActorAdded",
             ClusterEvent::ActorRemoved { .. } => "ActorRemoved",
+            ClusterEvent::TagSet { .. } => "TagSet",
+            ClusterEvent::HealthSet { .. } => "HealthSet",
             ClusterEvent::NodeSuspected { .. } => "NodeSuspected",
             ClusterEvent::NodeAlive { .. } => "NodeAlive",
             ClusterEvent::NodeDead { .. } => "NodeDead",
@@ -262,6 +303,28 @@ impl ClusterEvent {
             | ClusterEvent::ActorRemoved { version, actor, .. } => {
                 m.insert("version".into(), json!(version));
                 m.insert("actor".into(), json!(actor));
+            }
+            ClusterEvent::TagSet {
+                version,
+                key,
+                value,
+                ..
+            } => {
+                m.insert("version".into(), json!(version));
+                m.insert("key".into(), json!(key));
+                m.insert("value".into(), json!(value));
+            }
+            ClusterEvent::HealthSet {
+                version,
+                actor,
+                health,
+                note,
+                ..
+            } => {
+                m.insert("version".into(), json!(version));
+                m.insert("actor".into(), json!(actor));
+                m.insert("health".into(), json!(health));
+                m.insert("note".into(), json!(note));
             }
             ClusterEvent::NodeSuspected {
                 incarnation, by, ..
@@ -309,6 +372,25 @@ impl fmt::Display for ClusterEvent {
             | ClusterEvent::ActorRemoved { version, actor, .. } => {
                 write!(f, " version={version} actor={actor}")
             }
+            ClusterEvent::TagSet {
+                version,
+                key,
+                value: Some(value),
+                ..
+            } => write!(f, " version={version} key={key} value={value:?}"),
+            ClusterEvent::TagSet { version, key, .. } => {
+                write!(f, " version={version} key={key} unset")
+            }
+            ClusterEvent::HealthSet {
+                version,
+                actor,
+                health,
+                note,
+                ..
+            } => write!(
+                f,
+                " version={version} actor={actor} health={health} note={note:?}"
+            ),
             ClusterEvent::NodeSuspected {
                 incarnation,
                 by: Some(by),
@@ -319,5 +401,58 @@ impl fmt::Display for ClusterEvent {
             | ClusterEvent::NodeDead { incarnation, .. }
             | ClusterEvent::NodeLeft { incarnation, .. } => write!(f, " incarnation={incarnation}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_and_health_events_print_as_one_line_and_flat_json() {
+        let node = NodeId::new("a");
+        let set = ClusterEvent::TagSet {
+            node: node.clone(),
+            generation: 1,
+            version: 2,
+            key: "zone".into(),
+            value: Some("eu 1".into()),
+        };
+        let unset = ClusterEvent::TagSet {
+            node: node.clone(),
+            generation: 1,
+            version: 3,
+            key: "zone".into(),
+            value: None,
+        };
+        let health = ClusterEvent::HealthSet {
+            node,
+            generation: 1,
+            version: 4,
+            actor: "svc".into(),
+            health: Health::Critical,
+            note: "disk full".into(),
+        };
+        assert_eq!(
+            set.to_string(),
+            "TagSet node=a gen=1 version=2 key=zone value=\"eu 1\""
+        );
+        assert_eq!(
+            unset.to_string(),
+            "TagSet node=a gen=1 version=3 key=zone unset"
+        );
+        assert_eq!(
+            health.to_string(),
+            "HealthSet node=a gen=1 version=4 actor=svc health=critical note=\"disk full\""
+        );
+        let j = serde_json::Value::Object(health.to_json());
+        assert_eq!(j["health"], "critical");
+        assert_eq!(j["note"], "disk full");
+        assert_eq!(
+            serde_json::Value::Object(unset.to_json())["value"],
+            serde_json::Value::Null
+        );
+        assert!(set.is_data() && health.is_data());
+        assert_eq!(health.version(), Some(4));
     }
 }

@@ -66,6 +66,12 @@ pub fn encoded_len(event: &ClusterEvent) -> usize {
             ClusterEvent::ActorAdded { actor, .. } | ClusterEvent::ActorRemoved { actor, .. } => {
                 2 * INT + s(actor)
             }
+            ClusterEvent::TagSet { key, value, .. } => {
+                2 * INT + s(key) + 1 + value.as_deref().map_or(0, s)
+            }
+            ClusterEvent::HealthSet { actor, note, .. } => {
+                2 * INT + s(actor) + s("critical") + s(note)
+            }
             ClusterEvent::NodeSuspected { by, .. } => {
                 2 * INT + 1 + by.as_ref().map_or(0, |b| s(b.as_str()))
             }

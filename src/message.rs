@@ -8,8 +8,10 @@ use crate::gossip::Delta;
 use crate::roster::{Member, NodeDigest};
 use serde::{Deserialize, Serialize};
 
-/// Bumped on any incompatible change of [`Frame`].
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped on any incompatible change of [`Frame`]. 2: `TagSet` and `HealthSet` events, tags
+/// and health in member views, tag and health admin requests (a peer of version 1 could
+/// not decode them; it is refused at the handshake instead, with both versions named).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Who is on the other end of a connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +67,26 @@ pub enum AdminRequest {
     Members,
     Locate {
         actor: String,
+        /// Only hosts whose tags match all of these.
+        #[serde(default)]
+        tags: Vec<(String, String)>,
+        /// Critical hosts too (last).
+        #[serde(default)]
+        include_critical: bool,
+    },
+    /// `gossip-node tags set`.
+    SetTags {
+        tags: Vec<(String, String)>,
+    },
+    /// `gossip-node tags unset`.
+    UnsetTags {
+        keys: Vec<String>,
+    },
+    /// `gossip-node health set`.
+    SetHealth {
+        actor: String,
+        health: crate::health::Health,
+        note: String,
     },
     AddActors {
         actors: Vec<String>,
@@ -99,6 +121,14 @@ pub enum AdminReply {
         changed: Vec<String>,
     },
     Status(Box<Status>),
+    /// Tags that changed (keys already so are left out).
+    TagsChanged {
+        changed: Vec<String>,
+    },
+    /// Whether the health changed.
+    HealthChanged {
+        changed: bool,
+    },
     /// The member was marked left cluster-wide; the state it had.
     Removed {
         node: NodeId,

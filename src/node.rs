@@ -13,22 +13,24 @@
 //! A WAL failure or a refused id stops the node: every task ends, and [`Node::stopped`]
 //! resolves with the reason.
 
+use crate::checks::HealthCheck;
 use crate::credentials::Credentials;
 use crate::discovery::{DnsServer, Seed};
 use crate::error::{Error, Result};
 use crate::event::{ClusterEvent, Generation, Lsn, MemberState, NodeId};
+use crate::health::Health;
 use crate::local::Identity;
 use crate::machine::downing::DowningConfig;
 use crate::machine::{Command, Machine, MachineConfig, Outgoing, Ready, Reply, Stop, Token};
 use crate::message::{Frame, Status, StatusCounters};
 use crate::peers::{self, Conn, Ctx, Input};
 use crate::quorum::Quorum;
-use crate::roster::{Member, Roster};
+use crate::roster::{LocateQuery, Member, Roster};
 use crate::store::{CompactionReport, Pending, Store, StoreConfig};
 use crate::swim::SwimConfig;
 use crate::transport::TransportConfig;
 use rand::Rng;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -51,6 +53,10 @@ pub struct NodeConfig {
     pub node_id: Option<NodeId>,
     /// Actors hosted from the start (added if not already registered).
     pub actors: Vec<String>,
+    /// Tags set at start (tags set earlier, at start or later, are kept).
+    pub tags: BTreeMap<String, String>,
+    /// Check commands whose results set actors' health (run by the driver, not the machine).
+    pub checks: Vec<HealthCheck>,
     /// Any members to join through, tried together with the peers the data dir remembers:
     /// `ws://IP:PORT`; `ws://NAME:PORT` (every A/AAAA address of the name, re-resolved
     /// while no live peer is known); `dns+srv://NAME` (every SRV target and port).
@@ -81,6 +87,8 @@ impl Default for NodeConfig {
             advertise: None,
             node_id: None,
             actors: Vec::new(),
+            tags: BTreeMap::new(),
+            checks: Vec::new(),
             seeds: Vec::new(),
             dns_server: DnsServer::System,
             transport: TransportConfig::default(),
@@ -264,6 +272,7 @@ impl Node {
                 seeds: literal_seeds,
                 discovery: !named_seeds.is_empty(),
                 actors: config.actors.clone(),
+                tags: config.tags.clone(),
                 gossip: config.gossip.clone(),
                 swim: config.swim.clone(),
                 max_frame_bytes: config.transport.max_frame_bytes,
@@ -352,6 +361,9 @@ impl Node {
         // Start-up is done once our own record is durable (and so announced).
         node.wait_durable().await?;
         ctx.tasks.spawn(peers::accept_loop(ctx.clone(), listener));
+        for check in config.checks.iter().cloned() {
+            ctx.tasks.spawn(crate::checks::run(ctx.clone(), check));
+        }
         ctx.tasks
             .spawn(compaction_loop(node.clone(), config.compaction_check));
         ctx.tasks.spawn(persist_largest_loop(node.clone(), largest));
@@ -444,16 +456,78 @@ impl Node {
         }
     }
 
-    /// Live hosts of an actor (alive or suspected members; never dead or gone ones).
-    /// [`Error::Down`] while this node is down (the losing side of a partition): its view
-    /// of who hosts what is not to be acted on.
+    /// Live hosts of an actor (alive or suspected members; never dead or gone ones) whose
+    /// actor is not critical: passing ones first, then warning ones. [`Error::Down`] while
+    /// this node is down (the losing side of a partition): its view of who hosts what is
+    /// not to be acted on.
     pub async fn locate(&self, actor: &str) -> Result<Vec<NodeId>> {
+        self.locate_with(actor, LocateQuery::default()).await
+    }
+
+    /// [`Node::locate`] with tag filters (all must match) and, on request, critical hosts
+    /// too (last).
+    pub async fn locate_with(&self, actor: &str, query: LocateQuery) -> Result<Vec<NodeId>> {
         let actor = actor.to_owned();
         self.query(move |d| match d.machine.down() {
             Some(why) => Err(Error::Down(why.to_owned())),
-            None => Ok(d.machine.roster().locate(&actor)),
+            None => Ok(d.machine.roster().locate_with(&actor, &query)),
         })
         .await?
+    }
+
+    /// Sets tags of this node in one durable change (then gossiped); returns the keys that
+    /// changed. All are checked first ([`crate::tags`] limits): one bad tag refuses the call.
+    pub async fn set_tags(&self, tags: Vec<(String, String)>) -> Result<Vec<String>> {
+        self.tags_command(Command::SetTags(tags)).await
+    }
+
+    /// Unsets tags of this node; returns the keys that were set.
+    pub async fn unset_tags(&self, keys: Vec<String>) -> Result<Vec<String>> {
+        self.tags_command(Command::UnsetTags(keys)).await
+    }
+
+    async fn tags_command(&self, command: Command) -> Result<Vec<String>> {
+        match self.command(command).await? {
+            Reply::TagsChanged(changed) => Ok(changed),
+            Reply::InvalidTag(e) => Err(e.into()),
+            other => unreachable!("a tag change is answered with tags, not {other:?}"),
+        }
+    }
+
+    /// Sets the health of an actor this node hosts, with a note of at most
+    /// [`crate::health::MAX_NOTE_BYTES`]; resolves once durable. True if it changed.
+    pub async fn set_health(&self, actor: &str, health: Health, note: &str) -> Result<bool> {
+        self.health_command(Command::SetHealth {
+            actor: actor.to_owned(),
+            health,
+            note: note.to_owned(),
+        })
+        .await
+    }
+
+    /// Gives an actor a health TTL: it turns critical unless [`Node::pass_ttl`] is called
+    /// within `ttl` of now and of every renewal. `None` drops the TTL. The TTL lives in
+    /// memory only: after a restart the application sets it again.
+    pub async fn set_health_ttl(&self, actor: &str, ttl: Option<Duration>) -> Result<bool> {
+        self.health_command(Command::SetHealthTtl {
+            actor: actor.to_owned(),
+            ttl,
+        })
+        .await
+    }
+
+    /// Renews an actor's TTL and sets it passing.
+    pub async fn pass_ttl(&self, actor: &str) -> Result<bool> {
+        self.health_command(Command::PassTtl(actor.to_owned()))
+            .await
+    }
+
+    async fn health_command(&self, command: Command) -> Result<bool> {
+        match self.command(command).await? {
+            Reply::HealthChanged(changed) => Ok(changed),
+            Reply::InvalidHealth(e) => Err(e.into()),
+            other => unreachable!("a health change is answered as one, not {other:?}"),
+        }
     }
 
     /// Every announced member, sorted by id.
@@ -1303,6 +1377,83 @@ mod cluster_tests {
             crate::store::Store::open(&b_dir, crate::store::StoreConfig::default()).unwrap();
         assert_eq!(store.meta().unwrap().largest_cluster, 2);
         a.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tags_health_and_ttls_through_the_library_reach_another_node_and_its_subscribers() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = node(d1.path(), "a", vec![]).await;
+        let b = node(d2.path(), "b", vec![a.addr().to_owned()]).await;
+        until_async(|| async { sizes(&[&a, &b]).await == [2, 2] }).await;
+        let mut changes = b.subscribe();
+        a.register_actor("svc").await.unwrap();
+        let tags = vec![("zone".to_string(), "eu".to_string())];
+        assert_eq!(a.set_tags(tags.clone()).await.unwrap(), ["zone"]);
+        assert!(a.set_tags(tags).await.unwrap().is_empty(), "already so");
+        assert!(a.set_health("svc", Health::Warning, "slow").await.unwrap());
+        assert!(!a.set_health("svc", Health::Warning, "slow").await.unwrap());
+        let id_a = NodeId::new("a");
+        until_async(|| async {
+            let r = b.roster().await.unwrap();
+            r.actor_health(&id_a, "svc") == Some(Health::Warning)
+                && r.tags(&id_a)
+                    .is_some_and(|t| t.get("zone").map(String::as_str) == Some("eu"))
+        })
+        .await;
+        // Published once durable on b too (the roster may show it a moment earlier).
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let c = changes.recv().await.expect("subscribed");
+                if matches!(&c.event, ClusterEvent::HealthSet { actor, health: Health::Warning, .. } if actor == "svc")
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the health change reached b's subscribers");
+
+        // A TTL that is not renewed turns the actor critical; a renewal brings it back.
+        a.set_health_ttl("svc", Some(Duration::from_millis(100)))
+            .await
+            .unwrap();
+        until_async(|| async {
+            b.locate("svc").await.unwrap().is_empty()
+                && b.locate_with(
+                    "svc",
+                    LocateQuery {
+                        include_critical: true,
+                        tags: vec![("zone".into(), "eu".into())],
+                    },
+                )
+                .await
+                .unwrap()
+                    == [id_a.clone()]
+        })
+        .await;
+        assert!(a.pass_ttl("svc").await.unwrap());
+        assert_eq!(
+            a.roster().await.unwrap().actor_health(&id_a, "svc"),
+            Some(Health::Passing)
+        );
+        a.set_health_ttl("svc", None).await.unwrap();
+
+        // Typed errors; nothing changes.
+        let bad = a.set_tags(vec![("bad key".into(), "v".into())]).await;
+        assert!(matches!(bad, Err(Error::InvalidTag(_))), "{bad:?}");
+        let bad = a.set_health("nope", Health::Critical, "").await;
+        assert!(
+            matches!(
+                bad,
+                Err(Error::Health(crate::health::HealthError::NotHosted(_)))
+            ),
+            "{bad:?}"
+        );
+        let bad = a.set_health_ttl("svc", Some(Duration::ZERO)).await;
+        assert!(matches!(bad, Err(Error::Health(_))), "{bad:?}");
+        assert_eq!(a.unset_tags(vec!["zone".into()]).await.unwrap(), ["zone"]);
+        a.shutdown().await.unwrap();
+        b.shutdown().await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

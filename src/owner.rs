@@ -42,6 +42,7 @@ pub fn score(actor: &str, node: &NodeId, generation: Generation) -> u64 {
 pub fn eligible(roster: &Roster, node: &NodeId, actor: &str) -> bool {
     roster.state_of(node).is_some_and(|s| !s.is_tombstone())
         && roster.record(node).is_some_and(|r| r.hosts(actor))
+        && roster.actor_health(node, actor) != Some(crate::health::Health::Critical)
 }
 
 /// The owner of `actor` in `roster`, if any host is eligible.
@@ -106,6 +107,27 @@ mod tests {
                 assert_eq!(&now, was, "{a} moved though its owner lives");
             }
         }
+    }
+
+    #[test]
+    fn a_critical_host_hands_its_singletons_over_and_takes_them_back_when_healthy() {
+        let mut r = roster_with(&[("a", 1), ("b", 1), ("c", 1)], &["x"]);
+        let first = owner(&r, "x").unwrap();
+        let health = |r: &mut Roster, h, version| {
+            r.apply(&ClusterEvent::HealthSet {
+                node: first.clone(),
+                generation: 1,
+                version,
+                actor: "x".into(),
+                health: h,
+                note: String::new(),
+            });
+        };
+        health(&mut r, crate::health::Health::Critical, 2);
+        let second = owner(&r, "x").unwrap();
+        assert_ne!(second, first, "a critical host owns nothing");
+        health(&mut r, crate::health::Health::Warning, 3);
+        assert_eq!(owner(&r, "x"), Some(first), "warning is still eligible");
     }
 
     #[test]

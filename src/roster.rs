@@ -4,10 +4,13 @@
 //! with duplicates, ends in the same roster (the property tests below check exactly that):
 //!
 //! * **generation**: the highest wins; a higher one resets the record (the node started over).
-//! * **data** (address, actors): each entry is last-writer-wins by the owner's `version`.
-//!   The owner is the only writer, so two different values never share a version; removed
-//!   actors stay as versioned tombstones within the generation so an old `ActorAdded` cannot
-//!   bring them back.
+//! * **data** (address, actors, tags, actor health): each entry is last-writer-wins by the
+//!   owner's `version`. The owner is the only writer, so two different values never share a
+//!   version; removed actors and tags stay as versioned tombstones within the generation so
+//!   an old `ActorAdded` or `TagSet` cannot bring them back. An actor's health entry is kept
+//!   only while it is newer than the actor's own entry: an add or removal of the actor
+//!   supersedes it (a re-added actor starts `passing`), and both are maxima, so the rule
+//!   holds in any order.
 //! * **liveness**: SWIM's incarnation rules are a total order on `(left, incarnation, rank)`
 //!   with `alive < suspect < dead`; the merge keeps the maximum. That yields exactly
 //!   "alive(i) beats suspect(j) iff i > j, suspect(i) beats alive(j) iff i >= j, dead(i) beats
@@ -17,6 +20,7 @@
 //! and re-gossiped, which is what stops message storms.
 
 use crate::event::{ClusterEvent, Generation, Incarnation, MemberState, NodeId, Version};
+use crate::health::{ActorHealth, Health};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -68,6 +72,28 @@ pub struct ActorEntry {
     pub present: bool,
 }
 
+/// One tag of a node, versioned; `value: None` is a removed tag's tombstone.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TagEntry {
+    pub version: Version,
+    pub value: Option<String>,
+}
+
+/// The health of one actor on one node, versioned.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HealthEntry {
+    pub version: Version,
+    pub health: Health,
+    pub note: String,
+}
+
+/// Which hosts `locate` returns: all `tags` must match; critical ones only on request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocateQuery {
+    pub include_critical: bool,
+    pub tags: Vec<(String, String)>,
+}
+
 /// Everything known about one node (one generation of it).
 ///
 /// Besides the content, a record keeps `known`: every owner version up to it has been seen
@@ -89,6 +115,13 @@ pub struct NodeRecord {
     /// All owner versions `<= known` are accounted for.
     #[serde(default)]
     pub known: Version,
+    /// Tags by key, tombstones included. Sorted: few per node, printed in order.
+    #[serde(default)]
+    pub tags: BTreeMap<String, TagEntry>,
+    /// Health by actor, only where newer than the actor's own entry (see the module doc);
+    /// an actor without one is passing.
+    #[serde(default)]
+    pub health: BTreeMap<String, HealthEntry>,
     /// Versions seen above `known + 1`, waiting for the gap to close. Bookkeeping only:
     /// losing it costs a redundant resend, never correctness.
     #[serde(skip)]
@@ -128,6 +161,30 @@ fn entry_sum(actor: &str, e: ActorEntry) -> u64 {
     ])
 }
 
+fn tag_sum(key: &str, e: &TagEntry) -> u64 {
+    let (set, value) = match &e.value {
+        Some(v) => (1u8, v.as_str()),
+        None => (0, ""),
+    };
+    fnv(&[
+        b"@tag",
+        key.as_bytes(),
+        &e.version.to_le_bytes(),
+        &[set],
+        value.as_bytes(),
+    ])
+}
+
+fn health_sum(actor: &str, e: &HealthEntry) -> u64 {
+    fnv(&[
+        b"@health",
+        actor.as_bytes(),
+        &e.version.to_le_bytes(),
+        e.health.as_str().as_bytes(),
+        e.note.as_bytes(),
+    ])
+}
+
 fn addr_sum(addr: &str, version: Version) -> u64 {
     fnv(&[b"@addr", addr.as_bytes(), &version.to_le_bytes()])
 }
@@ -141,6 +198,8 @@ impl PartialEq for NodeRecord {
             self.addr_version,
             &self.actors,
             self.liveness,
+            &self.tags,
+            &self.health,
         ) == (
             o.generation,
             o.version,
@@ -148,6 +207,8 @@ impl PartialEq for NodeRecord {
             o.addr_version,
             &o.actors,
             o.liveness,
+            &o.tags,
+            &o.health,
         )
     }
 }
@@ -166,6 +227,8 @@ impl NodeRecord {
             actors: FastMap::default(),
             liveness: Liveness::INITIAL,
             known: 0,
+            tags: BTreeMap::new(),
+            health: BTreeMap::new(),
             pending: BTreeSet::new(),
             sum: 0,
         }
@@ -186,10 +249,17 @@ impl NodeRecord {
         for (a, e) in &self.actors {
             sum = sum.wrapping_add(entry_sum(a, *e));
         }
+        for (k, e) in &self.tags {
+            sum = sum.wrapping_add(tag_sum(k, e));
+        }
+        for (a, e) in &self.health {
+            sum = sum.wrapping_add(health_sum(a, e));
+        }
         self.sum = sum;
     }
 
     /// Replaces (or inserts) an actor entry, keeping the fingerprint; returns the old one.
+    /// A health entry of the actor older than the new entry is superseded and dropped.
     fn set_actor(&mut self, actor: &str, entry: ActorEntry) -> Option<ActorEntry> {
         self.sum = self.sum.wrapping_add(entry_sum(actor, entry));
         let old = match self.actors.get_mut(actor) {
@@ -202,7 +272,71 @@ impl NodeRecord {
         if let Some(o) = old {
             self.sum = self.sum.wrapping_sub(entry_sum(actor, o));
         }
+        if self
+            .health
+            .get(actor)
+            .is_some_and(|h| h.version <= entry.version)
+        {
+            let h = self.health.remove(actor).expect("checked");
+            self.sum = self.sum.wrapping_sub(health_sum(actor, &h));
+        }
         old
+    }
+
+    /// Joins a tag entry; true if it moved.
+    fn merge_tag(&mut self, key: &str, entry: TagEntry) -> bool {
+        if self.tags.get(key).is_some_and(|cur| *cur >= entry) {
+            return false;
+        }
+        self.sum = self.sum.wrapping_add(tag_sum(key, &entry));
+        if let Some(old) = self.tags.insert(key.to_owned(), entry) {
+            self.sum = self.sum.wrapping_sub(tag_sum(key, &old));
+        }
+        true
+    }
+
+    /// Joins an actor's health entry; true if it moved. Stale when the actor's own entry
+    /// is as new (an add or removal after it supersedes it).
+    fn merge_health(&mut self, actor: &str, entry: HealthEntry) -> bool {
+        if self
+            .actors
+            .get(actor)
+            .is_some_and(|a| a.version >= entry.version)
+            || self.health.get(actor).is_some_and(|cur| *cur >= entry)
+        {
+            return false;
+        }
+        self.sum = self.sum.wrapping_add(health_sum(actor, &entry));
+        if let Some(old) = self.health.insert(actor.to_owned(), entry) {
+            self.sum = self.sum.wrapping_sub(health_sum(actor, &old));
+        }
+        true
+    }
+
+    /// The node's tags (tombstones left out).
+    pub fn current_tags(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tags
+            .iter()
+            .filter_map(|(k, e)| e.value.as_deref().map(|v| (k.as_str(), v)))
+    }
+
+    /// The health of a hosted actor (passing with no note unless set); `None` when the
+    /// actor is not hosted here.
+    pub fn actor_health(&self, actor: &str) -> Option<ActorHealth> {
+        if !self.actors.get(actor).is_some_and(|e| e.present) {
+            return None;
+        }
+        Some(match self.health.get(actor) {
+            Some(h) => ActorHealth {
+                status: h.health,
+                note: h.note.clone(),
+            },
+            None => ActorHealth::default(),
+        })
+    }
+
+    fn health_rank(&self, actor: &str) -> Health {
+        self.health.get(actor).map_or(Health::Passing, |h| h.health)
     }
 
     /// Accounts for owner version `v` (applied now, or already superseded).
@@ -291,6 +425,12 @@ pub struct Member {
     pub incarnation: Incarnation,
     pub generation: Generation,
     pub version: Version,
+    /// The node's tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// The health of each hosted actor.
+    #[serde(default)]
+    pub health: BTreeMap<String, ActorHealth>,
 }
 
 /// What a peer knows of one node, for anti-entropy: compare, then send only what it lacks.
@@ -510,6 +650,38 @@ impl Roster {
                 }
                 true
             }
+            ClusterEvent::TagSet {
+                version,
+                key,
+                value,
+                ..
+            } => {
+                let entry = TagEntry {
+                    version: *version,
+                    value: value.clone(),
+                };
+                let rec = Arc::make_mut(shared);
+                rec.note_version(*version);
+                rec.merge_tag(key, entry)
+            }
+            ClusterEvent::HealthSet {
+                version,
+                actor,
+                health,
+                note,
+                ..
+            } => {
+                let rec = Arc::make_mut(shared);
+                rec.note_version(*version);
+                rec.merge_health(
+                    actor,
+                    HealthEntry {
+                        version: *version,
+                        health: *health,
+                        note: note.clone(),
+                    },
+                )
+            }
             ClusterEvent::NodeSuspected { incarnation, .. }
             | ClusterEvent::NodeAlive { incarnation, .. }
             | ClusterEvent::NodeDead { incarnation, .. }
@@ -677,24 +849,80 @@ impl Roster {
             incarnation: rec.liveness.incarnation,
             generation: rec.generation,
             version: rec.version,
+            tags: rec
+                .current_tags()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            health: rec
+                .hosted_actors()
+                .filter_map(|a| Some((a.to_owned(), rec.actor_health(a)?)))
+                .collect(),
         }
     }
 
-    /// Nodes that host `actor` and are not dead or gone (alive or merely suspected), sorted.
     /// Every actor name some member hosts (or hosted, with its record still held).
     pub fn actor_names(&self) -> impl Iterator<Item = &str> {
         self.actor_index.keys().map(String::as_str)
     }
 
+    /// Nodes that host `actor`, are not dead or gone (alive or merely suspected) and whose
+    /// actor is not critical: passing ones first, then warning ones, each sorted by id.
     pub fn locate(&self, actor: &str) -> Vec<NodeId> {
+        self.locate_with(actor, &LocateQuery::default())
+    }
+
+    /// [`Roster::locate`] with tag filters (every one must match) and, on request, critical
+    /// hosts too (last).
+    pub fn locate_with(&self, actor: &str, query: &LocateQuery) -> Vec<NodeId> {
         let Some(hosts) = self.actor_index.get(actor) else {
             return Vec::new();
         };
-        hosts
+        let mut found: Vec<(Health, &NodeId)> = hosts
             .iter()
-            .filter(|id| self.state_of(id).is_some_and(|s| !s.is_tombstone()))
-            .cloned()
-            .collect()
+            .filter_map(|id| {
+                let rec = self.nodes.get(id)?;
+                if !rec.is_announced() || rec.liveness.state.is_tombstone() {
+                    return None;
+                }
+                let health = rec.health_rank(actor);
+                if health == Health::Critical && !query.include_critical {
+                    return None;
+                }
+                let tags_match = query.tags.iter().all(|(k, v)| {
+                    rec.tags
+                        .get(k)
+                        .is_some_and(|e| e.value.as_deref() == Some(v.as_str()))
+                });
+                tags_match.then_some((health, id))
+            })
+            .collect();
+        // Stable: ids stay sorted within each health.
+        found.sort_by_key(|(h, _)| *h);
+        found.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
+    /// The health of `actor` on `node`: `None` when the node has not announced itself or
+    /// does not host the actor (whatever its liveness: callers weigh that themselves).
+    pub fn actor_health(&self, node: &NodeId, actor: &str) -> Option<Health> {
+        self.actor_status(node, actor).map(|h| h.status)
+    }
+
+    /// [`Roster::actor_health`] with its note.
+    pub fn actor_status(&self, node: &NodeId, actor: &str) -> Option<ActorHealth> {
+        self.nodes
+            .get(node)
+            .filter(|r| r.is_announced())?
+            .actor_health(actor)
+    }
+
+    /// The tags of `node`, if it has announced itself.
+    pub fn tags(&self, node: &NodeId) -> Option<BTreeMap<String, String>> {
+        let rec = self.nodes.get(node).filter(|r| r.is_announced())?;
+        Some(
+            rec.current_tags()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
     }
 
     /// The state of `id` if it has announced itself (what `member(id)` says, without
@@ -762,21 +990,44 @@ impl Roster {
                 actors: BTreeSet::new(),
             });
         }
-        let mut entries: Vec<_> = rec
+        let mut entries: Vec<(Version, ClusterEvent)> = rec
             .actors
             .iter()
             .filter(|(_, e)| e.version > since_version)
+            .map(|(actor, e)| {
+                let event = ClusterEvent::actor_change(
+                    id.clone(),
+                    generation,
+                    e.version,
+                    actor.clone(),
+                    e.present,
+                );
+                (e.version, event)
+            })
             .collect();
-        entries.sort_unstable_by_key(|(_, e)| e.version);
-        for (actor, e) in entries {
-            out.push(ClusterEvent::actor_change(
-                id.clone(),
+        for (key, e) in rec.tags.iter().filter(|(_, e)| e.version > since_version) {
+            let event = ClusterEvent::TagSet {
+                node: id.clone(),
                 generation,
-                e.version,
-                actor.clone(),
-                e.present,
-            ));
+                version: e.version,
+                key: key.clone(),
+                value: e.value.clone(),
+            };
+            entries.push((e.version, event));
         }
+        for (actor, e) in rec.health.iter().filter(|(_, e)| e.version > since_version) {
+            let event = ClusterEvent::HealthSet {
+                node: id.clone(),
+                generation,
+                version: e.version,
+                actor: actor.clone(),
+                health: e.health,
+                note: e.note.clone(),
+            };
+            entries.push((e.version, event));
+        }
+        entries.sort_unstable_by_key(|(v, _)| *v);
+        out.extend(entries.into_iter().map(|(_, e)| e));
         // A peer of the same generation compares liveness through its digest; a peer without
         // the record needs it (and an empty record still says the node exists).
         let full = since.is_none_or(|(g, _)| g != generation);
@@ -863,6 +1114,111 @@ mod tests {
 
     fn live(n: u8, generation: u64, state: MemberState, incarnation: u64) -> ClusterEvent {
         Roster::liveness_event(&id(n), generation, Liveness { state, incarnation })
+    }
+
+    fn tag(n: u8, generation: u64, version: u64, key: &str, value: Option<&str>) -> ClusterEvent {
+        ClusterEvent::TagSet {
+            node: id(n),
+            generation,
+            version,
+            key: key.into(),
+            value: value.map(str::to_owned),
+        }
+    }
+
+    fn health(n: u8, generation: u64, version: u64, actor: &str, h: Health) -> ClusterEvent {
+        ClusterEvent::HealthSet {
+            node: id(n),
+            generation,
+            version,
+            actor: actor.into(),
+            health: h,
+            note: format!("{h} at {version}"),
+        }
+    }
+
+    #[test]
+    fn tags_are_last_writer_wins_and_unset_leaves_a_tombstone() {
+        let mut r = Roster::new();
+        r.apply(&new_node(1, 1, 1, &["a"]));
+        assert_eq!(r.apply(&tag(1, 1, 3, "zone", Some("eu"))), Applied::Changed);
+        assert_eq!(r.apply(&tag(1, 1, 2, "zone", Some("us"))), Applied::Stale);
+        assert_eq!(r.tags(&id(1)).unwrap()["zone"], "eu");
+        assert_eq!(r.member(&id(1)).unwrap().tags["zone"], "eu");
+        assert_eq!(r.apply(&tag(1, 1, 4, "zone", None)), Applied::Changed);
+        assert_eq!(r.apply(&tag(1, 1, 3, "zone", Some("eu"))), Applied::Stale);
+        assert!(r.tags(&id(1)).unwrap().is_empty());
+        let q = |tags: &[(&str, &str)]| LocateQuery {
+            include_critical: false,
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        assert!(r.locate_with("a", &q(&[("zone", "eu")])).is_empty());
+        r.apply(&tag(1, 1, 5, "zone", Some("us")));
+        r.apply(&tag(1, 1, 6, "rack", Some("r1")));
+        assert_eq!(r.locate_with("a", &q(&[("zone", "us")])), vec![id(1)]);
+        assert_eq!(
+            r.locate_with("a", &q(&[("zone", "us"), ("rack", "r1")])),
+            vec![id(1)]
+        );
+        assert!(r
+            .locate_with("a", &q(&[("zone", "us"), ("rack", "r2")]))
+            .is_empty());
+    }
+
+    #[test]
+    fn health_orders_locate_and_critical_hosts_are_left_out() {
+        let mut r = Roster::new();
+        for n in 1..=3 {
+            r.apply(&new_node(n, 1, 1, &["a"]));
+        }
+        r.apply(&health(1, 1, 2, "a", Health::Warning));
+        r.apply(&health(2, 1, 2, "a", Health::Critical));
+        assert_eq!(
+            r.locate("a"),
+            vec![id(3), id(1)],
+            "passing first, critical out"
+        );
+        let all = LocateQuery {
+            include_critical: true,
+            tags: Vec::new(),
+        };
+        assert_eq!(r.locate_with("a", &all), vec![id(3), id(1), id(2)]);
+        assert_eq!(r.actor_health(&id(2), "a"), Some(Health::Critical));
+        assert_eq!(r.actor_status(&id(2), "a").unwrap().note, "critical at 2");
+        assert_eq!(r.actor_health(&id(3), "a"), Some(Health::Passing));
+        assert_eq!(r.actor_health(&id(3), "b"), None);
+        assert_eq!(
+            r.member(&id(1)).unwrap().health["a"].status,
+            Health::Warning
+        );
+    }
+
+    #[test]
+    fn an_actor_change_supersedes_its_older_health() {
+        let mut r = Roster::new();
+        r.apply(&new_node(1, 1, 1, &["a"]));
+        r.apply(&health(1, 1, 2, "a", Health::Critical));
+        r.apply(&remove(1, 1, 3, "a"));
+        assert_eq!(r.actor_health(&id(1), "a"), None);
+        assert_eq!(
+            r.apply(&health(1, 1, 2, "a", Health::Critical)),
+            Applied::Stale
+        );
+        r.apply(&add(1, 1, 4, "a"));
+        assert_eq!(
+            r.actor_health(&id(1), "a"),
+            Some(Health::Passing),
+            "re-added: passing"
+        );
+        // Health newer than the add, arriving before it, survives it.
+        let mut r2 = Roster::new();
+        r2.apply(&new_node(1, 1, 1, &[]));
+        r2.apply(&health(1, 1, 6, "b", Health::Warning));
+        r2.apply(&add(1, 1, 5, "b"));
+        assert_eq!(r2.actor_health(&id(1), "b"), Some(Health::Warning));
     }
 
     #[test]
@@ -1048,6 +1404,7 @@ mod tests {
         let generation = 1u64..3;
         let version = 1u64..6;
         let actor = prop::sample::select(vec!["a", "b", "c"]);
+        let arb_actor = actor.clone();
         let state = prop::sample::select(vec![
             MemberState::Alive,
             MemberState::Suspect,
@@ -1069,9 +1426,26 @@ mod tests {
                 actor.clone()
             )
                 .prop_map(|(n, g, v, a)| add(n, g, v, a)),
-            (node.clone(), generation.clone(), version, actor)
+            (node.clone(), generation.clone(), version.clone(), actor)
                 .prop_map(|(n, g, v, a)| remove(n, g, v, a)),
-            (node, generation, state, 0u64..4).prop_map(|(n, g, s, i)| live(n, g, s, i)),
+            (node.clone(), generation.clone(), state, 0u64..4)
+                .prop_map(|(n, g, s, i)| live(n, g, s, i)),
+            (
+                node.clone(),
+                generation.clone(),
+                version.clone(),
+                prop::sample::select(vec!["zone", "rack"]),
+                prop::option::of(prop::sample::select(vec!["x", "y"]))
+            )
+                .prop_map(|(n, g, v, k, val)| tag(n, g, v, k, val)),
+            (
+                node,
+                generation,
+                version,
+                arb_actor,
+                prop::sample::select(vec![Health::Passing, Health::Warning, Health::Critical])
+            )
+                .prop_map(|(n, g, v, a, h)| health(n, g, v, a, h)),
         ]
     }
 
@@ -1119,6 +1493,34 @@ mod tests {
                         version: v,
                         actor,
                     },
+                    ClusterEvent::TagSet {
+                        node,
+                        generation,
+                        key,
+                        value,
+                        ..
+                    } => ClusterEvent::TagSet {
+                        node,
+                        generation,
+                        version: v,
+                        key,
+                        value,
+                    },
+                    ClusterEvent::HealthSet {
+                        node,
+                        generation,
+                        actor,
+                        health,
+                        note,
+                        ..
+                    } => ClusterEvent::HealthSet {
+                        node,
+                        generation,
+                        version: v,
+                        actor,
+                        health,
+                        note,
+                    },
                     other => other,
                 }
             })
@@ -1161,10 +1563,17 @@ mod tests {
             }
             let bulk = bulk.finish();
             prop_assert_eq!(&bulk, &reference);
+            let all = LocateQuery { include_critical: true, tags: vec![("zone".into(), "x".into())] };
             for actor in ["a", "b", "c"] {
                 prop_assert_eq!(other.locate(actor), reference.locate(actor));
                 prop_assert_eq!(bulk.locate(actor), reference.locate(actor));
+                prop_assert_eq!(other.locate_with(actor, &all), reference.locate_with(actor, &all));
             }
+            // Equal contents, equal fingerprints (anti-entropy compares them).
+            for (id, rec) in reference.iter_records() {
+                prop_assert_eq!(other.record(id).unwrap().fingerprint(), rec.fingerprint());
+            }
+            prop_assert_eq!(other.members(), reference.members());
         }
 
         #[test]

@@ -245,7 +245,7 @@ fn compact_then_replay_and_stats_agree() {
     assert_eq!(stats["snapshot_lsn"], 8);
     assert_eq!(stats["last_lsn"], 8);
     assert_eq!(stats["node_id"], "n1");
-    assert_eq!(stats["schema_version"], 1);
+    assert_eq!(stats["schema_version"], 2);
     // --upto before the snapshot still works while the WAL reaches back to LSN 1.
     let out = gossip_log(&["replay", "--json", "--upto", "1"], dir.path());
     let early: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -1,12 +1,12 @@
 //! Frozen data dirs of every schema version open with today's code.
 //!
-//! `migrations/fixtures/v1` was written by the real store (regenerate only when the v1
+//! `migrations/fixtures/vN` was written by the real store (regenerate only when the vN
 //! format itself is being defined: `cargo test --test migrations -- --ignored`).
 
 mod common;
 use common::copy_tree;
 use gossip_roster::store::{Store, StoreConfig};
-use gossip_roster::{ClusterEvent, MemberState, NodeId, Roster};
+use gossip_roster::{ClusterEvent, Health, MemberState, NodeId, Roster};
 use std::path::{Path, PathBuf};
 
 fn fixture(version: u32) -> PathBuf {
@@ -97,7 +97,11 @@ fn v1_fixture_opens_with_the_same_roster() {
     let work = tempfile::tempdir().unwrap();
     copy_tree(&fixture(1), work.path());
     let (store, rec) = Store::open_existing(work.path(), StoreConfig::default()).unwrap();
-    assert_eq!(rec.schema_version, 1);
+    assert_eq!(rec.schema_version, 2, "migrated to the current version");
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("SCHEMA")).unwrap(),
+        "2\n"
+    );
     assert_eq!(rec.snapshot_lsn, V1_SNAPSHOT_AT as u64);
     assert_eq!(rec.replayed, (v1_events().len() - V1_SNAPSHOT_AT) as u64);
     assert!(rec.repaired.is_none());
@@ -139,26 +143,107 @@ fn v1_fixture_verifies_clean_with_gossip_log() {
     );
 }
 
+/// The events of the v2 fixture: v1's, with tags and health on both sides of the snapshot.
+fn v2_events() -> Vec<ClusterEvent> {
+    let n = NodeId::new;
+    let mut events = v1_events();
+    let tags_and_health = vec![
+        ClusterEvent::TagSet {
+            node: n("beta"),
+            generation: 200,
+            version: 2,
+            key: "zone".into(),
+            value: Some("eu-1".into()),
+        },
+        ClusterEvent::HealthSet {
+            node: n("beta"),
+            generation: 200,
+            version: 3,
+            actor: "billing".into(),
+            health: Health::Warning,
+            note: "queue deep".into(),
+        },
+    ];
+    events.splice(V2_SNAPSHOT_AT - 2..V2_SNAPSHOT_AT - 2, tags_and_health);
+    events.extend([
+        ClusterEvent::TagSet {
+            node: n("beta"),
+            generation: 201,
+            version: 2,
+            key: "zone".into(),
+            value: Some("eu-2".into()),
+        },
+        ClusterEvent::TagSet {
+            node: n("beta"),
+            generation: 201,
+            version: 3,
+            key: "rack".into(),
+            value: Some("r7".into()),
+        },
+        ClusterEvent::TagSet {
+            node: n("beta"),
+            generation: 201,
+            version: 4,
+            key: "rack".into(),
+            value: None,
+        },
+        ClusterEvent::HealthSet {
+            node: n("beta"),
+            generation: 201,
+            version: 5,
+            actor: "ledger".into(),
+            health: Health::Critical,
+            note: "disk full".into(),
+        },
+    ]);
+    events
+}
+const V2_SNAPSHOT_AT: usize = V1_SNAPSHOT_AT + 2;
+
 #[test]
-#[ignore = "regenerates the frozen v1 fixture; run only when defining the v1 format"]
-fn regenerate_v1_fixture() {
-    let dir = fixture(1);
+fn v2_fixture_opens_with_the_same_roster() {
+    let work = tempfile::tempdir().unwrap();
+    copy_tree(&fixture(2), work.path());
+    let (_store, rec) = Store::open_existing(work.path(), StoreConfig::default()).unwrap();
+    assert_eq!(rec.schema_version, 2);
+    assert_eq!(rec.snapshot_lsn, V2_SNAPSHOT_AT as u64);
+    assert_eq!(rec.replayed, (v2_events().len() - V2_SNAPSHOT_AT) as u64);
+    assert_eq!(rec.roster, roster_of(&v2_events()));
+    let beta = NodeId::new("beta");
+    assert_eq!(
+        rec.roster.tags(&beta).unwrap(),
+        [("zone".to_string(), "eu-2".to_string())].into()
+    );
+    assert_eq!(
+        rec.roster.actor_health(&beta, "ledger"),
+        Some(Health::Critical)
+    );
+    assert!(rec.roster.locate("ledger").is_empty(), "critical");
+}
+
+#[test]
+#[ignore = "regenerates the frozen v2 fixture; run only when defining the v2 format"]
+fn regenerate_v2_fixture() {
+    write_fixture(2, &v2_events(), V2_SNAPSHOT_AT);
+}
+
+/// Writes a fixture with today's store: only the current version's can be regenerated (the
+/// v1 fixture is frozen; this code writes schema 2).
+fn write_fixture(version: u32, events: &[ClusterEvent], snapshot_at: usize) {
+    assert_eq!(
+        version,
+        gossip_roster::store::migrate::SCHEMA_VERSION,
+        "only the current schema's fixture can be written"
+    );
+    let dir = fixture(version);
     let _ = std::fs::remove_dir_all(&dir);
-    let events = v1_events();
+    let events = events.to_vec();
     {
         let (store, _) = Store::open(&dir, StoreConfig::default()).unwrap();
         store.set_identity(&NodeId::new("alpha"), 100).unwrap();
-        store
-            .append(events[..V1_SNAPSHOT_AT].to_vec())
-            .wait()
-            .unwrap();
-        store
-            .compact(|| roster_of(&events[..V1_SNAPSHOT_AT]))
-            .unwrap();
-        store
-            .append(events[V1_SNAPSHOT_AT..].to_vec())
-            .wait()
-            .unwrap();
+        store.append(events[..snapshot_at].to_vec()).wait().unwrap();
+        store.compact(|| roster_of(&events[..snapshot_at])).unwrap();
+        store.append(events[snapshot_at..].to_vec()).wait().unwrap();
         store.close().unwrap();
     }
     std::fs::remove_file(dir.join("LOCK")).unwrap();

@@ -20,7 +20,9 @@ use gossip_roster::machine::downing::{DowningConfig, Strategy};
 use gossip_roster::machine::{Command, Dest, Machine, MachineConfig, Ready, Reply};
 use gossip_roster::message::Frame;
 use gossip_roster::roster::Roster;
-use gossip_roster::{ClusterEvent, GossipConfig, Identity, MemberState, NodeId, SwimConfig};
+use gossip_roster::{
+    ClusterEvent, GossipConfig, Health, Identity, MemberState, NodeId, SwimConfig,
+};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -93,6 +95,8 @@ struct Proc {
     epoch: u64,
     /// Command token -> (names, add).
     commands: HashMap<u64, (Vec<String>, bool)>,
+    /// Tag commands waiting for their reply: the state each asks for.
+    tag_commands: HashMap<u64, Vec<(String, Option<String>)>>,
     next_token: u64,
 }
 
@@ -107,6 +111,8 @@ struct Slot {
     epoch: u64,
     /// Acknowledged actor states: name -> (present, durable LSN when acknowledged).
     acked: BTreeMap<String, (bool, u64)>,
+    /// Acknowledged tags: key -> (value, durable LSN when acknowledged).
+    acked_tags: BTreeMap<String, (Option<String>, u64)>,
     /// A second process with an id that is alive elsewhere (never restarted).
     impostor: bool,
     bytes_sent: u64,
@@ -284,6 +290,7 @@ impl Sim {
             proc: None,
             epoch: 0,
             acked: BTreeMap::new(),
+            acked_tags: BTreeMap::new(),
             impostor: false,
             bytes_sent: 0,
             stopped: None,
@@ -324,6 +331,7 @@ impl Sim {
             seeds: slot.seeds.clone(),
             discovery: false,
             actors: Vec::new(),
+            tags: Default::default(),
             gossip: self.gossip.clone(),
             swim: self.swim.clone(),
             max_frame_bytes: 1 << 20,
@@ -348,6 +356,7 @@ impl Sim {
             next_tick: first_tick,
             epoch: slot.epoch,
             commands: HashMap::new(),
+            tag_commands: HashMap::new(),
             next_token: 1,
         });
         self.carry_out(i);
@@ -365,6 +374,7 @@ impl Sim {
             // Acknowledged changes in the lost window are lost by design of the policy.
             let synced = slot.disk.synced as u64;
             slot.acked.retain(|_, (_, lsn)| *lsn <= synced);
+            slot.acked_tags.retain(|_, (_, lsn)| *lsn <= synced);
         }
         slot.disk.recover(power_loss);
         self.close_connections_to(i);
@@ -440,6 +450,12 @@ impl Sim {
             {
                 for n in names {
                     self.slots[i].acked.insert(n, (add, durable));
+                }
+            } else if let (Some(tags), Reply::TagsChanged(_)) =
+                (p.tag_commands.remove(&token), &reply)
+            {
+                for (k, v) in tags {
+                    self.slots[i].acked_tags.insert(k, (v, durable));
                 }
             }
         }
@@ -584,11 +600,8 @@ impl Sim {
         use std::hash::{Hash, Hasher};
         let me = &self.slots[i].id;
         for e in events.iter().filter(|e| e.node() == me) {
-            let version = match e {
-                ClusterEvent::NewNode { version, .. }
-                | ClusterEvent::ActorAdded { version, .. }
-                | ClusterEvent::ActorRemoved { version, .. } => *version,
-                _ => continue,
+            let Some(version) = e.version() else {
+                continue;
             };
             let mut h = std::collections::hash_map::DefaultHasher::new();
             e.hash(&mut h);
@@ -804,6 +817,28 @@ impl Sim {
         self.carry_out(i);
     }
 
+    /// A tag or health command; tag changes are tracked until acknowledged.
+    fn data_command(&mut self, i: usize, cmd: Command) {
+        let Some(p) = self.slots[i].proc.as_mut() else {
+            return;
+        };
+        let token = p.next_token;
+        p.next_token += 1;
+        match &cmd {
+            Command::SetTags(tags) => {
+                let want = tags.iter().map(|(k, v)| (k.clone(), Some(v.clone())));
+                p.tag_commands.insert(token, want.collect());
+            }
+            Command::UnsetTags(keys) => {
+                let want = keys.iter().map(|k| (k.clone(), None));
+                p.tag_commands.insert(token, want.collect());
+            }
+            _ => {}
+        }
+        p.machine.handle_command(token, cmd);
+        self.carry_out(i);
+    }
+
     fn idle_bytes_per_node_per_s(&mut self, window_ms: u64) -> f64 {
         let live = self.live();
         let before: u64 = live.iter().map(|&i| self.slots[i].bytes_sent).sum();
@@ -896,8 +931,25 @@ impl Sim {
         for &o in &live {
             let slot = &self.slots[o];
             let roster = slot.proc.as_ref().unwrap().machine.roster();
+            let tags = roster.tags(&slot.id).unwrap_or_default();
+            for (key, (value, _)) in &slot.acked_tags {
+                if tags.get(key) != value.as_ref() {
+                    errors.push(format!(
+                        "slot {o}: acknowledged tag {key}={value:?} is lost (holds {:?})",
+                        tags.get(key)
+                    ));
+                }
+            }
             for (name, (present, _)) in &slot.acked {
-                let hosts = roster.locate(name).contains(&slot.id);
+                let hosts = roster
+                    .locate_with(
+                        name,
+                        &gossip_roster::LocateQuery {
+                            include_critical: true,
+                            tags: Vec::new(),
+                        },
+                    )
+                    .contains(&slot.id);
                 if hosts != *present {
                     errors.push(format!(
                         "slot {o}: acknowledged {} {name} is lost",
@@ -1038,6 +1090,34 @@ fn chaos(seed: u64) -> Result<(f64, f64), String> {
     let t = sim.now + 3_000;
     sim.run_until(t, |_| false);
     let baseline = sim.idle_bytes_per_node_per_s(3_000);
+    // Every node tags itself and hosts an actor with some health; one TTL lapses mid-chaos
+    // (unless a random renewal comes first).
+    for i in 0..n {
+        sim.command(i, vec![format!("h{i}")], true);
+        sim.data_command(
+            i,
+            Command::SetTags(vec![("zone".into(), format!("z{}", i % 3))]),
+        );
+        let t = sim.now + 20;
+        sim.run_until(t, |_| false);
+        let health = [Health::Passing, Health::Warning, Health::Critical][i % 3];
+        let (actor, note) = (format!("h{i}"), format!("node {i}"));
+        sim.data_command(
+            i,
+            Command::SetHealth {
+                actor,
+                health,
+                note,
+            },
+        );
+    }
+    sim.data_command(
+        0,
+        Command::SetHealthTtl {
+            actor: "h0".into(),
+            ttl: Some(Duration::from_millis(rng.gen_range(500..5_000))),
+        },
+    );
     // Older copies of data dirs, to restore later.
     let mut copies: HashMap<usize, Disk> = HashMap::new();
     let mut actor_seq = 0u32;
@@ -1045,7 +1125,37 @@ fn chaos(seed: u64) -> Result<(f64, f64), String> {
     while sim.now < chaos_until {
         let i = rng.gen_range(0..n);
         match rng.gen_range(0..100) {
-            0..=24 => {
+            0..=7 => {
+                // Tags and health: set, unset, TTLs that lapse or are renewed.
+                let hosted: Vec<String> = sim.slots[i]
+                    .acked
+                    .iter()
+                    .filter(|(_, (p, _))| *p)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let actor = (!hosted.is_empty()).then(|| hosted[rng.gen_range(0..hosted.len())].clone());
+                let health = [Health::Passing, Health::Warning, Health::Critical][rng.gen_range(0..3)];
+                let cmd = match (rng.gen_range(0..5), actor) {
+                    (0, _) => Command::SetTags(vec![
+                        ("zone".into(), format!("z{}", rng.gen_range(0..3))),
+                        (format!("k{}", rng.gen_range(0..4)), String::new()),
+                    ]),
+                    (1, _) => Command::UnsetTags(vec![format!("k{}", rng.gen_range(0..4))]),
+                    (2, Some(actor)) => Command::SetHealth {
+                        actor,
+                        health,
+                        note: format!("at {}", sim.now),
+                    },
+                    (3, Some(actor)) => Command::SetHealthTtl {
+                        actor,
+                        ttl: Some(Duration::from_millis(rng.gen_range(100..3_000))),
+                    },
+                    (_, Some(actor)) => Command::PassTtl(actor),
+                    _ => Command::SetTags(vec![("zone".into(), "z0".into())]),
+                };
+                sim.data_command(i, cmd);
+            }
+            8..=24 => {
                 // Actor changes, sometimes in bulk.
                 let count = if rng.gen_ratio(1, 8) {
                     rng.gen_range(200..2_000)
@@ -1091,6 +1201,7 @@ fn chaos(seed: u64) -> Result<(f64, f64), String> {
                     sim.crash(i, false);
                     sim.slots[i].disk = old;
                     sim.slots[i].acked.clear();
+                    sim.slots[i].acked_tags.clear();
                     sim.start(i);
                 }
             }

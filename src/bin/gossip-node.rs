@@ -103,6 +103,21 @@ struct RunArgs {
     /// An actor this node hosts from the start (repeatable).
     #[arg(long = "actor", value_name = "NAME")]
     actors: Vec<String>,
+    /// A tag of this node, set at start (repeatable; tags set earlier are kept). Keys: at
+    /// most 128 bytes of a-z A-Z 0-9 _ . - /; values: at most 1024 bytes.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = gossip_roster::tags::parse_tag)]
+    tags: Vec<(String, String)>,
+    /// A check command whose result is the actor's health (repeatable), run with `sh -c`
+    /// every --check-interval: exit 0 passing, 1 warning, else (or a timeout) critical; the
+    /// first line of its output is the note.
+    #[arg(long = "check", value_name = "ACTOR=COMMAND")]
+    checks: Vec<String>,
+    /// Seconds between runs of each --check.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    check_interval: u64,
+    /// Seconds a --check may run before it counts as critical.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    check_timeout: u64,
     /// Cluster name: peers of another cluster are refused.
     #[arg(long, default_value = "default")]
     cluster: String,
@@ -233,13 +248,30 @@ enum Command {
         #[command(subcommand)]
         op: ActorsOp,
     },
-    /// Which live nodes host an actor.
+    /// Which live nodes host an actor: passing ones first, then warning ones; critical
+    /// ones only with --include-critical (last).
     Locate {
         #[command(flatten)]
         conn: Conn,
         actor: String,
+        /// Only nodes with this tag (repeatable: all must match).
+        #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = gossip_roster::tags::parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Hosts whose actor is critical too.
+        #[arg(long)]
+        include_critical: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Set or unset tags of the node at --connect (durable before it answers).
+    Tags {
+        #[command(subcommand)]
+        op: TagsOp,
+    },
+    /// Set the health of an actor on the node at --connect (durable before it answers).
+    Health {
+        #[command(subcommand)]
+        op: HealthOp,
     },
     /// Force-leave a member: mark it `left` cluster-wide so it is no longer probed or
     /// counted in the quorum (for a node that is gone for good). Refused for a member that
@@ -309,6 +341,38 @@ enum ActorsOp {
         conn: Conn,
         #[command(flatten)]
         names: Names,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TagsOp {
+    /// Set tags: KEY=VALUE...
+    Set {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(required = true, value_name = "KEY=VALUE", value_parser = gossip_roster::tags::parse_tag)]
+        tags: Vec<(String, String)>,
+    },
+    /// Unset tags: KEY...
+    Unset {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum HealthOp {
+    /// Set an actor's health: passing, warning or critical.
+    Set {
+        #[command(flatten)]
+        conn: Conn,
+        actor: String,
+        health: gossip_roster::Health,
+        /// A short note (at most 256 bytes).
+        #[arg(long, default_value = "")]
+        note: String,
     },
 }
 
@@ -553,12 +617,29 @@ async fn run(args: RunArgs) -> Result<()> {
             .with_context(|| format!("--seed-srv {name}"))?;
         seeds.push(seed);
     }
+    let tags: std::collections::BTreeMap<String, String> = args.tags.into_iter().collect();
+    gossip_roster::tags::check_totals(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .context("--tag")?;
+    let checks = args
+        .checks
+        .iter()
+        .map(|c| {
+            gossip_roster::HealthCheck::parse(
+                c,
+                Duration::from_secs(args.check_interval),
+                Duration::from_secs(args.check_timeout),
+            )
+            .map_err(|e| anyhow::anyhow!("--check: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let config = NodeConfig {
         data_dir: data_dir.clone(),
         listen: args.listen.expect("required by clap"),
         advertise: args.advertise.map(|a| with_scheme(a, tls)),
         node_id: args.node_id.map(NodeId::new),
         actors: args.actors,
+        tags,
+        checks,
         seeds,
         dns_server: args.dns_server.map_or(DnsServer::System, DnsServer::At),
         transport: TransportConfig {
@@ -679,9 +760,71 @@ async fn admin_command(cmd: Command) -> Result<()> {
             AdminReply::Members(m) => members::print(&m, json, false),
             other => unexpected(other),
         },
-        Command::Locate { conn, actor, json } => {
-            match ask(&conn, AdminRequest::Locate { actor }).await? {
+        Command::Locate {
+            conn,
+            actor,
+            tags,
+            include_critical,
+            json,
+        } => {
+            let req = AdminRequest::Locate {
+                actor,
+                tags,
+                include_critical,
+            };
+            match ask(&conn, req).await? {
                 AdminReply::Located(m) => members::print(&m, json, false),
+                other => unexpected(other),
+            }
+        }
+        Command::Tags { op } => {
+            let (conn, req) = match op {
+                TagsOp::Set { conn, tags } => (conn, AdminRequest::SetTags { tags }),
+                TagsOp::Unset { conn, keys } => {
+                    for k in &keys {
+                        gossip_roster::tags::validate_key(k)?;
+                    }
+                    (conn, AdminRequest::UnsetTags { keys })
+                }
+            };
+            let set = matches!(req, AdminRequest::SetTags { .. });
+            match ask(&conn, req).await? {
+                AdminReply::TagsChanged { changed } => {
+                    let word = if set { "set" } else { "unset" };
+                    if changed.is_empty() {
+                        println!("unchanged");
+                    }
+                    for k in changed {
+                        println!("{word} {k}");
+                    }
+                    Ok(())
+                }
+                AdminReply::Error(e) => anyhow::bail!("{e}"),
+                other => unexpected(other),
+            }
+        }
+        Command::Health {
+            op:
+                HealthOp::Set {
+                    conn,
+                    actor,
+                    health,
+                    note,
+                },
+        } => {
+            gossip_roster::health::validate_note(&note)?;
+            let req = AdminRequest::SetHealth {
+                actor: actor.clone(),
+                health,
+                note,
+            };
+            match ask(&conn, req).await? {
+                AdminReply::HealthChanged { changed } => {
+                    let word = if changed { "now" } else { "already" };
+                    println!("{actor} {word} {health}");
+                    Ok(())
+                }
+                AdminReply::Error(e) => anyhow::bail!("{e}"),
                 other => unexpected(other),
             }
         }

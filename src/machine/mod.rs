@@ -24,6 +24,9 @@
 //! * Replies and notifications of any change wait for its durability; relays of others'
 //!   news go out at once (their owner has it durable already).
 //! * A live id claimed by another process is refused at the door ([`Machine::admit`]).
+//! * Tags and actor health are our own data like actors (durable before they leave). A
+//!   health TTL lapses on the first tick whose `now` passes its deadline; TTLs themselves
+//!   are neither logged nor gossiped, only the health changes they cause.
 //! * Every queue and map is bounded or pruned.
 //!
 //! No clock, no socket, no tokio: time comes in with every input, randomness from a seed.
@@ -36,6 +39,7 @@ pub use ready::{Command, Dest, MembershipChange, Outgoing, Ready, Reply, Stop, T
 
 use crate::event::{ClusterEvent, Generation, Incarnation, Lsn, MemberState, NodeId, Version};
 use crate::gossip::{self, Broadcasts, Delta};
+use crate::health::Health;
 use crate::local::Identity;
 use crate::message::Frame;
 use crate::quorum::{self, Quorum};
@@ -94,6 +98,8 @@ pub struct MachineConfig {
     pub discovery: bool,
     /// Actors hosted from the start (added if not already registered).
     pub actors: Vec<String>,
+    /// Tags set at start (others set earlier are kept).
+    pub tags: BTreeMap<String, String>,
     pub gossip: GossipConfig,
     pub swim: SwimConfig,
     /// Largest frame a peer accepts: every frame we build stays under it.
@@ -144,6 +150,15 @@ enum Held {
     Answer(Token, Reply),
 }
 
+/// A health TTL of one of our actors.
+#[derive(Debug)]
+struct Ttl {
+    every: Duration,
+    deadline: Duration,
+    /// Already turned critical for this lapse.
+    lapsed: bool,
+}
+
 /// Most reaped members remembered (their events stay stale meanwhile).
 const MAX_FORGOTTEN: usize = 65_536;
 /// Most members whose last message time is kept.
@@ -192,6 +207,8 @@ pub struct Machine {
     /// Reaped members, oldest first: forgotten for good one more TTL later.
     reaped: VecDeque<(Duration, NodeId)>,
     left: bool,
+    /// Health TTLs of our actors: not durable, not gossiped (only their lapses are).
+    ttls: BTreeMap<String, Ttl>,
     /// When a seed first answered (or start, without seeds).
     joined_at: Option<Duration>,
     last_unknown_bump: Option<Duration>,
@@ -223,10 +240,15 @@ impl Machine {
         last_lsn: Lsn,
         seed: u64,
         now: Duration,
-    ) -> Result<Machine, crate::names::NameError> {
+    ) -> Result<Machine, crate::Error> {
         for a in &config.actors {
             crate::names::validate_actor_name(a)?;
         }
+        for (k, v) in &config.tags {
+            crate::tags::validate_key(k)?;
+            crate::tags::validate_value(k, v)?;
+        }
+        crate::tags::check_totals(config.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         let me = effective_identity(&config.identity, &roster);
         let mut swim = Swim::new(me.id.clone(), config.swim.clone(), seed);
         for (id, r) in roster.iter_records() {
@@ -291,6 +313,7 @@ impl Machine {
             last_heard: FastMap::default(),
             reaped: VecDeque::new(),
             left: false,
+            ttls: BTreeMap::new(),
             joined_at: None,
             last_unknown_bump: None,
             last_reclaim: None,
@@ -448,6 +471,7 @@ impl Machine {
         self.run_detector(outputs);
         self.prune_forgotten();
         self.downing_tick();
+        self.ttl_tick();
         self.join_tick();
         self.anti_entropy_tick();
         self.flush();
@@ -514,6 +538,30 @@ impl Machine {
             }
             Command::AddActors(names) => self.change_actors(token, names, true),
             Command::RemoveActors(names) => self.change_actors(token, names, false),
+            Command::SetTags(tags) => {
+                let r = self.own.set_tags(&self.me, &self.roster, tags);
+                self.change_tags(token, r);
+            }
+            Command::UnsetTags(keys) => {
+                let r = self.own.unset_tags(&self.me, &self.roster, keys);
+                self.change_tags(token, r);
+            }
+            Command::SetHealth {
+                actor,
+                health,
+                note,
+            } => {
+                let r = self.set_health(&actor, health, note);
+                self.answer_health(token, r);
+            }
+            Command::SetHealthTtl { actor, ttl } => {
+                let r = self.set_health_ttl(&actor, ttl);
+                self.answer_health(token, r);
+            }
+            Command::PassTtl(actor) => {
+                let r = self.pass_ttl(&actor);
+                self.answer_health(token, r);
+            }
             Command::Leave => {
                 // Final for this generation: durable before anyone hears of it, so a crash
                 // before the write cannot leave peers holding a leave we come back without.
@@ -756,24 +804,142 @@ impl Machine {
             return;
         }
         self.last_reclaim = Some(self.now);
-        let hosted = self.own.hosted(&self.me, &self.roster);
+        let content = self.own.content(&self.me, &self.roster);
         let generation = theirs + 1;
         tracing::warn!(peer = %from, theirs, ours = self.me.generation, generation, "peers hold our id under a newer generation (another process with our id?); taking our record back under a newer one");
         self.counters.reclaims += 1;
         self.me.generation = generation;
         self.out.identity = Some(self.me.clone());
-        let events = self.own.announce(&self.me, &self.addr, hosted);
+        let events = self.own.announce_content(&self.me, &self.addr, content);
         self.commit_own(events, None);
     }
 
     fn change_actors(&mut self, token: Token, names: Vec<String>, add: bool) {
         let (events, changed) = self.own.change_actors(&self.me, &self.roster, names, add);
+        if !add {
+            // A TTL goes with its actor (a re-added one starts passing, without one).
+            for a in &changed {
+                self.ttls.remove(a);
+            }
+        }
         if events.is_empty() {
             self.out
                 .replies
                 .push((token, Reply::ActorsChanged(changed)));
         } else {
             self.commit_own(events, Some((token, Reply::ActorsChanged(changed))));
+        }
+    }
+
+    fn change_tags(
+        &mut self,
+        token: Token,
+        result: Result<(Vec<ClusterEvent>, Vec<String>), crate::tags::TagError>,
+    ) {
+        match result {
+            Err(e) => self.out.replies.push((token, Reply::InvalidTag(e))),
+            Ok((events, changed)) if events.is_empty() => {
+                self.out.replies.push((token, Reply::TagsChanged(changed)))
+            }
+            Ok((events, changed)) => {
+                tracing::info!(keys = ?changed, "tags of this node changed");
+                self.commit_own(events, Some((token, Reply::TagsChanged(changed))));
+            }
+        }
+    }
+
+    /// Sets an actor's health: `Ok(true)` when that logged a change (its reply then waits
+    /// for durability like the change).
+    fn set_health(
+        &mut self,
+        actor: &str,
+        health: Health,
+        note: String,
+    ) -> Result<bool, crate::health::HealthError> {
+        match self
+            .own
+            .set_health(&self.me, &self.roster, actor, health, note)?
+        {
+            Some(event) => {
+                self.commit_own(vec![event], None);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn set_health_ttl(
+        &mut self,
+        actor: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool, crate::health::HealthError> {
+        use crate::health::HealthError;
+        if !self.own.hosted(&self.me, &self.roster).contains(actor) {
+            return Err(HealthError::NotHosted(actor.to_owned()));
+        }
+        match ttl {
+            Some(every) if every.is_zero() => Err(HealthError::ZeroTtl),
+            Some(every) => {
+                let deadline = self.now + every;
+                self.ttls.insert(
+                    actor.to_owned(),
+                    Ttl {
+                        every,
+                        deadline,
+                        lapsed: false,
+                    },
+                );
+                Ok(true)
+            }
+            None => Ok(self.ttls.remove(actor).is_some()),
+        }
+    }
+
+    fn pass_ttl(&mut self, actor: &str) -> Result<bool, crate::health::HealthError> {
+        let now = self.now;
+        let Some(ttl) = self.ttls.get_mut(actor) else {
+            return Err(crate::health::HealthError::NoTtl(actor.to_owned()));
+        };
+        ttl.deadline = now + ttl.every;
+        ttl.lapsed = false;
+        self.set_health(actor, Health::Passing, String::new())?;
+        Ok(true)
+    }
+
+    /// The reply to a health command: after the change it logged is durable, if any.
+    fn answer_health(&mut self, token: Token, result: Result<bool, crate::health::HealthError>) {
+        let reply = match result {
+            Ok(changed) => Reply::HealthChanged(changed),
+            Err(e) => Reply::InvalidHealth(e),
+        };
+        if matches!(reply, Reply::HealthChanged(_)) && self.durable_lsn < self.last_lsn {
+            let lsn = self.last_lsn;
+            self.held.push_back((lsn, Held::Answer(token, reply)));
+        } else {
+            self.out.replies.push((token, reply));
+        }
+    }
+
+    /// TTLs not renewed by their deadline turn their actor critical (once per lapse).
+    fn ttl_tick(&mut self) {
+        let now = self.now;
+        let lapsed: Vec<(String, Duration)> = self
+            .ttls
+            .iter_mut()
+            .filter(|(_, t)| !t.lapsed && now >= t.deadline)
+            .map(|(a, t)| {
+                t.lapsed = true;
+                (a.clone(), t.every)
+            })
+            .collect();
+        for (actor, every) in lapsed {
+            let note = format!("TTL of {every:?} lapsed without a renewal");
+            tracing::warn!(%actor, ?every, "health TTL lapsed; the actor is critical");
+            if let Err(e) = self.set_health(&actor, Health::Critical, note) {
+                // Not hosted any more: the TTL goes with the actor.
+                tracing::debug!(%actor, "dropping the TTL: {e}");
+                self.ttls.remove(&actor);
+            }
         }
     }
 
@@ -903,10 +1069,11 @@ impl Machine {
     /// any difference overwritten from a version above everything seen.
     fn check_claims_on_us(&mut self, events: &[ClusterEvent]) {
         let conflict = self.own.conflicts(&self.me, &self.roster, events);
-        if let Some((above, foreign)) = conflict {
+        if let Some(conflict) = conflict {
+            let above = conflict.above;
             let events = self
                 .own
-                .reassert(&self.me, &self.roster, &self.addr, above, foreign);
+                .reassert(&self.me, &self.roster, &self.addr, conflict);
             self.counters.reassertions += 1;
             tracing::warn!(
                 above,
@@ -1517,6 +1684,16 @@ impl Machine {
     /// itself (listing every actor per event would cost a bulk registration its square).
     fn publish(&mut self, events: Vec<ClusterEvent>) {
         for event in events {
+            if let ClusterEvent::HealthSet {
+                node,
+                actor,
+                health,
+                note,
+                ..
+            } = &event
+            {
+                tracing::info!(%node, %actor, %health, %note, "actor health changed");
+            }
             let actors = if !event.is_data() {
                 self.roster
                     .record(event.node())

@@ -8,11 +8,14 @@
 //! [`Machine::handle_durable`](super::Machine::handle_durable) says so.
 
 use crate::event::{ClusterEvent, MemberState, NodeId};
+use crate::health::{Health, HealthError};
 use crate::local::Identity;
 use crate::message::{Frame, FrameKind};
 use crate::names::NameError;
 use crate::quorum::Quorum;
+use crate::tags::TagError;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A caller's handle for a command's reply (chosen by the caller, echoed back).
 pub type Token = u64;
@@ -48,6 +51,24 @@ pub enum Command {
     AddActors(Vec<String>),
     /// Stop hosting these actors (ones not hosted are left alone).
     RemoveActors(Vec<String>),
+    /// Set these tags of ours (all checked first; the resulting set within the limits).
+    SetTags(Vec<(String, String)>),
+    /// Unset these tags of ours (ones we do not carry are left alone).
+    UnsetTags(Vec<String>),
+    /// Set the health of an actor we host.
+    SetHealth {
+        actor: String,
+        health: Health,
+        note: String,
+    },
+    /// The actor turns critical unless [`Command::PassTtl`] comes within `ttl` of now (and
+    /// of every renewal); `None` drops the TTL. Kept in the machine only, not durable.
+    SetHealthTtl {
+        actor: String,
+        ttl: Option<Duration>,
+    },
+    /// Renews an actor's TTL and sets it passing.
+    PassTtl(String),
     /// Announce a graceful leave: final for this generation.
     Leave,
     /// An operator's force-leave of another member: it is marked `left` cluster-wide, so it
@@ -63,6 +84,14 @@ pub enum Reply {
     ActorsChanged(Vec<String>),
     /// A name broke the rules; nothing was changed.
     InvalidName(NameError),
+    /// The tags that changed (keys already so left out).
+    TagsChanged(Vec<String>),
+    /// A tag broke the rules or the limits; nothing was changed.
+    InvalidTag(TagError),
+    /// Whether the health changed (or the TTL was set / dropped / renewed).
+    HealthChanged(bool),
+    /// A health change was refused; nothing was changed.
+    InvalidHealth(HealthError),
     /// The leave is durable and on its way to peers.
     Left,
     /// The member is marked left (durably) and the news is on its way; `was` is the state

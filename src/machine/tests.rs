@@ -22,6 +22,7 @@ fn config(name: &str, seeds: &[&str]) -> MachineConfig {
         seeds: seeds.iter().map(|s| s.to_string()).collect(),
         discovery: false,
         actors: Vec::new(),
+        tags: Default::default(),
         gossip: GossipConfig::default(),
         swim: SwimConfig::default(),
         max_frame_bytes: 1 << 20,
@@ -539,4 +540,272 @@ fn remove_marks_a_dead_member_left_once_durable_and_refuses_a_live_one() {
     );
     assert_eq!(m.quorum().largest, 1, "a removed member no longer counts");
     assert!(m.quorum().in_majority);
+}
+
+fn gossiped(r: &Ready, pred: impl Fn(&ClusterEvent) -> bool) -> bool {
+    r.send
+        .iter()
+        .any(|o| matches!(Frame::decode(&o.wire), Ok(Frame::Events(ref e)) if e.iter().any(&pred)))
+}
+
+fn health_sets(events: &[ClusterEvent]) -> Vec<ClusterEvent> {
+    events
+        .iter()
+        .filter(|e| matches!(e, ClusterEvent::HealthSet { .. }))
+        .cloned()
+        .collect()
+}
+
+/// A machine that knows peer `b` and hosts actor `x`.
+fn machine_with_x() -> Machine {
+    let mut m = machine("a");
+    settle(&mut m);
+    m.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
+        .unwrap();
+    m.handle_command(1, Command::AddActors(vec!["x".into()]));
+    settle(&mut m);
+    m
+}
+
+#[test]
+fn tag_and_health_changes_leave_only_once_durable() {
+    let mut m = machine_with_x();
+    let is_tag = |e: &ClusterEvent| matches!(e, ClusterEvent::TagSet { key, .. } if key == "zone");
+    let is_health =
+        |e: &ClusterEvent| matches!(e, ClusterEvent::HealthSet { actor, .. } if actor == "x");
+    m.handle_command(2, Command::SetTags(vec![("zone".into(), "eu".into())]));
+    m.handle_command(
+        3,
+        Command::SetHealth {
+            actor: "x".into(),
+            health: Health::Warning,
+            note: "slow".into(),
+        },
+    );
+    let r = m.take_ready();
+    assert_eq!(r.append.len(), 2, "logged at once");
+    assert!(r.replies.is_empty(), "answered only once durable");
+    assert!(!gossiped(&r, is_tag) && !gossiped(&r, is_health));
+    assert_eq!(m.roster().tags(&id("a")).unwrap().len(), 0);
+    assert_eq!(
+        m.roster().actor_health(&id("a"), "x"),
+        Some(Health::Passing)
+    );
+    m.handle_durable(m.last_lsn());
+    m.handle_tick(ms(10));
+    let r = m.take_ready();
+    assert_eq!(
+        r.replies,
+        vec![
+            (2, Reply::TagsChanged(vec!["zone".into()])),
+            (3, Reply::HealthChanged(true))
+        ]
+    );
+    assert!(gossiped(&r, is_tag) && gossiped(&r, is_health));
+    assert!(r.notifications.iter().any(|n| is_health(&n.event)));
+    assert_eq!(m.roster().tags(&id("a")).unwrap()["zone"], "eu");
+    assert_eq!(m.roster().actor_status(&id("a"), "x").unwrap().note, "slow");
+    // Setting the same again changes nothing and logs nothing.
+    m.handle_command(4, Command::SetTags(vec![("zone".into(), "eu".into())]));
+    let r = m.take_ready();
+    assert!(r.append.is_empty());
+    assert_eq!(r.replies, vec![(4, Reply::TagsChanged(vec![]))]);
+}
+
+#[test]
+fn bad_tags_and_health_for_unhosted_actors_are_refused_and_nothing_is_logged() {
+    let mut m = machine_with_x();
+    m.handle_command(
+        5,
+        Command::SetTags(vec![
+            ("ok".into(), "1".into()),
+            ("not ok".into(), "1".into()),
+        ]),
+    );
+    m.handle_command(
+        6,
+        Command::SetHealth {
+            actor: "y".into(),
+            health: Health::Critical,
+            note: String::new(),
+        },
+    );
+    m.handle_command(
+        7,
+        Command::SetHealth {
+            actor: "x".into(),
+            health: Health::Critical,
+            note: "n".repeat(300),
+        },
+    );
+    let too_many: Vec<(String, String)> =
+        (0..65).map(|i| (format!("k{i}"), String::new())).collect();
+    m.handle_command(8, Command::SetTags(too_many));
+    m.handle_command(9, Command::PassTtl("x".into()));
+    let r = m.take_ready();
+    assert!(r.append.is_empty());
+    assert!(matches!(
+        r.replies.as_slice(),
+        [
+            (
+                5,
+                Reply::InvalidTag(crate::tags::TagError::BadKeyChar { .. })
+            ),
+            (
+                6,
+                Reply::InvalidHealth(crate::health::HealthError::NotHosted(_))
+            ),
+            (
+                7,
+                Reply::InvalidHealth(crate::health::HealthError::NoteTooLong { .. })
+            ),
+            (
+                8,
+                Reply::InvalidTag(crate::tags::TagError::TooMany { count: 65 })
+            ),
+            (
+                9,
+                Reply::InvalidHealth(crate::health::HealthError::NoTtl(_))
+            ),
+        ]
+    ));
+}
+
+#[test]
+fn a_ttl_not_renewed_turns_its_actor_critical_on_the_tick_that_passes_its_deadline() {
+    let mut m = machine_with_x();
+    m.handle_tick(ms(1000));
+    m.handle_command(
+        2,
+        Command::SetHealthTtl {
+            actor: "x".into(),
+            ttl: Some(ms(500)),
+        },
+    );
+    settle(&mut m);
+    m.handle_tick(ms(1400));
+    m.handle_command(3, Command::PassTtl("x".into()));
+    let r = settle(&mut m);
+    assert!(
+        health_sets(&r.append).is_empty(),
+        "already passing: nothing to log"
+    );
+    m.handle_tick(ms(1899));
+    assert!(
+        health_sets(&m.take_ready().append).is_empty(),
+        "renewed at 1400: due at 1900"
+    );
+    m.handle_tick(ms(1900));
+    let r = settle(&mut m);
+    assert!(matches!(
+        health_sets(&r.append).as_slice(),
+        [ClusterEvent::HealthSet {
+            health: Health::Critical,
+            ..
+        }]
+    ));
+    assert_eq!(
+        m.roster().actor_health(&id("a"), "x"),
+        Some(Health::Critical)
+    );
+    assert!(!m.roster().locate("x").contains(&id("a")));
+    // Once per lapse.
+    m.handle_tick(ms(5000));
+    assert!(health_sets(&m.take_ready().append).is_empty());
+    // A renewal brings it back.
+    m.handle_command(4, Command::PassTtl("x".into()));
+    let r = settle(&mut m);
+    assert_eq!(r.replies, vec![(4, Reply::HealthChanged(true))]);
+    assert_eq!(
+        m.roster().actor_health(&id("a"), "x"),
+        Some(Health::Passing)
+    );
+    // The TTL goes with its actor; a re-added actor starts passing, without one.
+    m.handle_command(5, Command::RemoveActors(vec!["x".into()]));
+    m.handle_command(6, Command::AddActors(vec!["x".into()]));
+    settle(&mut m);
+    m.handle_tick(ms(60_000));
+    assert!(health_sets(&m.take_ready().append).is_empty());
+    assert_eq!(
+        m.roster().actor_health(&id("a"), "x"),
+        Some(Health::Passing)
+    );
+}
+
+#[test]
+fn a_removed_actor_drops_its_health_even_while_both_changes_are_pending() {
+    let mut m = machine_with_x();
+    m.handle_command(
+        2,
+        Command::SetHealth {
+            actor: "x".into(),
+            health: Health::Critical,
+            note: "down".into(),
+        },
+    );
+    m.handle_command(3, Command::RemoveActors(vec!["x".into()]));
+    m.handle_command(4, Command::AddActors(vec!["x".into()]));
+    // Not durable yet: the re-added actor already counts as passing for a new change.
+    m.handle_command(
+        5,
+        Command::SetHealth {
+            actor: "x".into(),
+            health: Health::Passing,
+            note: String::new(),
+        },
+    );
+    let r = settle(&mut m);
+    assert!(r.replies.contains(&(5, Reply::HealthChanged(false))));
+    assert_eq!(
+        m.roster().actor_health(&id("a"), "x"),
+        Some(Health::Passing)
+    );
+}
+
+#[test]
+fn peers_holding_tags_and_health_of_ours_that_we_lost_see_them_overwritten() {
+    let mut m = machine_with_x();
+    m.handle_command(2, Command::SetTags(vec![("zone".into(), "eu".into())]));
+    m.handle_command(
+        3,
+        Command::SetHealth {
+            actor: "x".into(),
+            health: Health::Warning,
+            note: "kept".into(),
+        },
+    );
+    settle(&mut m);
+    let lost = vec![
+        ClusterEvent::TagSet {
+            node: id("a"),
+            generation: 1,
+            version: 1 << 40,
+            key: "phantom".into(),
+            value: Some("1".into()),
+        },
+        ClusterEvent::HealthSet {
+            node: id("a"),
+            generation: 1,
+            version: (1 << 40) + 1,
+            actor: "x".into(),
+            health: Health::Critical,
+            note: "lost".into(),
+        },
+    ];
+    m.handle_frame(&id("b"), Frame::Events(lost)).unwrap();
+    settle(&mut m);
+    let roster = m.roster();
+    assert!(roster.record(&id("a")).unwrap().version > (1 << 40) + 1);
+    assert_eq!(
+        roster.tags(&id("a")).unwrap(),
+        [("zone".to_string(), "eu".to_string())].into()
+    );
+    assert_eq!(roster.actor_status(&id("a"), "x").unwrap().note, "kept");
+    // A peer that applied the phantoms converges to ours from our delta.
+    let mut peer = Roster::new();
+    for e in m.roster().events_since(&id("a"), None) {
+        peer.apply(&e);
+    }
+    assert_eq!(peer.tags(&id("a")), m.roster().tags(&id("a")));
+    assert_eq!(peer.actor_health(&id("a"), "x"), Some(Health::Warning));
 }

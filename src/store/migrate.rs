@@ -9,16 +9,24 @@ use super::snapshot::Snapshot;
 use crate::error::{Error, Result};
 use std::path::Path;
 
-/// The schema this build writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema this build writes. 2: the WAL may hold `TagSet` and `HealthSet` records and
+/// snapshot records carry `tags` and `health` (an older build must refuse such a dir, not
+/// fail on its first unknown record).
+pub const SCHEMA_VERSION: u32 = 2;
 pub const SCHEMA_FILE: &str = "SCHEMA";
 
 /// A step from version `n` to `n + 1`, run with the dir locked and the snapshot open.
 type Step = fn(dir: &Path, snapshot: &Snapshot) -> Result<()>;
 
-/// `STEPS[i]` moves version `i + 1` to `i + 2`. Version 1 is the first; none exist yet.
-const STEPS: &[Step] = &[];
+/// `STEPS[i]` moves version `i + 1` to `i + 2`.
+const STEPS: &[Step] = &[v1_to_v2];
 const _: () = assert!(STEPS.len() as u32 + 1 == SCHEMA_VERSION);
+
+/// Version 2 only adds: every v1 record decodes as it is, and a v1 snapshot record reads
+/// with no tags and no health. Nothing to rewrite; the new version is stamped.
+fn v1_to_v2(_dir: &Path, _snapshot: &Snapshot) -> Result<()> {
+    Ok(())
+}
 
 /// Reads `DIR/SCHEMA`; refuses a newer version before anything else is opened.
 pub fn check_marker(dir: &Path) -> Result<Option<u32>> {

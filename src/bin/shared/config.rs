@@ -42,6 +42,10 @@ pub fn with_env(cmd: Command) -> Command {
     with_env_for(cmd, &ids)
 }
 
+/// Repeatable settings whose values may hold commas (a tag's value, a check's shell
+/// command): never split; their variable holds one value, the file an array.
+const UNSPLIT: &[&str] = &["tags", "checks"];
+
 /// [`with_env`] for the settings of `cmd` whose id is in `ids` only (a subcommand taking
 /// the run settings besides flags of its own).
 pub fn with_env_for(cmd: Command, ids: &[String]) -> Command {
@@ -53,9 +57,10 @@ pub fn with_env_for(cmd: Command, ids: &[String]) -> Command {
         })
         .collect();
     args.into_iter().fold(cmd, |cmd, (id, env, multi)| {
+        let split = multi && !UNSPLIT.contains(&id.as_str());
         cmd.mut_arg(id, |a| {
             let a = a.env(env);
-            if multi {
+            if split {
                 a.value_delimiter(',')
             } else {
                 a

@@ -9,22 +9,44 @@ pub fn print(members: &[Member], json: bool, versions: bool) -> anyhow::Result<(
         println!("{}", serde_json::to_string_pretty(members)?);
         return Ok(());
     }
-    let row = |id: &str, addr: &str, state: &str, inc: &str, version: &str, actors: &str| {
-        let mut line = format!("{id:<20} {addr:<28} {state:<8} {inc:>5}");
-        if versions {
-            line += &format!(" {version:>8}");
-        }
-        println!("{line}  {actors}");
-    };
-    row("ID", "ADDR", "STATE", "INC", "VERSION", "ACTORS");
+    let row =
+        |id: &str, addr: &str, state: &str, inc: &str, version: &str, tags: &str, actors: &str| {
+            let mut line = format!("{id:<20} {addr:<28} {state:<8} {inc:>5}");
+            if versions {
+                line += &format!(" {version:>8}");
+            }
+            println!("{line}  {tags:<16}  {actors}");
+        };
+    row("ID", "ADDR", "STATE", "INC", "VERSION", "TAGS", "ACTORS");
     for m in members {
+        let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let tags = if tags.is_empty() {
+            "-".to_owned()
+        } else {
+            tags.join(",")
+        };
+        // Passing actors by name; others with their health and note.
+        let actors: Vec<String> = m
+            .actors
+            .iter()
+            .map(|a| match m.health.get(a) {
+                Some(h) if h.status != gossip_roster::Health::Passing && h.note.is_empty() => {
+                    format!("{a}({})", h.status)
+                }
+                Some(h) if h.status != gossip_roster::Health::Passing => {
+                    format!("{a}({}: {})", h.status, h.note)
+                }
+                _ => a.clone(),
+            })
+            .collect();
         row(
             m.id.as_str(),
             &m.addr,
             m.state.as_str(),
             &m.incarnation.to_string(),
             &m.version.to_string(),
-            &m.actors.join(","),
+            &tags,
+            &actors.join(","),
         );
     }
     Ok(())
