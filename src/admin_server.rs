@@ -117,10 +117,16 @@ async fn answer(ctx: &Ctx, req: AdminRequest) -> Option<AdminReply> {
         AdminRequest::RemoveActors { actors } => command(ctx, Command::RemoveActors(actors)).await,
         AdminRequest::Remove { node, force } => command(ctx, Command::Remove { node, force }).await,
         AdminRequest::Leave => command(ctx, Command::Leave).await,
-        AdminRequest::Owner { actor } => {
-            query(ctx, move |d| match d.machine.owner(&actor) {
-                Ok(owner) => AdminReply::Owner { actor, owner },
-                Err(why) => AdminReply::Error(why),
+        AdminRequest::Owners { actors } => {
+            query(ctx, move |d| {
+                let mut owners = Vec::with_capacity(actors.len());
+                for actor in actors {
+                    match d.machine.owner(&actor) {
+                        Ok(owner) => owners.push((actor, owner)),
+                        Err(why) => return AdminReply::Error(why),
+                    }
+                }
+                AdminReply::Owners(owners)
             })
             .await
         }

@@ -102,9 +102,9 @@ pub enum AdminRequest {
     },
     /// Leave the cluster gracefully and stop (`gossip-node leave`).
     Leave,
-    /// The owner of a singleton actor (`gossip-node owner`).
-    Owner {
-        actor: String,
+    /// The owners of singleton actors (`gossip-node owner`).
+    Owners {
+        actors: Vec<String>,
     },
 }
 
@@ -136,10 +136,8 @@ pub enum AdminReply {
     },
     /// The leave is durable and sent; the node stops now.
     Left,
-    Owner {
-        actor: String,
-        owner: Option<NodeId>,
-    },
+    /// Each asked actor with its owner (`None`: no eligible host).
+    Owners(Vec<(String, Option<NodeId>)>),
     Error(String),
 }
 

@@ -125,6 +125,12 @@ fn split_and_heal(n: usize, split: usize, winners_are_first: bool) {
                 .unwrap();
             assert!(!out.status.success(), "a down node refuses locate");
             assert!(stderr(&out).contains("down"), "{}", stderr(&out));
+            let out = net
+                .command(Some(i), NODE)
+                .args(["owner", "--connect", &addr(i), "billing"])
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "a down node names no owner");
             let http = format!("10.78.0.{}:7180", i + 1);
             let (code, body) = net.http_get(i, &http, "/ready").unwrap();
             assert_eq!(code, 503);
@@ -142,6 +148,15 @@ fn split_and_heal(n: usize, split: usize, winners_are_first: bool) {
     for i in 0..n {
         eventually(&format!("d{i} is up with everyone alive"), || {
             status(i).is_some_and(|s| s["alive"] == n && s["down"].is_null())
+        });
+    }
+    // One owner for the singleton, the same everywhere.
+    let owner = |i: usize| net.admin(i, &["owner", "--connect", &addr(i), "--json", "billing"]);
+    let first = owner(0).expect("an owner after healing")["owner"].clone();
+    assert_eq!(first, "d1", "its only host");
+    for i in 1..n {
+        eventually(&format!("d{i} names the same owner"), || {
+            owner(i).is_some_and(|o| o["owner"] == first)
         });
     }
     drop(nodes);

@@ -292,7 +292,9 @@ enum Command {
     Owner {
         #[command(flatten)]
         conn: Conn,
-        actor: String,
+        /// Actor names (several: one line each, or one JSON array).
+        #[arg(required = true)]
+        actors: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -875,17 +877,35 @@ async fn admin_command(cmd: Command) -> Result<()> {
                 other => unexpected(other),
             }
         }
-        Command::Owner { conn, actor, json } => {
-            gossip_roster::names::validate_actor_name(&actor)
-                .with_context(|| format!("actor {actor:?}"))?;
-            match ask(&conn, AdminRequest::Owner { actor }).await? {
-                AdminReply::Owner { actor, owner } => {
+        Command::Owner { conn, actors, json } => {
+            for actor in &actors {
+                gossip_roster::names::validate_actor_name(actor)
+                    .with_context(|| format!("actor {actor:?}"))?;
+            }
+            let single = actors.len() == 1;
+            match ask(&conn, AdminRequest::Owners { actors }).await? {
+                AdminReply::Owners(owners) => {
                     if json {
-                        println!("{}", serde_json::json!({ "actor": actor, "owner": owner }));
+                        let list: Vec<_> = owners
+                            .iter()
+                            .map(|(actor, owner)| serde_json::json!({ "actor": actor, "owner": owner }))
+                            .collect();
+                        if single {
+                            println!("{}", list[0]);
+                        } else {
+                            println!("{}", serde_json::Value::Array(list));
+                        }
                     } else {
-                        match owner {
-                            Some(o) => println!("{o}"),
-                            None => println!("(none: no host of {actor} is up and healthy)"),
+                        for (actor, owner) in owners {
+                            let who = owner.map_or_else(
+                                || "(none: no host is up and not critical)".to_owned(),
+                                |o| o.to_string(),
+                            );
+                            if single {
+                                println!("{who}");
+                            } else {
+                                println!("{actor}\t{who}");
+                            }
                         }
                     }
                     Ok(())
