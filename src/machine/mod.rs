@@ -225,8 +225,13 @@ pub struct Machine {
     probe_failures: u64,
     /// Why this node is down (the losing side of a partition), while it is.
     down: Option<String>,
-    /// The owner of each actor as last published (see [`crate::owner`]).
+    /// The owner of each actor as last announced (see [`crate::owner`]); empty while this
+    /// node has no say (not joined, not in the majority, or down).
     owners: FastMap<String, NodeId>,
+    /// The same, by owner: what a node's departure must recompute even once its record
+    /// (and so its list of actors) is gone.
+    owned_by: FastMap<NodeId, BTreeSet<String>>,
+    owners_announced: bool,
     out: Ready,
 }
 
@@ -325,19 +330,15 @@ impl Machine {
             probe_failures: 0,
             down: None,
             owners: FastMap::default(),
+            owned_by: FastMap::default(),
+            owners_announced: false,
             out: Ready::default(),
             config,
         };
         if m.joined {
             m.joined_at = Some(now);
         }
-        // Owners as recovered: known from the start, announced only when they change.
-        let actors: Vec<String> = m.roster.actor_names().map(str::to_owned).collect();
-        for actor in actors {
-            if let Some(o) = crate::owner::owner(&m.roster, &actor) {
-                m.owners.insert(actor, o);
-            }
-        }
+
         if m.me != m.config.identity {
             m.out.identity = Some(m.me.clone());
         }
@@ -471,6 +472,7 @@ impl Machine {
         self.run_detector(outputs);
         self.prune_forgotten();
         self.downing_tick();
+        self.owner_authority_tick();
         self.ttl_tick();
         self.join_tick();
         self.anti_entropy_tick();
@@ -1708,9 +1710,8 @@ impl Machine {
             };
             let moved: Vec<String> = match &event {
                 ClusterEvent::ActorAdded { actor, .. }
-                | ClusterEvent::ActorRemoved { actor, .. } => {
-                    vec![actor.clone()]
-                }
+                | ClusterEvent::ActorRemoved { actor, .. }
+                | ClusterEvent::HealthSet { actor, .. } => vec![actor.clone()],
                 // An announcement can make actors added before it arrived count at last.
                 ClusterEvent::NewNode { node, actors, .. } => {
                     let mut all: BTreeSet<String> = actors.clone();
@@ -1719,7 +1720,14 @@ impl Machine {
                     }
                     all.into_iter().collect()
                 }
-                _ => actors.clone(),
+                // What its node owned moves too, even if its record is gone by now.
+                other => {
+                    let mut all: BTreeSet<String> = actors.iter().cloned().collect();
+                    if let Some(owned) = self.owned_by.get(other.node()) {
+                        all.extend(owned.iter().cloned());
+                    }
+                    all.into_iter().collect()
+                }
             };
             self.out
                 .notifications
@@ -1730,14 +1738,77 @@ impl Machine {
         }
     }
 
-    /// Recomputes the owner of `actor`; a change is announced.
+    /// Whether this node's view of owners may be acted on.
+    fn owner_authority(&self) -> Result<(), String> {
+        if let Some(why) = &self.down {
+            return Err(format!("this node is down (split-brain downing): {why}"));
+        }
+        if !self.joined {
+            return Err("this node has not joined yet (no seed has answered): it knows too little to name owners".into());
+        }
+        if !self.quorum.in_majority {
+            return Err(format!(
+                "this node is not in the majority ({} alive of the largest recent cluster of {}): its view of owners is not to be acted on",
+                self.quorum.alive, self.quorum.largest
+            ));
+        }
+        Ok(())
+    }
+
+    /// Owners are announced only while this node has a say: on gaining it, every owner is
+    /// announced (`from` the last one announced); on losing it, every owner it announced
+    /// goes `to: None`, so an application following the stream stops its workers.
+    fn owner_authority_tick(&mut self) {
+        let authority = self.owner_authority().is_ok();
+        if authority == self.owners_announced {
+            return;
+        }
+        self.owners_announced = authority;
+        if authority {
+            let actors: Vec<String> = self.roster.actor_names().map(str::to_owned).collect();
+            for actor in actors {
+                self.recompute_owner(actor);
+            }
+        } else {
+            self.owned_by.clear();
+            let mut lost: Vec<(String, NodeId)> = self.owners.drain().collect();
+            lost.sort();
+            for (actor, from) in lost {
+                self.out.owner_changes.push(crate::owner::OwnerChanged {
+                    actor,
+                    from: Some(from),
+                    to: None,
+                });
+            }
+        }
+    }
+
+    /// Recomputes the owner of `actor`; a change is announced (only while this node has a
+    /// say: see [`Machine::owner_authority_tick`]).
     fn recompute_owner(&mut self, actor: String) {
+        if !self.owners_announced {
+            return;
+        }
         let now = crate::owner::owner(&self.roster, &actor);
         let before = match &now {
             Some(o) => self.owners.insert(actor.clone(), o.clone()),
             None => self.owners.remove(&actor),
         };
         if before != now {
+            if let Some(b) = &before {
+                if let Some(set) = self.owned_by.get_mut(b) {
+                    set.remove(&actor);
+                    if set.is_empty() {
+                        self.owned_by.remove(b);
+                    }
+                }
+            }
+            if let Some(o) = &now {
+                self.owned_by
+                    .entry(o.clone())
+                    .or_default()
+                    .insert(actor.clone());
+            }
             self.out.owner_changes.push(crate::owner::OwnerChanged {
                 actor,
                 from: before,
@@ -1754,15 +1825,7 @@ impl Machine {
     /// The owner of `actor` as this node sees it; an error while this node is down or not in
     /// the majority (a minority's view of owners is not to be acted on).
     pub fn owner(&self, actor: &str) -> Result<Option<NodeId>, String> {
-        if let Some(why) = &self.down {
-            return Err(format!("this node is down (split-brain downing): {why}"));
-        }
-        if !self.quorum.in_majority {
-            return Err(format!(
-                "this node is not in the majority ({} alive of the largest recent cluster of {}): its view of owners is not to be acted on",
-                self.quorum.alive, self.quorum.largest
-            ));
-        }
+        self.owner_authority()?;
         Ok(crate::owner::owner(&self.roster, actor))
     }
 }
