@@ -43,7 +43,8 @@ async fn agreed(nodes: &[Node]) -> Vec<NodeId> {
             views.push(owners(n).await);
         }
         if let Some(Some(first)) = views.first() {
-            if views.iter().all(|v| v.as_ref() == Some(first)) && first.iter().all(Option::is_some) {
+            if views.iter().all(|v| v.as_ref() == Some(first)) && first.iter().all(Option::is_some)
+            {
                 return first.iter().flatten().cloned().collect();
             }
         }

@@ -910,8 +910,11 @@ impl Sim {
                 let now = gossip_roster::owner::owner(m.roster(), actor);
                 if m.tracked_owner(actor) != now.as_ref() {
                     errors.push(format!(
-                        "slot {o} tracked {:?} as the owner of {actor}, its roster says {now:?}",
-                        m.tracked_owner(actor)
+                        "slot {o} tracked {:?} as the owner of {actor}, its roster says {now:?} (its quorum {:?}, counts {:?}, owner query {:?})",
+                        m.tracked_owner(actor),
+                        m.quorum(),
+                        m.roster().count_by_state(),
+                        m.owner(actor)
                     ));
                 }
                 let theirs = gossip_roster::owner::owner(reference_roster, actor);

@@ -732,6 +732,17 @@ impl Machine {
         }
     }
 
+    /// A member exchanged rosters with us (answered our digest, or sent its own: it knows us
+    /// and is part of a cluster): we are joined.
+    fn mark_joined(&mut self, from: &NodeId) {
+        if !self.joined {
+            self.joined = true;
+            self.joined_at = Some(self.now);
+            tracing::info!(peer = %from, alive = self.roster.count_by_state()[0], "joined the cluster");
+            self.queue.raise_to(self.budget());
+        }
+    }
+
     /// One frame from a member. An error means the frame has no place on a member
     /// connection (the caller closes it); the machine is unchanged then.
     pub fn handle_frame(&mut self, from: &NodeId, frame: Frame) -> Result<(), String> {
@@ -739,18 +750,14 @@ impl Machine {
         match frame {
             Frame::Events(events) => self.receive(from, events, true),
             Frame::Digest(theirs) => {
+                self.mark_joined(from);
                 self.check_view_of_us(from, &theirs);
                 let delta = self.delta_for(theirs);
                 let digest = self.digest();
                 self.send_delta(from, delta, |d| Frame::Sync { delta: d, digest });
             }
             Frame::Sync { delta, digest } => {
-                if !self.joined {
-                    self.joined = true;
-                    self.joined_at = Some(self.now);
-                    tracing::info!(peer = %from, alive = self.roster.count_by_state()[0], "joined the cluster");
-                    self.queue.raise_to(self.budget());
-                }
+                self.mark_joined(from);
                 self.own.self_synced();
                 self.receive_delta(from, delta);
                 self.check_view_of_us(from, &digest);
@@ -1545,6 +1552,12 @@ impl Machine {
             gossip::choose_peers(&mut self.rng, &self.seeds, JOIN_SEEDS_MAX)
         };
         chosen.extend(gossip::choose_peers(&mut self.rng, &self.remembered, k));
+        // And members the roster holds alive now: the remembered addresses are those of
+        // the start, and may all be gone (a process that held an id for a while, a peer
+        // restarted at another address) while the cluster itself is alive and well.
+        chosen.extend(self.gossip_targets(k).into_iter().map(|(_, addr)| addr));
+        chosen.sort();
+        chosen.dedup();
         for seed in chosen {
             self.send(Dest::addr(&seed), wire.clone(), false);
         }

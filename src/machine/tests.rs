@@ -809,3 +809,19 @@ fn peers_holding_tags_and_health_of_ours_that_we_lost_see_them_overwritten() {
     assert_eq!(peer.tags(&id("a")), m.roster().tags(&id("a")));
     assert_eq!(peer.actor_health(&id("a"), "x"), Some(Health::Warning));
 }
+
+#[test]
+fn a_node_whose_remembered_peers_are_gone_joins_when_a_member_sends_its_digest() {
+    // Restarted knowing only "b" (at an address nobody answers at any more).
+    let mut roster = Roster::new();
+    roster.apply(&peer_announcement("b"));
+    let mut m = Machine::new(config("a", &[]), roster, 0, 7, ms(0)).unwrap();
+    settle(&mut m);
+    assert!(!m.joined(), "remembered peers, none answered yet");
+    // A member of the cluster (it knows us) runs anti-entropy with us.
+    m.handle_frame(&id("c"), Frame::Digest(Vec::new())).unwrap();
+    assert!(
+        m.joined(),
+        "a member exchanging rosters with us means we are in a cluster"
+    );
+}
