@@ -853,6 +853,7 @@ impl Sim {
     /// * every live node holds every other live node alive;
     /// * no acknowledged actor change is lost (except what a power loss may lose by policy);
     /// * no version of a record was ever sent with two different contents;
+    /// * every live node's quorum counts the members its roster holds alive;
     /// * queues and maps are bounded.
     fn check_invariants(&self) -> Result<(), String> {
         let mut errors = self.violations.clone();
@@ -923,6 +924,15 @@ impl Sim {
                         "slot {o} says {now:?} owns {actor}, slot {first} says {theirs:?}"
                     ));
                 }
+            }
+            // The quorum follows the roster: a stale one refuses owners and /ready while
+            // every member is alive (found by a black-box trial).
+            let alive_now = m.roster().count_by_state()[0] as u64;
+            if m.quorum().alive != alive_now {
+                errors.push(format!(
+                    "slot {o} has quorum {:?} while its roster holds {alive_now} alive",
+                    m.quorum()
+                ));
             }
             let sizes = m.sizes();
             if sizes.broadcasts > 16_384 || sizes.held > 1_000 || sizes.pending_actors > 0 {

@@ -815,7 +815,12 @@ impl Machine {
         self.last_reclaim = Some(self.now);
         let content = self.own.content(&self.me, &self.roster);
         let generation = theirs + 1;
-        tracing::warn!(peer = %from, theirs, ours = self.me.generation, generation, "peers hold our id under a newer generation (another process with our id?); taking our record back under a newer one");
+        if theirs == self.me.generation {
+            // Our own generation marked left while we run: `remove --force` by an operator.
+            tracing::warn!(peer = %from, generation, "peers hold this running node as left (removed by an operator with --force?); rejoining under a new generation");
+        } else {
+            tracing::warn!(peer = %from, theirs, ours = self.me.generation, generation, "peers hold our id under a newer generation (another process with our id?); taking our record back under a newer one");
+        }
         self.counters.reclaims += 1;
         self.me.generation = generation;
         self.out.identity = Some(self.me.clone());
@@ -969,6 +974,9 @@ impl Machine {
         if changed.is_empty() {
             return;
         }
+        // Our own liveness counts in the quorum like anyone's: a refutation must undo what
+        // the suspicion of us took away.
+        self.update_quorum(0, false);
         let budget = self.budget();
         for e in &changed {
             self.queue.push(e.clone(), budget);
@@ -1019,6 +1027,7 @@ impl Machine {
                     if self.roster.apply(&e) == Applied::Changed {
                         let lsn = self.append(vec![e.clone()]);
                         self.held.push_back((lsn, Held::Notify(vec![e])));
+                        self.update_quorum(0, false);
                     }
                     self.refute_if_accused();
                 }

@@ -825,3 +825,32 @@ fn a_node_whose_remembered_peers_are_gone_joins_when_a_member_sends_its_digest()
         "a member exchanging rosters with us means we are in a cluster"
     );
 }
+
+#[test]
+fn a_refuted_suspicion_of_us_leaves_us_in_the_majority() {
+    // A black-box trial found a node stuck 'not in the majority' while it saw every member
+    // alive: the suspicion of us counted (one alive of two), the refutation did not.
+    let mut m = machine("a");
+    settle(&mut m);
+    m.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
+        .unwrap();
+    settle(&mut m);
+    assert!(m.quorum().in_majority);
+    let suspect = ClusterEvent::NodeSuspected {
+        node: id("a"),
+        generation: 1,
+        incarnation: 0,
+        by: Some(id("b")),
+    };
+    m.handle_frame(&id("b"), Frame::Events(vec![suspect]))
+        .unwrap();
+    settle(&mut m);
+    let me = m.roster().member(&id("a")).unwrap();
+    assert_eq!(
+        (me.state, me.incarnation),
+        (MemberState::Alive, 1),
+        "refuted"
+    );
+    let q = m.quorum();
+    assert_eq!((q.alive, q.largest, q.in_majority), (2, 2, true), "{q:?}");
+}
