@@ -9,6 +9,7 @@ use crate::peers::{Ctx, Input};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
 /// One check: what runs, for which actor, how often, for how long at most.
@@ -47,7 +48,14 @@ impl HealthCheck {
     }
 }
 
-/// Runs the command once: its health and note.
+/// Output of a check kept for its note: the note is one short line, and a chatty check
+/// (`yes`) must not grow the node's memory. The rest is read and dropped, so the check
+/// never blocks on a full pipe.
+const KEPT_OUTPUT_BYTES: usize = 8 * 1024;
+
+/// Runs the command once: its health and note. It runs in a process group of its own, and
+/// when it ends or times out the whole group is killed: a check leaves no process behind
+/// (a timed-out `sh -c 'sleep 100'` would otherwise leave its `sleep` to init).
 pub async fn run_once(check: &HealthCheck) -> (Health, String) {
     let child = tokio::process::Command::new("sh")
         .arg("-c")
@@ -55,24 +63,68 @@ pub async fn run_once(check: &HealthCheck) -> (Health, String) {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn();
-    let child = match child {
+    let mut child = match child {
         Ok(c) => c,
         Err(e) => return (Health::Critical, format!("check could not start: {e}")),
     };
-    match tokio::time::timeout(check.timeout, child.wait_with_output()).await {
-        Err(_) => (
-            Health::Critical,
-            format!("check timed out after {:?}", check.timeout),
-        ),
-        Ok(Err(e)) => (Health::Critical, format!("check failed: {e}")),
-        Ok(Ok(out)) => {
-            let mut note = health::note_from_output(&out.stdout);
+    let group = child.id();
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let finished = async {
+        let exit = async {
+            let status = child.wait().await;
+            kill_group(group);
+            status
+        };
+        tokio::join!(exit, read_capped(stdout), read_capped(stderr))
+    };
+    match tokio::time::timeout(check.timeout, finished).await {
+        Err(_) => {
+            kill_group(group);
+            let _ = child.wait().await;
+            (
+                Health::Critical,
+                format!("check timed out after {:?}", check.timeout),
+            )
+        }
+        Ok((Err(e), _, _)) => (Health::Critical, format!("check failed: {e}")),
+        Ok((Ok(status), out, err)) => {
+            let mut note = health::note_from_output(&out);
             if note.is_empty() {
-                note = health::note_from_output(&out.stderr);
+                note = health::note_from_output(&err);
             }
-            (Health::from_exit_code(out.status.code()), note)
+            (Health::from_exit_code(status.code()), note)
+        }
+    }
+}
+
+/// Reads `pipe` to its end, keeping the first [`KEPT_OUTPUT_BYTES`].
+async fn read_capped(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let Some(mut pipe) = pipe else {
+        return kept;
+    };
+    let mut buf = [0u8; 8 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                let room = KEPT_OUTPUT_BYTES.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+}
+
+/// SIGKILL to the check's process group (its id is the shell's pid: `process_group(0)`).
+fn kill_group(group: Option<u32>) {
+    if let Some(pgid) = group.and_then(|g| libc::pid_t::try_from(g).ok()) {
+        // SAFETY: killpg has no memory effects; a group that is gone already gives ESRCH,
+        // which is fine to ignore.
+        unsafe {
+            libc::killpg(pgid, libc::SIGKILL);
         }
     }
 }
@@ -112,5 +164,77 @@ pub(crate) async fn run(ctx: Arc<Ctx>, check: HealthCheck) {
             _ = ctx.cancel.cancelled() => return,
             _ = tokio::time::sleep(check.interval) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(command: &str, timeout: Duration) -> HealthCheck {
+        HealthCheck::parse(&format!("x={command}"), Duration::from_secs(1), timeout).unwrap()
+    }
+
+    /// Whether `pid` still runs (a zombie waiting for its reaper does not).
+    fn running(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(") ")
+                .next()
+                .is_some_and(|rest| !rest.starts_with('Z'))
+        })
+    }
+
+    #[tokio::test]
+    async fn a_chatty_check_keeps_a_bounded_note_and_still_passes() {
+        // Two MiB of output before exit 0: read to the end (no blocked pipe), kept short.
+        let (health, note) = run_once(&check(
+            "echo all good; head -c 2097152 /dev/zero; exit 0",
+            Duration::from_secs(30),
+        ))
+        .await;
+        assert_eq!((health, note.as_str()), (Health::Passing, "all good"));
+        let kept = read_capped(Some(&[7u8; 1 << 20][..])).await;
+        assert_eq!(kept.len(), KEPT_OUTPUT_BYTES);
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_check_leaves_no_process_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let command = format!(
+            "sleep 300 & echo $! > {p}; sleep 300 & echo $! >> {p}; wait",
+            p = pids.display()
+        );
+        let (health, note) = run_once(&check(&command, Duration::from_millis(500))).await;
+        assert_eq!(health, Health::Critical);
+        assert!(note.contains("timed out"), "{note}");
+        let pids = std::fs::read_to_string(&pids).unwrap();
+        let pids: Vec<&str> = pids.lines().collect();
+        assert_eq!(pids.len(), 2);
+        // Killed at once; their reaper may take a moment to collect them.
+        for _ in 0..200 {
+            if !pids.iter().any(|p| running(p)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the check's children still run: {pids:?}");
+    }
+
+    #[tokio::test]
+    async fn what_a_finished_check_started_in_the_background_is_stopped_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = dir.path().join("pid");
+        let command = format!("sleep 300 & echo $! > {}; echo fine", pid.display());
+        let (health, note) = run_once(&check(&command, Duration::from_secs(30))).await;
+        assert_eq!((health, note.as_str()), (Health::Passing, "fine"));
+        let pid = std::fs::read_to_string(&pid).unwrap();
+        for _ in 0..200 {
+            if !running(pid.trim()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the background sleep still runs");
     }
 }
