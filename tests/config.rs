@@ -78,6 +78,22 @@ fn flag_beats_env_beats_file_beats_default() {
         (serde_json::json!(["a1", "a2"]), "env".into())
     );
     assert_eq!(got("advertise"), (Value::Null, "unset".into()));
+    // Tags and checks may hold commas: their variables take one value a line.
+    let c = print_json(
+        &[],
+        &[
+            ("GOSSIP_TAG", "zone=a,b\nrack=r1"),
+            ("GOSSIP_CHECK", "svc=test 1, 2\ndb=true"),
+        ],
+    );
+    assert_eq!(
+        c["tag"]["value"],
+        serde_json::json!(["zone=a,b", "rack=r1"])
+    );
+    assert_eq!(
+        c["check"]["value"],
+        serde_json::json!(["svc=test 1, 2", "db=true"])
+    );
 
     // A real run takes the same values: data dir and listen from env and file, the cluster
     // name from the flag over the variable over the file.

@@ -252,6 +252,7 @@ fn text_status_shows_quorum_health_and_stability() {
     for line in [
         "quorum        in the majority (1 alive of the largest recent cluster, 1)",
         "health        awareness 0 (healthy)",
+        "ready         yes",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
     }
@@ -380,4 +381,36 @@ fn a_wildcard_listen_advertises_the_outbound_interface_or_asks_for_advertise() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn admin_output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start_net(dir.path(), &[]).unwrap();
+    let names: Vec<String> = (0..2000).map(|i| format!("actor-{i}")).collect();
+    let mut add = vec!["actors", "add", "--connect", &node.addr];
+    add.extend(names.iter().map(String::as_str));
+    let out = admin(&add);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for cmd in [
+        vec!["members", "--connect", &node.addr],
+        vec!["members", "--connect", &node.addr, "--json"],
+        vec!["locate", "--connect", &node.addr, "actor-1"],
+        vec!["status", "--connect", &node.addr],
+    ] {
+        // The reader is gone before the command writes: `| head -c0`.
+        let mut child = Command::new(NODE)
+            .args(&cmd)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{cmd:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "{cmd:?}: {err}");
+        assert!(err.trim().is_empty(), "{cmd:?} says nothing: {err}");
+    }
+    assert_eq!(node.stop(), 0);
 }

@@ -549,6 +549,15 @@ fn main() -> ExitCode {
         return finish(print_config(&parsed, *json));
     }
     let cli = parsed.cli;
+    if cli.command.is_some() {
+        // An admin command's output piped into `head` or `grep -q` ends quietly when the
+        // pipe closes, as any Unix filter does (Rust ignores SIGPIPE, and the next print
+        // panics). Its sockets are unaffected: they write with MSG_NOSIGNAL.
+        // SAFETY: restoring a signal's default disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -954,6 +963,12 @@ async fn admin_command(cmd: Command) -> Result<()> {
                         },
                         s.alive,
                         s.largest_cluster
+                    );
+                    // The same verdict /ready gives, in the same words.
+                    println!(
+                        "ready         {}",
+                        gossip_roster::http::not_ready_reason(&s)
+                            .map_or("yes".to_owned(), |why| format!("no: {why}"))
                     );
                     println!(
                         "health        awareness {} ({})",

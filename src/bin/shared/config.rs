@@ -43,8 +43,9 @@ pub fn with_env(cmd: Command) -> Command {
 }
 
 /// Repeatable settings whose values may hold commas (a tag's value, a check's shell
-/// command): never split; their variable holds one value, the file an array.
-const UNSPLIT: &[&str] = &["tags", "checks"];
+/// command): split on newlines instead (a tag value holds no control character; a check is
+/// one line), so one variable can still carry several: `GOSSIP_TAG=$'zone=a\nrack=r1'`.
+const LINE_SPLIT: &[&str] = &["tags", "checks"];
 
 /// [`with_env`] for the settings of `cmd` whose id is in `ids` only (a subcommand taking
 /// the run settings besides flags of its own).
@@ -57,13 +58,12 @@ pub fn with_env_for(cmd: Command, ids: &[String]) -> Command {
         })
         .collect();
     args.into_iter().fold(cmd, |cmd, (id, env, multi)| {
-        let split = multi && !UNSPLIT.contains(&id.as_str());
-        cmd.mut_arg(id, |a| {
+        cmd.mut_arg(id.as_str(), |a| {
             let a = a.env(env);
-            if split {
-                a.value_delimiter(',')
-            } else {
-                a
+            match (multi, LINE_SPLIT.contains(&id.as_str())) {
+                (false, _) => a,
+                (true, false) => a.value_delimiter(','),
+                (true, true) => a.value_delimiter('\n'),
             }
         })
     })
