@@ -9,9 +9,11 @@ use crate::node::StopReason;
 use crate::peers::{Ctx, Input, Job};
 use crate::roster::Member;
 use crate::transport::{self, Ws};
+use futures_util::SinkExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
 
 /// Serves one admin connection: requests in, replies out, no gossip.
 pub(crate) async fn serve(ctx: Arc<Ctx>, mut ws: Ws) {
@@ -47,12 +49,13 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, mut ws: Ws) {
         };
         let left = matches!(frames.last(), Some(AdminReply::Left));
         for reply in frames {
-            if transport::send(&mut ws, &Frame::AdminReply(reply))
-                .await
-                .is_err()
-            {
+            let frame = Frame::AdminReply(reply);
+            let bytes = frame.encode();
+            let n = bytes.len();
+            if ws.send(Message::Binary(bytes)).await.is_err() {
                 break;
             }
+            ctx.metrics.sent(frame.kind(), n);
         }
         if left {
             // Answered: now the node stops (the binary exits 0; an embedder sees

@@ -184,6 +184,21 @@ impl Metrics {
         self.bytes_in.get_or_create(&l).inc_by(bytes as u64);
     }
 
+    /// Counts handshake frames into the same families (the transport has no `Metrics`).
+    pub(crate) fn frame_observer(&self) -> crate::transport::FrameObserver {
+        let (frames_in, bytes_in) = (self.frames_in.clone(), self.bytes_in.clone());
+        let (frames_out, bytes_out) = (self.frames_out.clone(), self.bytes_out.clone());
+        crate::transport::FrameObserver::new(move |direction, kind, bytes| {
+            let l = KindLabel { kind };
+            let (frames, total) = match direction {
+                crate::transport::Direction::Sent => (&frames_out, &bytes_out),
+                crate::transport::Direction::Received => (&frames_in, &bytes_in),
+            };
+            frames.get_or_create(&l).inc();
+            total.get_or_create(&l).inc_by(bytes as u64);
+        })
+    }
+
     pub(crate) fn sent(&self, kind: FrameKind, bytes: usize) {
         let l = KindLabel { kind };
         self.frames_out.get_or_create(&l).inc();

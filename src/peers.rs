@@ -116,23 +116,28 @@ impl Ctx {
     ) -> (Ctx, mpsc::Receiver<Input>, mpsc::Receiver<Input>) {
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let (data, data_rx) = mpsc::channel(DATA_QUEUE);
+        let metrics = Metrics::new(
+            me.id.as_str(),
+            me.generation,
+            &config.transport.cluster,
+            wal,
+        );
+        let transport = TransportConfig {
+            frames: metrics.frame_observer(),
+            ..config.transport.clone()
+        };
         let ctx = Ctx {
             role: Role::Member {
                 id: me.id.clone(),
                 generation: me.generation,
                 addr: addr.to_owned(),
             },
-            transport: config.transport.clone(),
+            transport,
             control,
             data,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            metrics: Metrics::new(
-                me.id.as_str(),
-                me.generation,
-                &config.transport.cluster,
-                wal,
-            ),
+            metrics,
             stop_reason: std::sync::OnceLock::new(),
             seed_names: Arc::default(),
             inbound: Arc::new(Semaphore::new(config.max_connections)),

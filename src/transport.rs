@@ -17,8 +17,9 @@
 //! them ([`SharedCredentials::replace`]) affects new connections only.
 
 use crate::credentials::{Credentials, SharedCredentials};
-use crate::message::{Frame, Role, PROTOCOL_VERSION};
+use crate::message::{Frame, FrameKind, Role, PROTOCOL_VERSION};
 use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -39,6 +40,34 @@ pub struct TransportConfig {
     /// A connection with nothing received for this long is closed.
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Where handshake frames are counted (a node's metrics); nowhere by default.
+    pub frames: FrameObserver,
+}
+
+/// A count of frames by kind and direction, told each handshake frame: the connection's
+/// later frames are counted by its owner, which the handshake does not have yet.
+#[derive(Clone, Default)]
+pub struct FrameObserver(Option<Arc<ObserveFn>>);
+
+type ObserveFn = dyn Fn(Direction, FrameKind, usize) + Send + Sync;
+
+/// Which way a frame went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Sent,
+    Received,
+}
+
+impl FrameObserver {
+    pub fn new(f: impl Fn(Direction, FrameKind, usize) + Send + Sync + 'static) -> Self {
+        FrameObserver(Some(Arc::new(f)))
+    }
+
+    fn tell(&self, direction: Direction, kind: FrameKind, bytes: usize) {
+        if let Some(f) = &self.0 {
+            f(direction, kind, bytes);
+        }
+    }
 }
 
 impl std::fmt::Debug for TransportConfig {
@@ -62,6 +91,7 @@ impl Default for TransportConfig {
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(3),
+            frames: FrameObserver::default(),
         }
     }
 }
@@ -166,6 +196,28 @@ pub async fn send(ws: &mut Ws, frame: &Frame) -> Result<(), TransportError> {
     Ok(())
 }
 
+/// [`send`] during a handshake: counted by the config's observer.
+async fn send_counted(
+    ws: &mut Ws,
+    cfg: &TransportConfig,
+    frame: &Frame,
+) -> Result<(), TransportError> {
+    let bytes = frame.encode();
+    let n = bytes.len();
+    ws.send(Message::Binary(bytes)).await?;
+    cfg.frames.tell(Direction::Sent, frame.kind(), n);
+    Ok(())
+}
+
+/// [`recv`] during a handshake: counted by the config's observer.
+async fn recv_counted(ws: &mut Ws, cfg: &TransportConfig) -> Result<Option<Frame>, TransportError> {
+    let got = recv_sized(ws).await?;
+    if let Some((frame, n)) = &got {
+        cfg.frames.tell(Direction::Received, frame.kind(), *n);
+    }
+    Ok(got.map(|(frame, _)| frame))
+}
+
 /// Receives the next frame; `Ok(None)` when the other side closed.
 pub async fn recv<S>(stream: &mut S) -> Result<Option<Frame>, TransportError>
 where
@@ -203,9 +255,10 @@ fn nonce() -> [u8; 32] {
     rand::random()
 }
 
-async fn reject(ws: &mut Ws, reason: String) -> TransportError {
-    let _ = send(
+async fn reject(ws: &mut Ws, cfg: &TransportConfig, reason: String) -> TransportError {
+    let _ = send_counted(
         ws,
+        cfg,
         &Frame::Reject {
             reason: reason.clone(),
         },
@@ -217,12 +270,17 @@ async fn reject(ws: &mut Ws, reason: String) -> TransportError {
 
 /// The error for a handshake reply other than the `expected` frame: the peer's own
 /// rejection, a frame out of place (which we reject), or a closed connection.
-async fn unexpected(ws: &mut Ws, expected: &str, got: Option<Frame>) -> TransportError {
+async fn unexpected(
+    ws: &mut Ws,
+    cfg: &TransportConfig,
+    expected: &str,
+    got: Option<Frame>,
+) -> TransportError {
     match got {
         Some(Frame::Reject { reason }) => TransportError::Rejected(reason),
         Some(other) => {
             let reason = format!("expected {expected}, got {}", frame_name(&other));
-            reject(ws, reason).await
+            reject(ws, cfg, reason).await
         }
         None => TransportError::Closed,
     }
@@ -279,7 +337,7 @@ pub async fn accept(
         };
         let mut ws =
             tokio_tungstenite::accept_async_with_config(stream, Some(cfg.ws_config())).await?;
-        let (role, their_nonce) = match recv(&mut ws).await? {
+        let (role, their_nonce) = match recv_counted(&mut ws, cfg).await? {
             Some(Frame::Hello {
                 protocol,
                 cluster,
@@ -291,8 +349,9 @@ pub async fn accept(
                     if cluster != cfg.cluster && protocol == PROTOCOL_VERSION {
                         // Our Hello first, so the dialer finds the mismatch itself and
                         // words it from its side; then our refusal, worded from ours.
-                        let _ = send(
+                        let _ = send_counted(
                             &mut ws,
+                            cfg,
                             &Frame::Hello {
                                 protocol: PROTOCOL_VERSION,
                                 cluster: cfg.cluster.clone(),
@@ -303,13 +362,14 @@ pub async fn accept(
                         )
                         .await;
                     }
-                    return Err(reject(&mut ws, reason).await);
+                    return Err(reject(&mut ws, cfg, reason).await);
                 }
                 (role, nonce)
             }
             Some(other) => {
                 return Err(reject(
                     &mut ws,
+                    cfg,
                     format!("expected Hello, got {}", frame_name(&other)),
                 )
                 .await)
@@ -318,8 +378,9 @@ pub async fn accept(
         };
         let my_nonce = nonce();
         let proof = listener_proofs(&creds, &their_nonce, &my_nonce);
-        send(
+        send_counted(
             &mut ws,
+            cfg,
             &Frame::Hello {
                 protocol: PROTOCOL_VERSION,
                 cluster: cfg.cluster.clone(),
@@ -329,7 +390,7 @@ pub async fn accept(
             },
         )
         .await?;
-        match recv(&mut ws).await? {
+        match recv_counted(&mut ws, cfg).await? {
             Some(Frame::Proof { proof })
                 if listener_accepts(&creds, &their_nonce, &my_nonce, &proof) =>
             {
@@ -338,6 +399,7 @@ pub async fn accept(
             Some(Frame::Proof { proof }) => {
                 let _ = reject(
                     &mut ws,
+                    cfg,
                     "authentication failed (wrong or missing cluster secret)".into(),
                 )
                 .await;
@@ -346,7 +408,7 @@ pub async fn accept(
                     proof.is_empty(),
                 )))
             }
-            other => Err(unexpected(&mut ws, "Proof", other).await),
+            other => Err(unexpected(&mut ws, cfg, "Proof", other).await),
         }
     })
     .await
@@ -402,8 +464,9 @@ pub async fn dial_named(
         )
         .await?;
         let my_nonce = nonce();
-        send(
+        send_counted(
             &mut ws,
+            cfg,
             &Frame::Hello {
                 protocol: PROTOCOL_VERSION,
                 cluster: cfg.cluster.clone(),
@@ -413,7 +476,7 @@ pub async fn dial_named(
             },
         )
         .await?;
-        match recv(&mut ws).await? {
+        match recv_counted(&mut ws, cfg).await? {
             Some(Frame::Hello {
                 protocol,
                 cluster,
@@ -422,11 +485,12 @@ pub async fn dial_named(
                 proof,
             }) => {
                 if let Err(reason) = check_hello(cfg, protocol, &cluster, *me == Role::Admin) {
-                    return Err(reject(&mut ws, reason).await);
+                    return Err(reject(&mut ws, cfg, reason).await);
                 }
                 let Some(proof) = dialer_answer(&creds, &my_nonce, &their_nonce, &proof) else {
                     let _ = reject(
                         &mut ws,
+                        cfg,
                         "authentication failed (wrong or missing cluster secret)".into(),
                     )
                     .await;
@@ -435,10 +499,10 @@ pub async fn dial_named(
                         proof.is_empty(),
                     )));
                 };
-                send(&mut ws, &Frame::Proof { proof }).await?;
+                send_counted(&mut ws, cfg, &Frame::Proof { proof }).await?;
                 Ok((ws, role))
             }
-            other => Err(unexpected(&mut ws, "Hello", other).await),
+            other => Err(unexpected(&mut ws, cfg, "Hello", other).await),
         }
     })
     .await

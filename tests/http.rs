@@ -84,6 +84,20 @@ fn metrics_are_prometheus_text_and_move_as_the_cluster_works() {
         value(&s2, "gossip_frames_received_total", &[("kind", "admin")])
             > value(&s1, "gossip_frames_received_total", &[("kind", "admin")])
     );
+    // ... its reply out, and the admin connection's handshake both ways (a black-box trial
+    // found these stuck at 0).
+    for (name, kind) in [
+        ("gossip_frames_sent_total", "admin"),
+        ("gossip_sent_bytes_total", "admin"),
+        ("gossip_frames_sent_total", "handshake"),
+        ("gossip_frames_received_total", "handshake"),
+        ("gossip_received_bytes_total", "handshake"),
+    ] {
+        assert!(
+            value(&s2, name, &[("kind", kind)]) > value(&s1, name, &[("kind", kind)]),
+            "{name}{{kind={kind}}} moves"
+        );
+    }
     assert!(
         value(&s2, "gossip_wal_batches_total", &[]) > value(&s1, "gossip_wal_batches_total", &[])
     );
