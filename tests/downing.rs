@@ -11,6 +11,7 @@ mod common;
 use common::netns::{cannot_run, Net};
 use common::*;
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 /// `n` hosts on two bridges in the hub (0..split on `bra`, the rest on `brb`), the bridges
 /// joined by one veth (`cut-a` / `cut-b`): setting `cut-a` down splits the cluster.
@@ -93,6 +94,9 @@ fn split_and_heal(n: usize, split: usize, winners_are_first: bool) {
     net.admin(1, &["actors", "add", "--connect", &addr(1), "billing"]);
 
     net.set_link("cut-a", false);
+    // Figures for the record, printed and never asserted (polled through the CLI).
+    let cut_at = Instant::now();
+    let (mut forgotten_after, mut down_after) = (Duration::ZERO, Duration::ZERO);
     let wins = |i: usize| (i < split) == winners_are_first;
     let side = |i: usize| {
         if i < split {
@@ -112,12 +116,14 @@ fn split_and_heal(n: usize, split: usize, winners_are_first: bool) {
                         && s["in_majority"] == true
                 })
             });
+            forgotten_after = forgotten_after.max(cut_at.elapsed());
             let http = format!("10.78.0.{}:7180", i + 1);
             assert_eq!(net.http_get(i, &http, "/ready").map(|r| r.0), Some(200));
         } else {
             eventually(&format!("d{i} marks itself down"), || {
                 status(i).is_some_and(|s| s["down"].is_string())
             });
+            down_after = down_after.max(cut_at.elapsed());
             let out = net
                 .command(Some(i), NODE)
                 .args(["locate", "--connect", &addr(i), "billing"])
@@ -145,11 +151,21 @@ fn split_and_heal(n: usize, split: usize, winners_are_first: bool) {
     }
 
     net.set_link("cut-a", true);
+    let healed_at = Instant::now();
     for i in 0..n {
         eventually(&format!("d{i} is up with everyone alive"), || {
             status(i).is_some_and(|s| s["alive"] == n && s["down"].is_null())
         });
     }
+    eprintln!(
+        "downing figures, {split}/{} split, --downing-stable-after-s 2: cut -> the losing side \
+         down: {} ms; cut -> the winning side has forgotten the other: {} ms; heal -> all up \
+         with all alive: {} ms",
+        n - split,
+        down_after.as_millis(),
+        forgotten_after.as_millis(),
+        healed_at.elapsed().as_millis()
+    );
     // One owner for the singleton, the same everywhere.
     let owner = |i: usize| net.admin(i, &["owner", "--connect", &addr(i), "--json", "billing"]);
     let first = owner(0).expect("an owner after healing")["owner"].clone();

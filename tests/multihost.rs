@@ -18,6 +18,7 @@ use common::dns::{dnsmasq_missing, skip, Dnsmasq};
 use common::netns::{cannot_run, Net};
 use common::*;
 use serde_json::Value;
+use std::time::Instant;
 
 const HOSTS: usize = 5;
 const PORT: u16 = 7100;
@@ -137,6 +138,13 @@ fn five_hosts_find_each_other_through_one_dns_name_and_survive_a_cut() {
         ]);
         nodes.push(NodeProc::spawn(cmd).unwrap_or_else(|log| panic!("{}:\n{log}", id(i))));
     }
+    // Figures for the record (printed, never asserted: polled through the CLI, so each is an
+    // upper bound that includes a few process start-ups).
+    let started = Instant::now();
+    let mut figures = Vec::new();
+    let mut mark = |what: &str, since: Instant| {
+        figures.push(format!("{what}: {} ms", since.elapsed().as_millis()));
+    };
 
     // The cluster forms through the name alone.
     for i in 0..HOSTS {
@@ -144,17 +152,20 @@ fn five_hosts_find_each_other_through_one_dns_name_and_survive_a_cut() {
             view(&net, i).is_some_and(|v| v == all_alive())
         });
     }
+    mark("formed through DNS (all five list five alive)", started);
     for i in 0..HOSTS {
         eventually(&format!("{} is ready", id(i)), || {
             ready(&net, i).is_some_and(|(code, _)| code == 200)
         });
     }
+    mark("all five ready", started);
     let suspicions = |i: usize| metric_of(&net, i, "gossip_suspicions_total", &[]);
     let before: Vec<f64> = (0..HOSTS).map(|i| suspicions(i).unwrap()).collect();
 
     // Cut host 4 off.
     let cut = HOSTS - 1;
     net.set_link(&net.host_link(cut), false);
+    let cut_at = Instant::now();
     for i in 0..cut {
         eventually(
             &format!("{} sees {} suspect or dead", id(i), id(cut)),
@@ -166,12 +177,14 @@ fn five_hosts_find_each_other_through_one_dns_name_and_survive_a_cut() {
             },
         );
     }
+    mark("cut -> all four see it suspect or dead", cut_at);
     for i in 0..cut {
         eventually(&format!("{} declares {} dead", id(i), id(cut)), || {
             status(&net, i)
                 .is_some_and(|s| s["alive"] == 4 && s["dead"] == 1 && s["in_majority"] == true)
         });
     }
+    mark("cut -> all four declare it dead", cut_at);
     eventually(&format!("{} knows it is in the minority", id(cut)), || {
         status(&net, cut).is_some_and(|s| s["in_majority"] == false && s["alive"] == 1)
     });
@@ -180,6 +193,7 @@ fn five_hosts_find_each_other_through_one_dns_name_and_survive_a_cut() {
             code == 503 && body.contains("not in the majority") && body.trim().lines().count() == 1
         })
     });
+    mark("cut -> its /ready says 503", cut_at);
     for i in 0..cut {
         let (code, body) = ready(&net, i).unwrap();
         assert_eq!(code, 200, "{}: {body}", id(i));
@@ -205,17 +219,24 @@ fn five_hosts_find_each_other_through_one_dns_name_and_survive_a_cut() {
 
     // Heal: all five alive everywhere, one roster.
     net.set_link(&net.host_link(cut), true);
+    let healed_at = Instant::now();
     for i in 0..HOSTS {
         eventually(&format!("{} sees all five alive again", id(i)), || {
             view(&net, i).is_some_and(|v| v == all_alive())
                 && status(&net, i).is_some_and(|s| s["in_majority"] == true)
         });
     }
+    mark(
+        "heal -> all five see five alive, in the majority",
+        healed_at,
+    );
     for i in 0..HOSTS {
         eventually(&format!("{} is ready again", id(i)), || {
             ready(&net, i).is_some_and(|(code, _)| code == 200)
         });
     }
+    mark("heal -> all five ready", healed_at);
+    eprintln!("multi-host figures:\n  {}", figures.join("\n  "));
     let views: Vec<_> = (0..HOSTS).map(|i| view(&net, i).unwrap()).collect();
     assert_same_views(&views);
     drop(nodes);
