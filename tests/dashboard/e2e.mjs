@@ -9,12 +9,14 @@
 
 import { chromium } from "playwright-core";
 import { execFileSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 
 const cfg = JSON.parse(process.argv[2]);
 // Bounds so that a broken page fails the test instead of hanging it (not timing checks).
 const STEP_MS = 60_000;
+// Screenshots of this run only (a stale failure.png would mislead).
+rmSync(cfg.shots, { recursive: true, force: true });
 mkdirSync(cfg.shots, { recursive: true });
 
 // launch() gives the browser a fresh, empty profile of its own (and deletes it after).
