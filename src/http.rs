@@ -1,6 +1,8 @@
 //! The operator's HTTP endpoint (`--http-listen`): `/metrics` for Prometheus, `/health` and
-//! `/ready` for Kubernetes-style probes. Read-only, and off unless asked for: it has no
-//! authentication of its own, so bind it to an address only operators reach.
+//! `/ready` for Kubernetes-style probes, and the live dashboard at `/` ([`crate::dashboard`]).
+//! Read-only, and off unless asked for. The probes and metrics need no authentication, so
+//! bind it to an address only operators reach; the dashboard's data needs the dashboard
+//! token when a cluster secret is set.
 
 use crate::metrics;
 use crate::node::{Node, StopReason};
@@ -26,7 +28,8 @@ pub(crate) async fn serve(
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(node);
+        .with_state(node.clone())
+        .merge(crate::dashboard::routes(node, cancel.clone()));
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await

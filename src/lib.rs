@@ -26,6 +26,7 @@ mod admin_server;
 mod advertise;
 pub mod checks;
 pub mod credentials;
+pub mod dashboard;
 pub mod discovery;
 pub mod error;
 pub mod event;

@@ -220,6 +220,17 @@ impl Metrics {
         })
     }
 
+    /// Frames and bytes received from members and admin clients since start, all kinds.
+    pub fn received_totals(&self) -> (u64, u64) {
+        FrameKind::ALL.iter().fold((0, 0), |(f, b), &kind| {
+            let l = KindLabel { kind };
+            (
+                f + self.frames_in.get_or_create(&l).get(),
+                b + self.bytes_in.get_or_create(&l).get(),
+            )
+        })
+    }
+
     /// Everything, in the Prometheus text format: the live instruments, then what `status`
     /// says now.
     pub fn render(&self, status: &Status) -> String {

@@ -561,6 +561,54 @@ impl Node {
         self.query(|d| d.status()).await
     }
 
+    /// What the dashboard shows of members (all announced ones when `ids` is `None`; an
+    /// asked id that is gone is left out): each view with how the failure detector sees it
+    /// and which of its actors it owns, as announced. Read-only.
+    pub(crate) async fn member_details(
+        &self,
+        ids: Option<Vec<NodeId>>,
+    ) -> Result<Vec<crate::dashboard::view::MemberDetail>> {
+        self.query(move |d| {
+            let machine = &d.machine;
+            let roster = machine.roster();
+            let members = match ids {
+                None => roster.members(),
+                Some(ids) => ids.iter().filter_map(|id| roster.member(id)).collect(),
+            };
+            let health: HashMap<NodeId, crate::swim::Health> = machine
+                .swim()
+                .health(machine.now())
+                .into_iter()
+                .map(|h| (h.id.clone(), h))
+                .collect();
+            members
+                .into_iter()
+                .map(|member| {
+                    let owned = member
+                        .actors
+                        .iter()
+                        .map(|a| machine.tracked_owner(a) == Some(&member.id))
+                        .collect();
+                    let h = health.get(&member.id);
+                    crate::dashboard::view::MemberDetail {
+                        stable: h.map(|h| h.stable),
+                        flips: h.map_or(0, |h| h.flips),
+                        owned,
+                        member,
+                    }
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// How the failure detector sees each member (state, stable, flips): cheap, so the
+    /// dashboard can notice a member turning stable, which no event announces.
+    pub(crate) async fn detector_health(&self) -> Result<Vec<crate::swim::Health>> {
+        self.query(|d| d.machine.swim().health(d.machine.now()))
+            .await
+    }
+
     /// Resolves when the node stops, with the reason: a requested shutdown, or a failure
     /// (the WAL could not write; our id is held by another live process).
     pub async fn stopped(&self) -> StopReason {

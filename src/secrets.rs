@@ -25,6 +25,8 @@ use std::sync::Arc;
 pub const PROOF_LEN: usize = 32;
 /// Most secrets one file may list: a rotation needs two; the cap bounds the listener's proofs.
 pub const MAX_SECRETS: usize = 16;
+/// What the dashboard token is an HMAC of (see [`Secrets::dashboard_token`]).
+const DASHBOARD_LABEL: &[u8] = b"gossip-roster dashboard token v1";
 
 /// Why a list of secrets is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,6 +139,38 @@ impl Secrets {
                 .verify_slice(proof)
                 .is_ok();
             ok | matches
+        })
+    }
+
+    /// The dashboard's bearer token (hex): an HMAC of a fixed label under our first secret.
+    /// It opens the read-only dashboard and nothing else: it proves no handshake, and the
+    /// secret cannot be recovered from it. A rotation (a new first secret) changes it.
+    pub fn dashboard_token(&self) -> String {
+        Self::token_under(&self.0[0])
+    }
+
+    fn token_under(secret: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+        mac.update(DASHBOARD_LABEL);
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether `token` is the dashboard token of any of our secrets (so one issued before a
+    /// rotation keeps working while the old secret is still listed). Constant-time.
+    pub fn accepts_dashboard_token(&self, token: &str) -> bool {
+        self.0.iter().fold(false, |ok, secret| {
+            let want = Self::token_under(secret);
+            let same = want.len() == token.len()
+                && want
+                    .bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            ok | same
         })
     }
 
@@ -256,6 +290,27 @@ mod tests {
         assert_eq!(exchange(&s(&["B"]), &s(&["A"])), None);
         assert_eq!(exchange(&s(&["B", "A"]), &s(&["C"])), None);
         assert_eq!(exchange(&s(&["C"]), &s(&["B", "A"])), None);
+    }
+
+    #[test]
+    fn the_dashboard_token_is_derived_from_any_listed_secret() {
+        let old = s(&["A"]).dashboard_token();
+        let new = s(&["B"]).dashboard_token();
+        assert_eq!(old.len(), 64);
+        assert_ne!(old, new);
+        assert!(!old.contains('A'), "not the secret itself");
+        let rotating = s(&["B", "A"]);
+        assert_eq!(
+            rotating.dashboard_token(),
+            new,
+            "the first secret issues it"
+        );
+        assert!(rotating.accepts_dashboard_token(&old));
+        assert!(rotating.accepts_dashboard_token(&new));
+        assert!(!s(&["B"]).accepts_dashboard_token(&old));
+        assert!(!rotating.accepts_dashboard_token(&new[..63]));
+        assert!(!rotating.accepts_dashboard_token(""));
+        assert!(!rotating.accepts_dashboard_token("B"));
     }
 
     #[test]

@@ -68,8 +68,10 @@ struct RunArgs {
     /// Address to listen on, HOST:PORT (port 0 picks a free one).
     #[arg(long, required = true)]
     listen: Option<String>,
-    /// Serve /metrics (Prometheus), /health and /ready over HTTP on HOST:PORT (off by
-    /// default; no authentication: bind it where only operators reach).
+    /// Serve /metrics (Prometheus), /health, /ready and the live dashboard (/) over HTTP on
+    /// HOST:PORT (off by default). Probes and metrics need no authentication: bind it where
+    /// only operators reach. With --secret-file the dashboard asks for its token
+    /// (`gossip-node dashboard-token`).
     #[arg(long, value_name = "HOST:PORT")]
     http_listen: Option<String>,
     /// Split-brain downing: off, keep-majority (the side seeing more than half of the
@@ -309,6 +311,14 @@ enum Command {
         conn: Conn,
         #[arg(long)]
         json: bool,
+    },
+    /// Print the token that opens the dashboard (http://<--http-listen>/) of nodes with this
+    /// secret file: an HMAC of a fixed label under the first secret, not the secret itself.
+    /// Paste it into the page's login form, or send it as `Authorization: Bearer TOKEN`.
+    DashboardToken {
+        /// The cluster's secret file (one secret a line; the first issues the token).
+        #[arg(long, env = "GOSSIP_SECRET_FILE")]
+        secret_file: PathBuf,
     },
     /// The effective run settings (flags, GOSSIP_* variables, --config file, defaults) and
     /// where each came from. Takes the same flags as a run; prints the secret file's path,
@@ -932,6 +942,11 @@ async fn admin_command(cmd: Command) -> Result<()> {
             other => unexpected(other),
         },
         Command::Config { .. } => unreachable!("config --print runs in main, before any runtime"),
+        Command::DashboardToken { secret_file } => {
+            let secrets = admin::read_secret(&secret_file)?;
+            println!("{}", secrets.dashboard_token());
+            Ok(())
+        }
         Command::Status { conn, json } => match ask(&conn, AdminRequest::Status).await? {
             AdminReply::Status(s) => {
                 if json {
