@@ -163,6 +163,12 @@ struct Ttl {
 const MAX_FORGOTTEN: usize = 65_536;
 /// Most members whose last message time is kept.
 const MAX_HEARD: usize = 1 << 20;
+/// Addresses of members reaped while dead, kept for reconnect attempts (Serf's
+/// `reconnect_timeout`): two sides of a partition longer than the tombstone TTL forget each
+/// other, and without this, nothing would ever bring them together again.
+const RECONNECT_ADDRS_MAX: usize = 64;
+/// How long a reaped member's address is tried.
+const RECONNECT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// A join retries its seeds no less often than this.
 const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
 const JOIN_RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -206,6 +212,9 @@ pub struct Machine {
     last_heard: FastMap<NodeId, Duration>,
     /// Reaped members, oldest first: forgotten for good one more TTL later.
     reaped: VecDeque<(Duration, NodeId)>,
+    /// Members reaped while dead, newest last, with their address: tried now and then
+    /// for [`RECONNECT_WINDOW`], in case they were only on the other side of a partition.
+    reconnect: VecDeque<(Duration, NodeId, String)>,
     left: bool,
     /// Health TTLs of our actors: not durable, not gossiped (only their lapses are).
     ttls: BTreeMap<String, Ttl>,
@@ -317,6 +326,7 @@ impl Machine {
             next_round: now,
             last_heard: FastMap::default(),
             reaped: VecDeque::new(),
+            reconnect: VecDeque::new(),
             left: false,
             ttls: BTreeMap::new(),
             joined_at: None,
@@ -1269,6 +1279,18 @@ impl Machine {
         self.swim.remove_member(node);
         self.last_heard.remove(node);
         if is_tombstone {
+            if let Some(r) = self
+                .roster
+                .record(node)
+                .filter(|r| r.liveness.state == MemberState::Dead && !r.addr.is_empty())
+            {
+                self.reconnect.retain(|(_, id, _)| id != node);
+                if self.reconnect.len() == RECONNECT_ADDRS_MAX {
+                    self.reconnect.pop_front();
+                }
+                self.reconnect
+                    .push_back((self.now, node.clone(), r.addr.clone()));
+            }
             self.roster.remove(node);
             self.reaped.push_back((self.now, node.clone()));
         }
@@ -1535,7 +1557,8 @@ impl Machine {
             return;
         }
         let target = if self.rng.gen_ratio(1, gossip::RECONNECT_ONE_IN) {
-            self.pick(1, |s| s == MemberState::Dead).pop()
+            let dead = self.pick(1, |s| s == MemberState::Dead).pop();
+            dead.or_else(|| self.reconnect_target())
         } else {
             self.gossip_targets(1).pop()
         };
@@ -1543,6 +1566,23 @@ impl Machine {
             let wire = encode(&Frame::Digest(self.digest()));
             self.send(Dest::member(&id, &addr), wire, false);
         }
+    }
+
+    /// A member reaped while dead, still within its reconnect window, one reconnect slot in
+    /// [`gossip::RECONNECT_ONE_IN`] (they are usually gone for good: few digests to them).
+    /// One that is back in the roster (it rejoined) is dropped from the list.
+    fn reconnect_target(&mut self) -> Option<(NodeId, String)> {
+        let now = self.now;
+        let roster = &self.roster;
+        self.reconnect.retain(|(at, id, _)| {
+            now.saturating_sub(*at) < RECONNECT_WINDOW && roster.record(id).is_none()
+        });
+        if self.reconnect.is_empty() || !self.rng.gen_ratio(1, gossip::RECONNECT_ONE_IN) {
+            return None;
+        }
+        let i = self.rng.gen_range(0..self.reconnect.len());
+        let (_, id, addr) = &self.reconnect[i];
+        Some((id.clone(), addr.clone()))
     }
 
     /// Until a seed answers: a digest to every seed, retried with backoff and jitter.

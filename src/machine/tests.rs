@@ -854,3 +854,43 @@ fn a_refuted_suspicion_of_us_leaves_us_in_the_majority() {
     let q = m.quorum();
     assert_eq!((q.alive, q.largest, q.in_majority), (2, 2, true), "{q:?}");
 }
+
+#[test]
+fn a_member_reaped_while_dead_is_still_tried_now_and_then() {
+    // Two sides of a partition longer than the tombstone TTL reap each other; without a
+    // try at the forgotten addresses they would stay two clusters for good (simulation
+    // seed 371).
+    let mut cfg = config("a", &[]);
+    cfg.swim.tombstone_ttl = ms(10_000);
+    let mut m = Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap();
+    settle(&mut m);
+    m.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
+        .unwrap();
+    settle(&mut m);
+    let dead = ClusterEvent::NodeDead {
+        node: id("b"),
+        generation: 1,
+        incarnation: 0,
+    };
+    m.handle_frame(&id("c"), Frame::Events(vec![dead])).unwrap();
+    settle(&mut m);
+    let mut t = 0;
+    while m.roster().record(&id("b")).is_some() {
+        t += 100;
+        assert!(t < 60_000, "b was never reaped");
+        m.handle_tick(ms(t));
+        settle(&mut m);
+    }
+    let mut tried = 0;
+    for _ in 0..2_000 {
+        t += 100;
+        m.handle_tick(ms(t));
+        tried += digests_to(&settle(&mut m))
+            .iter()
+            .filter(|a| *a == "sim://b")
+            .count();
+    }
+    // 200 s of ticks: about one anti-entropy round in 16 goes to it.
+    assert!(tried > 0, "the reaped member's address was never tried");
+    assert!(tried < 200, "tried too often: {tried}");
+}
