@@ -497,6 +497,7 @@ impl Sim {
         if self.debug {
             let kind = match Frame::decode(&wire) {
                 Ok(Frame::Events(e)) => format!("Events {}", describe(&e, 0)),
+                Ok(Frame::Fingerprint(_)) => "Fingerprint".into(),
                 Ok(Frame::Digest(_)) => "Digest".into(),
                 Ok(Frame::Sync { delta, .. }) => {
                     format!("Sync {}", describe(&delta.events, delta.covers.len()))
@@ -1616,6 +1617,46 @@ fn bulk_registration_of_twenty_thousand_actors_while_probes_run_accuses_nobody()
     assert!(sim.declared_dead.is_empty(), "{:?}", sim.declared_dead);
     assert_eq!(sim.slots[1].acked.len(), 20_000, "every call answered");
     sim.check_invariants().unwrap();
+}
+
+/// Idle traffic of `n` nodes that know each other and have settled: bytes of encoded frames
+/// sent per node per simulated second over 5 s, no loss (what the protocol costs at rest).
+fn idle_run(n: usize, seed: u64) -> f64 {
+    let mut sim = Sim::new(n, seed, 0.0);
+    sim.run_until(5_000, |_| false);
+    let idle = sim.idle_bytes_per_node_per_s(5_000);
+    sim.check_invariants()
+        .expect("an idle cluster holds one roster");
+    idle
+}
+
+/// In sync, a round of anti-entropy costs the same at any size (a fingerprint, not a digest
+/// of every member), and probes are per node: idle bytes per node must not grow with N.
+#[test]
+fn idle_traffic_per_node_does_not_grow_with_the_cluster() {
+    let small = idle_run(20, 3);
+    let large = idle_run(200, 3);
+    eprintln!("idle bytes per node per s: N=20 {small:.0}, N=200 {large:.0}");
+    assert!(small > 0.0, "probes run while idle");
+    assert!(
+        large < 2.0 * small,
+        "idle traffic grows with N: {small:.0} B/node/s at 20, {large:.0} at 200"
+    );
+}
+
+/// Idle bytes per node per second by N (`SIM_IDLE_SIZES`, default 5,20,50,200,1000).
+#[test]
+#[ignore = "prints the idle table; run with --release -- --ignored --nocapture"]
+fn idle_table() {
+    let sizes: Vec<usize> = std::env::var("SIM_IDLE_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![5, 20, 50, 200, 1_000]);
+    println!("| N | idle bytes/node/s |");
+    println!("|---|---|");
+    for n in sizes {
+        println!("| {n} | {:.0} |", idle_run(n, 1));
+    }
 }
 
 /// Prints one markdown row per N (the table `tools/bench` carries).
