@@ -1369,16 +1369,18 @@ fn crash_run(n: usize, seed: u64, loss: f64) -> Report {
     sim.measure_crash(n / 2)
 }
 
-/// `n` members settle, one more joins through node 0, then one member crashes.
-fn scale_run(n: usize, seed: u64, loss: f64) -> (JoinReport, Report) {
+/// `n` members settle, one more joins through node 0, the cluster idles for 3 s (its bytes
+/// per node per second are the third figure), then one member crashes.
+fn scale_run(n: usize, seed: u64, loss: f64) -> (JoinReport, Report, f64) {
     let mut sim = Sim::with_absent(n + 1, n, seed, loss);
     sim.run_until(3_000, |_| false);
     let join = sim.measure_join(n, 0);
+    let idle = sim.idle_bytes_per_node_per_s(3_000);
     let crash = sim.measure_crash(n / 2);
     if sim.count_kinds {
         eprintln!("N={n}: frames delivered by kind: {:?}", sim.kinds);
     }
-    (join, crash)
+    (join, crash, idle)
 }
 
 #[test]
@@ -1663,15 +1665,15 @@ fn idle_table() {
 fn print_scale(sizes: &[usize]) {
     println!(
         "| N | join: rounds (log2 N) | join: all know it | join: it knows all \
-         | crash: all hold it dead | false positives | messages/node/s |"
+         | crash: all hold it dead | false positives | messages/node/s | idle bytes/node/s |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let ms = |v: Option<u64>| v.map_or("never".into(), |d| format!("{d} ms"));
     for &n in sizes {
         let started = std::time::Instant::now();
-        let (join, crash) = scale_run(n, 1, 0.01);
+        let (join, crash, idle) = scale_run(n, 1, 0.01);
         println!(
-            "| {n} | {} ({:.1}) | {} | {} | {} | {} | {:.1} |",
+            "| {n} | {} ({:.1}) | {} | {} | {} | {} | {:.1} | {idle:.0} |",
             join.rounds,
             (n as f64).log2(),
             ms(join.everyone_knows_it_ms),
@@ -1680,8 +1682,24 @@ fn print_scale(sizes: &[usize]) {
             crash.false_positives.len(),
             crash.messages_per_node_per_s
         );
-        eprintln!("N={n}: simulated in {:.0?}", started.elapsed());
+        eprintln!(
+            "N={n}: simulated in {:.0?}, peak RSS {}",
+            started.elapsed(),
+            peak_rss()
+        );
     }
+}
+
+/// The process's peak resident set (Linux `VmHWM`), for the scale runs' memory figure.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l["VmHWM:".len()..].trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 #[test]
