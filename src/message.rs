@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 /// Bumped on any incompatible change of [`Frame`]. 2: `TagSet` and `HealthSet` events, tags
 /// and health in member views, tag and health admin requests (a peer of version 1 could
 /// not decode them; it is refused at the handshake instead, with both versions named).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: anti-entropy opens with a roster [`Frame::Fingerprint`] instead of a full digest, and
+/// probe frames carry one-letter tags (`Hello`, `Proof` and `Reject` keep their encoding,
+/// so a peer of another version is still told why it is refused).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Who is on the other end of a connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +50,12 @@ pub enum Frame {
     },
     /// Dissemination: events that changed our roster.
     Events(Vec<ClusterEvent>),
+    /// Anti-entropy, step 0: the fingerprint of my roster
+    /// ([`crate::roster::Roster::digest_fingerprint`]). Equal to the receiver's: nothing
+    /// more is said. Different: the receiver opens a digest exchange with a `Digest`. A
+    /// one-letter tag: this is most of what an idle cluster sends.
+    #[serde(rename = "F")]
+    Fingerprint(u64),
     /// Anti-entropy, step 1: what I know.
     Digest(Vec<(NodeId, NodeDigest)>),
     /// Anti-entropy, step 2: what you lacked, and what I know (so you can send what I lack).
@@ -56,7 +65,9 @@ pub enum Frame {
     },
     /// Anti-entropy, step 3: what the other side lacked. Applied, not re-gossiped.
     Delta(Delta),
-    /// Failure detection: ping, ack, ping-req.
+    /// Failure detection: ping, ack, ping-req. A one-letter tag (as its messages'): probes
+    /// are the other part of an idle cluster's traffic.
+    #[serde(rename = "S")]
     Swim(crate::swim::SwimMsg),
     Admin(AdminRequest),
     AdminReply(AdminReply),
@@ -146,6 +157,7 @@ pub enum AdminReply {
 pub enum FrameKind {
     Handshake,
     Events,
+    Fingerprint,
     Digest,
     Sync,
     Delta,
@@ -157,9 +169,10 @@ pub enum FrameKind {
 }
 
 impl FrameKind {
-    pub const ALL: [FrameKind; 10] = [
+    pub const ALL: [FrameKind; 11] = [
         FrameKind::Handshake,
         FrameKind::Events,
+        FrameKind::Fingerprint,
         FrameKind::Digest,
         FrameKind::Sync,
         FrameKind::Delta,
@@ -174,6 +187,7 @@ impl FrameKind {
         match self {
             FrameKind::Handshake => "handshake",
             FrameKind::Events => "events",
+            FrameKind::Fingerprint => "fingerprint",
             FrameKind::Digest => "digest",
             FrameKind::Sync => "sync",
             FrameKind::Delta => "delta",
@@ -257,6 +271,7 @@ impl Frame {
                 FrameKind::Handshake
             }
             Frame::Events(_) => FrameKind::Events,
+            Frame::Fingerprint(_) => FrameKind::Fingerprint,
             Frame::Digest(_) => FrameKind::Digest,
             Frame::Sync { .. } => FrameKind::Sync,
             Frame::Delta(_) => FrameKind::Delta,
@@ -299,5 +314,32 @@ mod tests {
             incarnation: 2,
         }]);
         assert_eq!(Frame::decode(&f.encode()), Ok(f));
+    }
+
+    /// Probes and fingerprints are what an idle cluster sends: they stay a few bytes.
+    #[test]
+    fn idle_frames_are_small() {
+        use crate::swim::SwimMsg;
+        let ping = Frame::Swim(SwimMsg::Ping { seq: 1_000 }).encode();
+        let ack = Frame::Swim(SwimMsg::Ack { seq: 1_000 }).encode();
+        let fingerprint = Frame::Fingerprint(u64::MAX).encode();
+        assert!(ping.len() <= 10, "ping: {} bytes", ping.len());
+        assert!(ack.len() <= 10, "ack: {} bytes", ack.len());
+        assert!(
+            fingerprint.len() <= 13,
+            "fingerprint: {} bytes",
+            fingerprint.len()
+        );
+        for f in [&ping, &ack, &fingerprint] {
+            Frame::decode(f).expect("round trip");
+        }
+    }
+
+    /// A peer of another protocol version still decodes our handshake (to say why it refuses
+    /// us): its encoding is not touched by the renames of the hot frames.
+    #[test]
+    fn the_handshake_keeps_its_encoding() {
+        let bytes = Frame::Reject { reason: "x".into() }.encode();
+        assert_eq!(&bytes[..8], b"\x81\xa6Reject");
     }
 }

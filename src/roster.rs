@@ -153,6 +153,39 @@ fn fnv(parts: &[&[u8]]) -> u64 {
     h ^ (h >> 33)
 }
 
+/// What one digest entry adds to a roster fingerprint: xxh3 (the same on every node and
+/// build) of the id, generation, liveness and content sum. Not the watermark `known`: two
+/// peers whose contents agree have nothing to exchange even when their watermarks differ
+/// (stuck below a gap whose owner is gone), and the watermark must not keep them apart.
+pub fn entry_hash(id: &NodeId, d: &NodeDigest) -> u64 {
+    // The fixed fields first, then the id: no two entries hash the same bytes. On the
+    // stack for usual ids (this runs twice per applied event).
+    let mut fixed = [0u8; 25];
+    fixed[..8].copy_from_slice(&d.generation.to_le_bytes());
+    fixed[8] = d.liveness.state as u8;
+    fixed[9..17].copy_from_slice(&d.liveness.incarnation.to_le_bytes());
+    fixed[17..].copy_from_slice(&d.sum.to_le_bytes());
+    let id = id.as_str().as_bytes();
+    let mut buf = [0u8; 128];
+    if id.len() <= buf.len() - fixed.len() {
+        buf[..fixed.len()].copy_from_slice(&fixed);
+        buf[fixed.len()..fixed.len() + id.len()].copy_from_slice(id);
+        xxhash_rust::xxh3::xxh3_64(&buf[..fixed.len() + id.len()])
+    } else {
+        xxhash_rust::xxh3::xxh3_64(&[&fixed[..], id].concat())
+    }
+}
+
+/// The roster fingerprint of a digest, computed from scratch (what
+/// [`Roster::digest_fingerprint`] keeps up to date).
+pub fn roster_fingerprint<'a>(
+    digest: impl IntoIterator<Item = (&'a NodeId, &'a NodeDigest)>,
+) -> u64 {
+    digest
+        .into_iter()
+        .fold(0u64, |acc, (id, d)| acc.wrapping_add(entry_hash(id, d)))
+}
+
 fn entry_sum(actor: &str, e: ActorEntry) -> u64 {
     fnv(&[
         actor.as_bytes(),
@@ -237,6 +270,16 @@ impl NodeRecord {
     /// The content fingerprint (see the field).
     pub fn fingerprint(&self) -> u64 {
         self.sum
+    }
+
+    /// This record's anti-entropy digest entry.
+    pub fn digest(&self) -> NodeDigest {
+        NodeDigest {
+            generation: self.generation,
+            known: self.known,
+            liveness: self.liveness,
+            sum: self.sum,
+        }
     }
 
     /// Recomputes the fingerprint (after loading a record from a snapshot).
@@ -467,6 +510,9 @@ pub struct Roster {
     /// Announced records by state (alive, suspect, dead, left), kept as records change:
     /// the retransmit budget asks for the alive count on every received batch.
     counts: [usize; 4],
+    /// The roster fingerprint ([`Roster::digest_fingerprint`]): the wrapping sum of
+    /// [`entry_hash`] over every record, kept as records change (O(1) per change).
+    digest_sum: u64,
 }
 
 impl Default for Roster {
@@ -477,6 +523,7 @@ impl Default for Roster {
             indexed: true,
             forgotten: FastMap::default(),
             counts: [0; 4],
+            digest_sum: 0,
         }
     }
 }
@@ -533,9 +580,12 @@ impl Roster {
             rec.resum();
             roster.index_add(&id, &rec);
             roster.recount(None, rec.tally());
+            let before = roster.entry_hash(&id);
+            let hash = entry_hash(&id, &rec.digest());
             if let Some(old) = roster.nodes.insert(id, Arc::new(rec)) {
                 roster.recount(old.tally(), None);
             }
+            roster.digest_sum = roster.digest_sum.wrapping_sub(before).wrapping_add(hash);
         }
         roster
     }
@@ -553,6 +603,15 @@ impl Roster {
 
     /// Merges one event. Pure: the same roster and event always give the same result.
     pub fn apply(&mut self, event: &ClusterEvent) -> Applied {
+        let id = event.node();
+        let before = self.entry_hash(id);
+        let applied = self.merge(event);
+        self.rehash(id, before);
+        applied
+    }
+
+    /// [`Roster::apply`] without the fingerprint upkeep.
+    fn merge(&mut self, event: &ClusterEvent) -> Applied {
         let id = event.node();
         let generation = event.generation();
         if let Some(&(g, died)) = self.forgotten.get(id) {
@@ -761,17 +820,21 @@ impl Roster {
         // Bounded by what we hold: a peer that sent every entry above `since` cannot have
         // had versions above the highest one it sent (a larger `upto` is a lie or a bug, and
         // would let a peer push our watermark anywhere).
+        let before = self.entry_hash(id);
         if let Some(rec) = self.nodes.get_mut(id).filter(|r| {
             r.generation == generation && r.known >= since && upto > r.known && upto <= r.version
         }) {
             Arc::make_mut(rec).note_coverage(since, upto);
         }
+        self.rehash(id, before);
     }
 
     /// Forgets a node entirely (tombstone reaping). Returns its last record. Events of that
     /// generation or older stay stale from now on; a newer generation is welcome.
     pub fn remove(&mut self, id: &NodeId) -> Option<NodeRecord> {
+        let before = self.entry_hash(id);
         let rec = self.nodes.swap_remove(id)?;
+        self.digest_sum = self.digest_sum.wrapping_sub(before);
         self.index_remove(id, &rec);
         self.recount(rec.tally(), None);
         self.forgotten
@@ -793,11 +856,37 @@ impl Roster {
     /// Marks a record complete up to its highest version: only its owner may (an owner has
     /// every version it wrote, including jumps over versions it re-asserted above).
     pub fn mark_complete(&mut self, id: &NodeId) {
+        let before = self.entry_hash(id);
         if let Some(rec) = self.nodes.get_mut(id).filter(|r| r.known < r.version) {
             let rec = Arc::make_mut(rec);
             rec.known = rec.version;
             rec.pending.clear();
         }
+        self.rehash(id, before);
+    }
+
+    /// What `id`'s record adds to the roster fingerprint now (0 without a record).
+    fn entry_hash(&self, id: &NodeId) -> u64 {
+        self.nodes
+            .get(id)
+            .map_or(0, |r| entry_hash(id, &r.digest()))
+    }
+
+    /// Replaces what `id`'s record added to the fingerprint (`before`) with what it adds now.
+    fn rehash(&mut self, id: &NodeId, before: u64) {
+        let after = self.entry_hash(id);
+        if after != before {
+            self.digest_sum = self.digest_sum.wrapping_sub(before).wrapping_add(after);
+        }
+    }
+
+    /// A fingerprint of [`Roster::digest`]: two rosters have the same one exactly when (but
+    /// for a 2^-64 chance) every record agrees in generation, liveness and content sum
+    /// ([`roster_fingerprint`] of their digests). Anti-entropy sends it instead of the
+    /// digest; only a difference costs a digest exchange. Kept up to date as records
+    /// change, so asking costs nothing.
+    pub fn digest_fingerprint(&self) -> u64 {
+        self.digest_sum
     }
 
     pub fn record(&self, id: &NodeId) -> Option<&NodeRecord> {
@@ -949,17 +1038,7 @@ impl Roster {
     pub fn digest(&self) -> BTreeMap<NodeId, NodeDigest> {
         self.nodes
             .iter()
-            .map(|(id, r)| {
-                (
-                    id.clone(),
-                    NodeDigest {
-                        generation: r.generation,
-                        known: r.known,
-                        liveness: r.liveness,
-                        sum: r.sum,
-                    },
-                )
-            })
+            .map(|(id, r)| (id.clone(), r.digest()))
             .collect()
     }
 
@@ -1574,6 +1653,57 @@ mod tests {
                 prop_assert_eq!(other.record(id).unwrap().fingerprint(), rec.fingerprint());
             }
             prop_assert_eq!(other.members(), reference.members());
+        }
+
+        /// The kept fingerprint always equals one computed from scratch over the digest,
+        /// through applies, coverage, completion, reaps and snapshot reloads.
+        #[test]
+        fn the_fingerprint_is_kept_exactly(
+            events in prop::collection::vec(arb_event(), 0..40),
+            ops in prop::collection::vec(0u8..6, 0..40),
+        ) {
+            let mut r = Roster::new();
+            for (i, e) in owner_consistent(events).iter().enumerate() {
+                r.apply(e);
+                match ops.get(i) {
+                    Some(0) => { r.remove(e.node()); }
+                    Some(1) => r.mark_complete(e.node()),
+                    Some(2) => {
+                        let g = e.generation();
+                        let known = r.record(e.node()).map_or(0, |x| x.known);
+                        r.note_coverage(e.node(), g, known, known + 2);
+                    }
+                    Some(3) => { r.unforget(e.node()); }
+                    _ => {}
+                }
+                let digest = r.digest();
+                prop_assert_eq!(r.digest_fingerprint(), roster_fingerprint(&digest));
+            }
+            let reloaded = Roster::from_records(
+                r.iter_records().map(|(id, x)| (id.clone(), x.clone())),
+            );
+            prop_assert_eq!(reloaded.digest_fingerprint(), r.digest_fingerprint());
+        }
+
+        /// Two rosters have equal fingerprints exactly when their digests agree but for the
+        /// watermarks (`known`): any other difference (a record missing, another generation,
+        /// liveness or content) shows.
+        #[test]
+        fn fingerprints_are_equal_iff_digests_are(
+            a in prop::collection::vec(arb_event(), 0..30),
+            b in prop::collection::vec(arb_event(), 0..30),
+            shared in prop::collection::vec(arb_event(), 0..30),
+        ) {
+            let shared = owner_consistent(shared);
+            let mut x = build(&shared);
+            let mut y = build(&shared);
+            for e in &a { x.apply(e); }
+            for e in &b { y.apply(e); }
+            let strip = |r: &Roster| -> BTreeMap<NodeId, (Generation, Liveness, u64)> {
+                r.digest().into_iter().map(|(id, d)| (id, (d.generation, d.liveness, d.sum))).collect()
+            };
+            let same = strip(&x) == strip(&y);
+            prop_assert_eq!(x.digest_fingerprint() == y.digest_fingerprint(), same);
         }
 
         #[test]

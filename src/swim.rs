@@ -59,22 +59,17 @@ impl Default for SwimConfig {
 /// Probe traffic, carried in frames next to gossip.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SwimMsg {
-    Ping {
-        seq: u64,
-    },
-    Ack {
-        seq: u64,
-    },
+    /// One-letter tags on the wire: probes are most of an idle cluster's traffic.
+    #[serde(rename = "P")]
+    Ping { seq: u64 },
+    #[serde(rename = "A")]
+    Ack { seq: u64 },
     /// "Probe `target` for me and tell me if it answers."
-    PingReq {
-        seq: u64,
-        target: NodeId,
-    },
+    #[serde(rename = "R")]
+    PingReq { seq: u64, target: NodeId },
     /// The answer to a ping-req: `target` acked.
-    IndirectAck {
-        seq: u64,
-        target: NodeId,
-    },
+    #[serde(rename = "I")]
+    IndirectAck { seq: u64, target: NodeId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -515,6 +515,7 @@ pub fn frame_name(f: &Frame) -> &'static str {
         Frame::Proof { .. } => "Proof",
         Frame::Reject { .. } => "Reject",
         Frame::Events(_) => "Events",
+        Frame::Fingerprint(_) => "Fingerprint",
         Frame::Digest(_) => "Digest",
         Frame::Sync { .. } => "Sync",
         Frame::Delta(_) => "Delta",

@@ -497,6 +497,7 @@ impl Sim {
         if self.debug {
             let kind = match Frame::decode(&wire) {
                 Ok(Frame::Events(e)) => format!("Events {}", describe(&e, 0)),
+                Ok(Frame::Fingerprint(_)) => "Fingerprint".into(),
                 Ok(Frame::Digest(_)) => "Digest".into(),
                 Ok(Frame::Sync { delta, .. }) => {
                     format!("Sync {}", describe(&delta.events, delta.covers.len()))
@@ -1378,16 +1379,18 @@ fn crash_run(n: usize, seed: u64, loss: f64) -> Report {
     sim.measure_crash(n / 2)
 }
 
-/// `n` members settle, one more joins through node 0, then one member crashes.
-fn scale_run(n: usize, seed: u64, loss: f64) -> (JoinReport, Report) {
+/// `n` members settle, one more joins through node 0, the cluster idles for 3 s (its bytes
+/// per node per second are the third figure), then one member crashes.
+fn scale_run(n: usize, seed: u64, loss: f64) -> (JoinReport, Report, f64) {
     let mut sim = Sim::with_absent(n + 1, n, seed, loss);
     sim.run_until(3_000, |_| false);
     let join = sim.measure_join(n, 0);
+    let idle = sim.idle_bytes_per_node_per_s(3_000);
     let crash = sim.measure_crash(n / 2);
     if sim.count_kinds {
         eprintln!("N={n}: frames delivered by kind: {:?}", sim.kinds);
     }
-    (join, crash)
+    (join, crash, idle)
 }
 
 #[test]
@@ -1628,19 +1631,59 @@ fn bulk_registration_of_twenty_thousand_actors_while_probes_run_accuses_nobody()
     sim.check_invariants().unwrap();
 }
 
+/// Idle traffic of `n` nodes that know each other and have settled: bytes of encoded frames
+/// sent per node per simulated second over 5 s, no loss (what the protocol costs at rest).
+fn idle_run(n: usize, seed: u64) -> f64 {
+    let mut sim = Sim::new(n, seed, 0.0);
+    sim.run_until(5_000, |_| false);
+    let idle = sim.idle_bytes_per_node_per_s(5_000);
+    sim.check_invariants()
+        .expect("an idle cluster holds one roster");
+    idle
+}
+
+/// In sync, a round of anti-entropy costs the same at any size (a fingerprint, not a digest
+/// of every member), and probes are per node: idle bytes per node must not grow with N.
+#[test]
+fn idle_traffic_per_node_does_not_grow_with_the_cluster() {
+    let small = idle_run(20, 3);
+    let large = idle_run(200, 3);
+    eprintln!("idle bytes per node per s: N=20 {small:.0}, N=200 {large:.0}");
+    assert!(small > 0.0, "probes run while idle");
+    assert!(
+        large < 2.0 * small,
+        "idle traffic grows with N: {small:.0} B/node/s at 20, {large:.0} at 200"
+    );
+}
+
+/// Idle bytes per node per second by N (`SIM_IDLE_SIZES`, default 5,20,50,200,1000).
+#[test]
+#[ignore = "prints the idle table; run with --release -- --ignored --nocapture"]
+fn idle_table() {
+    let sizes: Vec<usize> = std::env::var("SIM_IDLE_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![5, 20, 50, 200, 1_000]);
+    println!("| N | idle bytes/node/s |");
+    println!("|---|---|");
+    for n in sizes {
+        println!("| {n} | {:.0} |", idle_run(n, 1));
+    }
+}
+
 /// Prints one markdown row per N (the table `tools/bench` carries).
 fn print_scale(sizes: &[usize]) {
     println!(
         "| N | join: rounds (log2 N) | join: all know it | join: it knows all \
-         | crash: all hold it dead | false positives | messages/node/s |"
+         | crash: all hold it dead | false positives | messages/node/s | idle bytes/node/s |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let ms = |v: Option<u64>| v.map_or("never".into(), |d| format!("{d} ms"));
     for &n in sizes {
         let started = std::time::Instant::now();
-        let (join, crash) = scale_run(n, 1, 0.01);
+        let (join, crash, idle) = scale_run(n, 1, 0.01);
         println!(
-            "| {n} | {} ({:.1}) | {} | {} | {} | {} | {:.1} |",
+            "| {n} | {} ({:.1}) | {} | {} | {} | {} | {:.1} | {idle:.0} |",
             join.rounds,
             (n as f64).log2(),
             ms(join.everyone_knows_it_ms),
@@ -1649,8 +1692,24 @@ fn print_scale(sizes: &[usize]) {
             crash.false_positives.len(),
             crash.messages_per_node_per_s
         );
-        eprintln!("N={n}: simulated in {:.0?}", started.elapsed());
+        eprintln!(
+            "N={n}: simulated in {:.0?}, peak RSS {}",
+            started.elapsed(),
+            peak_rss()
+        );
     }
+}
+
+/// The process's peak resident set (Linux `VmHWM`), for the scale runs' memory figure.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l["VmHWM:".len()..].trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 #[test]

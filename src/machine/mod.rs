@@ -759,6 +759,19 @@ impl Machine {
         self.heard(from);
         match frame {
             Frame::Events(events) => self.receive(from, events, true),
+            Frame::Fingerprint(theirs) => {
+                // Only a member of a cluster that counts us as a member sends one.
+                self.mark_joined(from);
+                // Equal: the same digest but for watermarks (so the same view of us too, which
+                // `receive` already acted on), nothing to repair. Different: we open a digest
+                // exchange, whose checks (accusations, claims on our record, a peer that
+                // forgot us) run as ever. While auditing our own record we always do: our
+                // digest then claims nothing of it, to be sent all of it.
+                if self.own.auditing() || theirs != self.roster.digest_fingerprint() {
+                    let wire = encode(&Frame::Digest(self.digest()));
+                    self.send(Dest::back(from), wire, false);
+                }
+            }
             Frame::Digest(theirs) => {
                 self.mark_joined(from);
                 self.check_view_of_us(from, &theirs);
@@ -1563,8 +1576,15 @@ impl Machine {
             self.gossip_targets(1).pop()
         };
         if let Some((id, addr)) = target {
-            let wire = encode(&Frame::Digest(self.digest()));
-            self.send(Dest::member(&id, &addr), wire, false);
+            // In sync, a round costs a fingerprint whatever the cluster size; the peer opens
+            // a digest exchange only if its roster differs. Auditing our own record (after a
+            // start, or a peer showed a newer one) needs the peer's all of it: a digest.
+            let frame = if self.own.auditing() {
+                Frame::Digest(self.digest())
+            } else {
+                Frame::Fingerprint(self.roster.digest_fingerprint())
+            };
+            self.send(Dest::member(&id, &addr), encode(&frame), false);
         }
     }
 

@@ -885,12 +885,109 @@ fn a_member_reaped_while_dead_is_still_tried_now_and_then() {
     for _ in 0..2_000 {
         t += 100;
         m.handle_tick(ms(t));
-        tried += digests_to(&settle(&mut m))
-            .iter()
-            .filter(|a| *a == "sim://b")
+        // A fingerprint or a digest: either opens an exchange if b answers.
+        tried += frames(&settle(&mut m))
+            .into_iter()
+            .filter(|(d, f)| {
+                d.addr.as_deref() == Some("sim://b")
+                    && matches!(f, Frame::Digest(_) | Frame::Fingerprint(_))
+            })
             .count();
     }
     // 200 s of ticks: about one anti-entropy round in 16 goes to it.
     assert!(tried > 0, "the reaped member's address was never tried");
     assert!(tried < 200, "tried too often: {tried}");
+}
+
+/// Carries every frame of `from`'s Ready that goes to `to` (by id or address), gossip only
+/// if `gossip`; returns the kinds carried.
+fn carry(from: &mut Machine, to: &mut Machine, gossip: bool) -> Vec<FrameKind> {
+    let ready = settle(from);
+    let mut kinds = Vec::new();
+    for (dest, frame) in frames(&ready) {
+        let for_to = dest.id.as_ref() == Some(to.id()) || dest.addr.as_deref() == Some(to.addr());
+        if for_to && (gossip || frame.kind() != FrameKind::Events) {
+            kinds.push(frame.kind());
+            to.handle_frame(from.id(), frame).unwrap();
+        }
+    }
+    kinds
+}
+
+/// Two machines that know each other, ticked and carried to `until` ms; returns the
+/// anti-entropy frame kinds each sent in the last second.
+fn pair_until(
+    a: &mut Machine,
+    b: &mut Machine,
+    (from, until): (u64, u64),
+    gossip: bool,
+) -> Vec<FrameKind> {
+    let mut late = Vec::new();
+    for t in (from..until).step_by(10) {
+        a.handle_tick(ms(t));
+        b.handle_tick(ms(t));
+        for _ in 0..4 {
+            let mut k = carry(a, b, gossip);
+            k.extend(carry(b, a, gossip));
+            if t + 1_000 >= until {
+                late.extend(k.into_iter().filter(|k| {
+                    matches!(
+                        k,
+                        FrameKind::Fingerprint
+                            | FrameKind::Digest
+                            | FrameKind::Sync
+                            | FrameKind::Delta
+                    )
+                }));
+            }
+        }
+    }
+    late
+}
+
+use crate::message::FrameKind;
+
+/// In sync, anti-entropy is fingerprints only; an accusation one side holds makes the
+/// fingerprints differ, the digest exchange follows, and the accused refutes it.
+#[test]
+fn fingerprints_while_in_sync_and_a_digest_exchange_that_lets_the_accused_refute() {
+    let mut a = machine("a");
+    let mut b = machine("b");
+    settle(&mut a);
+    settle(&mut b);
+    let a_rec = a.roster().events_since(&id("a"), None);
+    let b_rec = b.roster().events_since(&id("b"), None);
+    a.handle_frame(&id("b"), Frame::Events(b_rec)).unwrap();
+    b.handle_frame(&id("a"), Frame::Events(a_rec)).unwrap();
+    let late = pair_until(&mut a, &mut b, (0, 5_000), true);
+    assert_eq!(a.roster(), b.roster(), "in sync");
+    assert!(!late.is_empty(), "anti-entropy runs");
+    assert!(
+        late.iter().all(|k| *k == FrameKind::Fingerprint),
+        "in sync, only fingerprints: {late:?}"
+    );
+
+    // `a` hears from a third node that `b` is suspect; `b` never gets that gossip (gossip
+    // frames are dropped from here on): only anti-entropy can tell it.
+    let inc = b.incarnation();
+    let suspect = ClusterEvent::NodeSuspected {
+        node: id("b"),
+        generation: 1,
+        incarnation: inc,
+        by: None,
+    };
+    a.handle_frame(&id("c"), Frame::Events(vec![suspect]))
+        .unwrap();
+    settle(&mut a);
+    assert_ne!(
+        a.roster().digest_fingerprint(),
+        b.roster().digest_fingerprint()
+    );
+    let exchange = pair_until(&mut a, &mut b, (5_000, 8_000), false);
+    assert!(b.incarnation() > inc, "b refuted: {exchange:?}");
+    assert_eq!(a.roster().state_of(&id("b")), Some(MemberState::Alive));
+    assert_eq!(
+        a.roster().digest_fingerprint(),
+        b.roster().digest_fingerprint()
+    );
 }
