@@ -21,8 +21,13 @@ pub enum Error {
     #[error("data dir {dir} is in use by another process{}: stop it first", pid_suffix(*.pid))]
     Locked { dir: PathBuf, pid: Option<u32> },
 
-    #[error("cannot listen on {addr}: {cause}")]
-    Listen { addr: String, cause: std::io::Error },
+    /// `what` says which listener: the gossip port, or the HTTP endpoint.
+    #[error("cannot listen on {addr} ({what}): {cause}")]
+    Listen {
+        addr: String,
+        what: &'static str,
+        cause: std::io::Error,
+    },
 
     #[error("{path}: {cause}")]
     Io {
@@ -165,6 +170,7 @@ mod tests {
         once(
             Error::Listen {
                 addr: "127.0.0.1:1".into(),
+                what: "--listen",
                 cause: busy(),
             }
             .into(),

@@ -216,6 +216,7 @@ impl Node {
             .await
             .map_err(|e| Error::Listen {
                 addr: config.listen.clone(),
+                what: "--listen, gossip and admin",
                 cause: e,
             })?;
         let local = listener.local_addr().map_err(Error::io(&config.data_dir))?;
@@ -227,6 +228,7 @@ impl Node {
                         .await
                         .map_err(|e| Error::Listen {
                             addr: at.clone(),
+                            what: "--http-listen",
                             cause: e,
                         })?,
                 )

@@ -105,7 +105,13 @@ pub(crate) struct Ctx {
     pub(crate) seed_names: Arc<std::sync::Mutex<HashMap<String, String>>>,
     inbound: Arc<Semaphore>,
     next_conn: AtomicU64,
+    /// When each (address, refusal) was last warned about: a node with the wrong secret
+    /// retries its peers every few hundred ms and would say so each time.
+    refusals_warned: std::sync::Mutex<HashMap<(String, String), std::time::Instant>>,
 }
+
+/// A refusal by or of the same peer, for the same reason, is a WARN at most this often.
+const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(30);
 
 impl Ctx {
     pub(crate) fn new(
@@ -142,8 +148,37 @@ impl Ctx {
             seed_names: Arc::default(),
             inbound: Arc::new(Semaphore::new(config.max_connections)),
             next_conn: AtomicU64::new(1),
+            refusals_warned: Default::default(),
         };
         (ctx, control_rx, data_rx)
+    }
+
+    /// A refused handshake, at WARN once per address and reason per [`REFUSAL_WARN_EVERY`],
+    /// else at DEBUG.
+    fn warn_refusal(&self, addr: &str, error: &TransportError, what: &'static str) {
+        let now = std::time::Instant::now();
+        let key = (addr.to_owned(), error.to_string());
+        let fresh = {
+            let mut warned = self
+                .refusals_warned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if warned.len() > 1024 {
+                warned.retain(|_, at| now.duration_since(*at) < REFUSAL_WARN_EVERY);
+            }
+            match warned.get(&key) {
+                Some(at) if now.duration_since(*at) < REFUSAL_WARN_EVERY => false,
+                _ => {
+                    warned.insert(key, now);
+                    true
+                }
+            }
+        };
+        if fresh {
+            tracing::warn!(%addr, %error, "{what} (said once per 30 s per peer and reason)");
+        } else {
+            tracing::debug!(%addr, %error, "{what}");
+        }
     }
 
     fn generation(&self) -> Option<Generation> {
@@ -313,15 +348,15 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
         Err(e) => {
             let refused = match &e {
                 TransportError::Rejected(reason) => {
-                    tracing::warn!(%addr, error = %e, "peer refused the connection");
+                    ctx.warn_refusal(&addr, &e, "peer refused the connection");
                     Some(reason.clone())
                 }
                 TransportError::Refused(_) => {
-                    tracing::warn!(%addr, error = %e, "refused the peer");
+                    ctx.warn_refusal(&addr, &e, "refused the peer");
                     None
                 }
                 TransportError::Auth(_) | TransportError::Tls(_) => {
-                    tracing::warn!(%addr, error = %e, "peer refused the connection");
+                    ctx.warn_refusal(&addr, &e, "peer refused the connection");
                     None
                 }
                 _ => {

@@ -182,5 +182,8 @@ fn an_http_port_in_use_is_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains(&at) && err.contains("in use"), "{err}");
+    assert!(
+        err.contains(&at) && err.contains("--http-listen") && err.contains("in use"),
+        "{err}"
+    );
 }

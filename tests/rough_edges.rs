@@ -414,3 +414,38 @@ fn admin_output_into_a_closed_pipe_ends_quietly() {
     }
     assert_eq!(node.stop(), 0);
 }
+
+#[test]
+fn a_peer_refusing_us_is_warned_about_once_per_while() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    std::fs::write(&one, "secret-one\n").unwrap();
+    std::fs::write(&two, "secret-two\n").unwrap();
+    let a_dir = tempfile::tempdir().unwrap();
+    let a = NodeProc::start_net(a_dir.path(), &["--secret-file", one.to_str().unwrap()]).unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(NODE);
+    cmd.arg("--data-dir")
+        .arg(b_dir.path())
+        .args(["--listen", "127.0.0.1:0", "--seed", &a.addr])
+        .args(["--secret-file", two.to_str().unwrap()])
+        .env("RUST_LOG", "info,gossip_roster::peers=debug");
+    let mut b = NodeProc::spawn(cmd).unwrap();
+    // Five refusals (retries from 200 ms: a few seconds, well within 30 s), one warning.
+    let refused = "peer refused the connection";
+    while b.lines.iter().filter(|l| l.contains(refused)).count() < 5 {
+        b.wait_for(refused).unwrap();
+    }
+    let warnings: Vec<&String> = b
+        .lines
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains(refused))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("authentication failed"),
+        "{}",
+        warnings[0]
+    );
+    drop(a);
+}

@@ -19,7 +19,7 @@ pub fn print(members: &[Member], json: bool, versions: bool) -> anyhow::Result<(
         };
     row("ID", "ADDR", "STATE", "INC", "VERSION", "TAGS", "ACTORS");
     for m in members {
-        let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let tags: Vec<String> = m.tags.iter().map(|(k, v)| tag(k, v)).collect();
         let tags = if tags.is_empty() {
             "-".to_owned()
         } else {
@@ -50,4 +50,26 @@ pub fn print(members: &[Member], json: bool, versions: bool) -> anyhow::Result<(
         );
     }
     Ok(())
+}
+
+/// `KEY=VALUE`, the value quoted (JSON style) when it holds what would blur the table: a
+/// comma (the tag separator), a quote, or whitespace (the column separator).
+fn tag(key: &str, value: &str) -> String {
+    if value.contains([',', '"']) || value.contains(char::is_whitespace) {
+        format!("{key}={}", serde_json::Value::from(value))
+    } else {
+        format!("{key}={value}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tag_values_that_would_blur_the_table_are_quoted() {
+        assert_eq!(super::tag("zone", "eu"), "zone=eu");
+        assert_eq!(super::tag("evil", "x,zone=fake"), r#"evil="x,zone=fake""#);
+        assert_eq!(super::tag("d", "two words"), r#"d="two words""#);
+        assert_eq!(super::tag("q", "a\"b"), r#"q="a\"b""#);
+        assert_eq!(super::tag("e", ""), "e=");
+    }
 }
