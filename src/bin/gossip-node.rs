@@ -80,8 +80,9 @@ struct RunArgs {
     /// itself down; the winner declares the unreachable dead and forgets them.
     #[arg(long, default_value = "off", value_name = "STRATEGY")]
     downing: gossip_roster::machine::downing::Strategy,
-    /// How long the set of reachable members must hold still before a side is judged.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    /// How long (seconds) the set of reachable members must hold still before a side is
+    /// judged (also spelt --downing-stable-after).
+    #[arg(long, alias = "downing-stable-after", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     downing_stable_after_s: u64,
     /// Address others dial, HOST:PORT or ws://HOST:PORT (wss:// with TLS). Default: the
     /// listen address; for 0.0.0.0 or [::], the address of the interface that routes out.
