@@ -70,19 +70,21 @@ pub async fn run_once(check: &HealthCheck) -> (Health, String) {
         Ok(c) => c,
         Err(e) => return (Health::Critical, format!("check could not start: {e}")),
     };
-    let group = child.id();
+    // Killed however this ends: exit, timeout, or this future dropped (the node stopping
+    // mid-check).
+    let group = GroupGuard(child.id());
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let finished = async {
         let exit = async {
             let status = child.wait().await;
-            kill_group(group);
+            group.kill();
             status
         };
         tokio::join!(exit, read_capped(stdout), read_capped(stderr))
     };
     match tokio::time::timeout(check.timeout, finished).await {
         Err(_) => {
-            kill_group(group);
+            group.kill();
             let _ = child.wait().await;
             (
                 Health::Critical,
@@ -118,14 +120,25 @@ async fn read_capped(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
     }
 }
 
-/// SIGKILL to the check's process group (its id is the shell's pid: `process_group(0)`).
-fn kill_group(group: Option<u32>) {
-    if let Some(pgid) = group.and_then(|g| libc::pid_t::try_from(g).ok()) {
-        // SAFETY: killpg has no memory effects; a group that is gone already gives ESRCH,
-        // which is fine to ignore.
-        unsafe {
-            libc::killpg(pgid, libc::SIGKILL);
+/// A check's process group (its id is the shell's pid: `process_group(0)`), sent SIGKILL
+/// when asked and when dropped.
+struct GroupGuard(Option<u32>);
+
+impl GroupGuard {
+    fn kill(&self) {
+        if let Some(pgid) = self.0.and_then(|g| libc::pid_t::try_from(g).ok()) {
+            // SAFETY: killpg has no memory effects; a group that is gone already gives
+            // ESRCH, which is fine to ignore.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
         }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -219,6 +232,26 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the check's children still run: {pids:?}");
+    }
+
+    #[tokio::test]
+    async fn a_check_cut_short_by_a_stopping_node_leaves_no_process_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid = dir.path().join("pid");
+        let command = format!("sleep 300 & echo $! > {}; wait", pid.display());
+        let c = check(&command, Duration::from_secs(60));
+        let run = run_once(&c);
+        // The node stops after a moment: the check's future is dropped mid-run.
+        let cut = tokio::time::timeout(Duration::from_millis(500), run).await;
+        assert!(cut.is_err(), "the check was still running");
+        let pid = std::fs::read_to_string(&pid).unwrap();
+        for _ in 0..200 {
+            if !running(pid.trim()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the check's child outlived the stop");
     }
 
     #[tokio::test]

@@ -73,7 +73,7 @@ pub struct ActorHealth {
 pub enum HealthError {
     #[error("a health note of {len} bytes is over the limit of {MAX_NOTE_BYTES}")]
     NoteTooLong { len: usize },
-    #[error("the health note contains a control character at byte {at}")]
+    #[error("the health note contains a control, invisible or direction-changing character at byte {at}")]
     BadNoteChar { at: usize },
     #[error("{0:?} is not a health (passing, warning or critical)")]
     UnknownHealth(String),
@@ -90,7 +90,10 @@ pub fn validate_note(note: &str) -> Result<(), HealthError> {
     if note.len() > MAX_NOTE_BYTES {
         return Err(HealthError::NoteTooLong { len: note.len() });
     }
-    if let Some((at, _)) = note.char_indices().find(|(_, c)| c.is_control()) {
+    if let Some((at, _)) = note
+        .char_indices()
+        .find(|(_, c)| c.is_control() || crate::names::is_invisible(*c))
+    {
         return Err(HealthError::BadNoteChar { at });
     }
     Ok(())
@@ -102,7 +105,11 @@ pub fn note_from_output(output: &[u8]) -> String {
     let text = String::from_utf8_lossy(output);
     let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     let mut note = String::new();
-    for c in line.trim().chars().filter(|c| !c.is_control()) {
+    for c in line
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control() && !crate::names::is_invisible(*c))
+    {
         if note.len() + c.len_utf8() > MAX_NOTE_BYTES {
             break;
         }

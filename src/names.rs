@@ -2,7 +2,8 @@
 //!
 //! A name is what `locate` looks up and what the CLI prints one to a line or joined by
 //! commas, so it is non-empty, at most [`MAX_ACTOR_NAME_BYTES`] bytes of UTF-8, with no
-//! whitespace, no control characters and no comma. The byte limit keeps every single event
+//! whitespace, no control characters, no invisible or direction-changing characters (a
+//! name must look like what it is: `\u{202e}evil` would show as `live`) and no comma. The byte limit keeps every single event
 //! far below the smallest frame a node accepts, so any record can always be gossiped.
 
 use thiserror::Error;
@@ -17,7 +18,7 @@ pub enum NameError {
     Empty,
     #[error("a name of {len} bytes is over the limit ({MAX_ACTOR_NAME_BYTES} bytes for actors, {MAX_NODE_ID_BYTES} for node ids)")]
     TooLong { len: usize },
-    #[error("name {name:?} contains {what} at byte {at}; names have no whitespace, control characters or commas")]
+    #[error("name {name:?} contains {what} at byte {at}; names have no whitespace, control, invisible or direction-changing characters, or commas")]
     BadChar {
         name: String,
         what: &'static str,
@@ -36,6 +37,8 @@ pub fn validate_actor_name(name: &str) -> Result<(), NameError> {
     for (at, c) in name.char_indices() {
         let what = if c.is_control() {
             "a control character"
+        } else if is_invisible(c) {
+            "an invisible or direction-changing character"
         } else if c.is_whitespace() {
             "whitespace"
         } else if c == ',' {
@@ -51,6 +54,15 @@ pub fn validate_actor_name(name: &str) -> Result<(), NameError> {
         });
     }
     Ok(())
+}
+
+/// Unicode format characters that change how text around them looks without showing
+/// themselves: zero-width characters, bidirectional controls and overrides, the BOM. In a
+/// name, a tag or a note they make one thing look like another in tables and the dashboard.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 /// Longest node id, in bytes of UTF-8.
@@ -99,5 +111,24 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn invisible_and_direction_changing_characters_are_refused() {
+        for bad in [
+            "\u{202e}evil",
+            "zero\u{200b}width",
+            "bom\u{feff}",
+            "iso\u{2066}late",
+        ] {
+            let e = validate_actor_name(bad).unwrap_err();
+            assert!(e.to_string().contains("invisible"), "{bad:?}: {e}");
+        }
+        assert!(
+            validate_actor_name("caf\u{e9}-\u{7a7a}").is_ok(),
+            "letters of any script"
+        );
+        assert!(crate::tags::validate_value("k", "\u{202e}gnp.exe").is_err());
+        assert!(crate::health::validate_note("ok\u{200b}").is_err());
     }
 }

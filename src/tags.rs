@@ -26,7 +26,7 @@ pub enum TagError {
     BadKeyChar { key: String, found: char, at: usize },
     #[error("the value of tag {key:?} is {len} bytes, over the limit of {MAX_TAG_VALUE_BYTES}")]
     ValueTooLong { key: String, len: usize },
-    #[error("the value of tag {key:?} contains a control character at byte {at}")]
+    #[error("the value of tag {key:?} contains a control, invisible or direction-changing character at byte {at}")]
     BadValueChar { key: String, at: usize },
     #[error("{0:?} is not KEY=VALUE")]
     NotKeyValue(String),
@@ -68,7 +68,10 @@ pub fn validate_value(key: &str, value: &str) -> Result<(), TagError> {
             len: value.len(),
         });
     }
-    if let Some((at, _)) = value.char_indices().find(|(_, c)| c.is_control()) {
+    if let Some((at, _)) = value
+        .char_indices()
+        .find(|(_, c)| c.is_control() || crate::names::is_invisible(*c))
+    {
         return Err(TagError::BadValueChar {
             key: key.to_owned(),
             at,

@@ -186,6 +186,46 @@ fn with_a_secret_the_data_needs_the_token_in_a_header_or_cookie_never_the_url() 
     }
     // The probes stay open for Kubernetes and Prometheus.
     assert_eq!(call(get(&http, "/health"), None, &[]).0, 200);
+
+    // An open stream ends once a reload drops the secret its token came from (found by a
+    // black-box trial: it kept streaming), and the scheme's case does not matter.
+    let open = get(&http, "/api/stream")
+        .set("authorization", &format!("bearer {token}"))
+        .call()
+        .expect("the stream opens");
+    let mut body = std::io::BufReader::new(open.into_reader());
+    let mut line = String::new();
+    use std::io::BufRead;
+    body.read_line(&mut line).unwrap();
+    assert!(line.starts_with("data:"), "{line}");
+    let rotated = dir.path().join("rotated");
+    std::fs::write(&rotated, "a new secret\n").unwrap();
+    std::fs::rename(&rotated, &secret).unwrap();
+    node.signal("HUP");
+    // Figures go out every 2 s: the stream must end within a few of them.
+    let ended = std::thread::spawn(move || loop {
+        line.clear();
+        match body.read_line(&mut line) {
+            Ok(0) => return Ok(()),
+            // The agent's 20 s timeout: still open.
+            Err(e) => return Err(e.to_string()),
+            Ok(_) => {}
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ended.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream of a revoked token is still open"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ended
+        .join()
+        .unwrap()
+        .expect("the stream ends, not times out");
+    let bearer = get(&http, "/api/snapshot").set("authorization", &format!("Bearer {token}"));
+    assert_eq!(call(bearer, None, &[]).0, 401, "the old token is refused");
 }
 
 #[test]

@@ -18,10 +18,13 @@ pub fn required(node: &Node) -> bool {
 
 /// The token a request carries, from its Authorization header or its cookie.
 fn presented(headers: &HeaderMap) -> Option<&str> {
+    // The scheme is case-insensitive (RFC 9110, 11.1).
     if let Some(bearer) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
     {
         return Some(bearer.trim());
     }
@@ -45,6 +48,12 @@ pub fn accepts(node: &Node, token: &str) -> bool {
 /// Whether the request may read the dashboard.
 pub fn allowed(node: &Node, headers: &HeaderMap) -> bool {
     !required(node) || presented(headers).is_some_and(|t| accepts(node, t))
+}
+
+/// The token of an allowed request (`None` when the node needs none), to check again
+/// later: a stream stays open for hours, across a rotation that drops its secret.
+pub fn held(headers: &HeaderMap) -> Option<String> {
+    presented(headers).map(str::to_owned)
 }
 
 /// `Set-Cookie` for a session holding `token`; `None` clears it.
@@ -72,6 +81,10 @@ mod tests {
     fn a_token_is_read_from_the_bearer_header_or_the_cookie() {
         assert_eq!(
             presented(&headers(&[(header::AUTHORIZATION, "Bearer abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            presented(&headers(&[(header::AUTHORIZATION, "bearer abc")])),
             Some("abc")
         );
         assert_eq!(

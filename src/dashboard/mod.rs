@@ -163,9 +163,19 @@ async fn stream(State(d): State<Dash>, headers: HeaderMap) -> Response {
     let Some(rx) = d.hub.join().await else {
         return busy();
     };
-    let events = futures_util::stream::unfold(rx, |mut rx| async move {
-        let msg = rx.recv().await?;
-        Some((Ok::<_, Infallible>(Event::default().data(&*msg)), rx))
+    // The token is checked again before every message: once a SIGHUP drops its secret, an
+    // open stream ends like any new request would be refused.
+    let token = auth::held(&headers);
+    let node = d.node.clone();
+    let events = futures_util::stream::unfold(rx, move |mut rx| {
+        let (node, token) = (node.clone(), token.clone());
+        async move {
+            let msg = rx.recv().await?;
+            if auth::required(&node) && !token.is_some_and(|t| auth::accepts(&node, &t)) {
+                return None;
+            }
+            Some((Ok::<_, Infallible>(Event::default().data(&*msg)), rx))
+        }
     });
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

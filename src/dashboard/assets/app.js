@@ -106,14 +106,18 @@ function displayState(m) {
 
 function stability(m) {
   if (m.state === "dead" || m.state === "left") return ["–", "muted"];
-  if (m.flips > 1) return [`flapping (${m.flips} flips)`, "flapping"];
-  if (m.flips === 1) return ["suspected once", "muted"];
+  // The node's own word (`status`: flapping = flipped at least once lately), with the count.
+  if (m.flips > 0) return [`flapping (${m.flips} ${m.flips === 1 ? "flip" : "flips"})`, "flapping"];
   if (m.stable === null || m.stable === undefined) return ["self", "muted"];
   return m.stable ? ["stable", ""] : ["settling", "muted"];
 }
 
 function tagText(m) {
-  return Object.entries(m.tags || {}).map(([k, v]) => `${k}=${v}`).join(" ");
+  // A value with a space, comma or quote is quoted, as in `gossip-node members`: it cannot
+  // pass for another tag.
+  return Object.entries(m.tags || {})
+    .map(([k, v]) => (/[\s,"]/.test(v) ? `${k}=${JSON.stringify(v)}` : `${k}=${v}`))
+    .join(" ");
 }
 
 function memberMatches(m, q) {
