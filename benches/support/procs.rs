@@ -469,7 +469,9 @@ pub fn detection(n: usize, how: Failure) -> (Duration, usize) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    std::thread::sleep(Duration::from_millis(100));
+    // The gauge moves when the machine applies the death; its WAL record follows at the next
+    // commit.
+    std::thread::sleep(Duration::from_millis(300));
     let wals = c.stop_and_read();
     let (mut last_ms, mut false_positives) = (0u64, 0);
     for (i, w) in wals.iter().enumerate() {
@@ -480,7 +482,19 @@ pub fn detection(n: usize, how: Failure) -> (Duration, usize) {
             ClusterEvent::NodeDead { node, .. } if node.as_str() == victim => Some(*ms),
             _ => None,
         });
-        last_ms = last_ms.max(dead_at.expect("the victim's death is in the WAL"));
+        let Some(dead_at) = dead_at else {
+            let tail: Vec<String> = w
+                .iter()
+                .rev()
+                .take(8)
+                .map(|(ms, e)| format!("{ms} {e}"))
+                .collect();
+            panic!(
+                "{}: the victim {victim}'s death is not in the WAL; its last records: {tail:#?}",
+                c.procs[i].id
+            );
+        };
+        last_ms = last_ms.max(dead_at);
         false_positives += w
             .iter()
             .filter(|(ms, e)| {
