@@ -72,6 +72,18 @@ fn measure(members: usize, actors: usize) -> isize {
     held
 }
 
+/// Bytes of `members` node id strings alone (the shared strings, not the vector holding them).
+fn id_bytes(members: usize) -> isize {
+    let mut ids = Vec::with_capacity(members);
+    let before = live();
+    for i in 0..members {
+        ids.push(NodeId::new(format!("node-{i:05}.prod.example")));
+    }
+    let held = live() - before;
+    drop(ids);
+    held
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -96,6 +108,10 @@ fn main() {
     println!(
         "| per member (record, id string, address, maps) | {per_member:.0} B | < 2 KiB | {} |",
         met(per_member < 2048.0)
+    );
+    println!(
+        "| of which the node id string | {:.0} B | - | |",
+        id_bytes(n) as f64 / n as f64
     );
     println!(
         "| per actor entry (entry + index) | {per_actor:.0} B | < 200 B | {} |",
