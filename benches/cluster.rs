@@ -240,7 +240,11 @@ fn measure_procs(n: usize) -> (Vec<Row>, Vec<Row>) {
         format!("N={n}: cold start, all know all: from the last node's start / from the first's"),
         format!(
             "{} / {}",
-            ms(cold.from_last_start),
+            if cold.from_last_start.is_zero() {
+                "0 (all knew all before the last node logged its start)".to_string()
+            } else {
+                ms(cold.from_last_start)
+            },
             ms(cold.from_first_start)
         ),
     ));
