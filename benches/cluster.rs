@@ -13,7 +13,8 @@
 mod support;
 use gossip_roster::{ClusterEvent, MembershipChange, Node, NodeId};
 use std::time::{Duration, Instant};
-use support::config;
+use support::procs::{self, ProcCluster};
+use support::{config, percentile, tail};
 use tokio::sync::broadcast;
 
 #[global_allocator]
@@ -47,10 +48,6 @@ async fn start_cluster(n: usize) -> Cluster {
         subs,
         _dirs: dirs,
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn ms(d: Duration) -> String {
@@ -158,13 +155,10 @@ async fn measure(n: usize) -> Vec<(String, String)> {
     let busy = t_busy.elapsed();
     let (f1, b1) = traffic(&c).await;
     to_all.sort();
+    let (tail_name, tail_value) = tail(&to_all);
     rows.push((
-        format!("N={n}: actor registration seen by all, p50 / p99 ({registrations} runs)"),
-        format!(
-            "{} / {}",
-            ms(percentile(&to_all, 0.5)),
-            ms(percentile(&to_all, 0.99))
-        ),
+        format!("N={n}: actor registration seen by all, p50 / {tail_name} ({registrations} runs)"),
+        format!("{} / {}", ms(percentile(&to_all, 0.5)), ms(tail_value)),
     ));
     rows.push((
         format!(
@@ -183,19 +177,142 @@ async fn measure(n: usize) -> Vec<(String, String)> {
     rows
 }
 
+/// A table row: what, measured.
+type Row = (String, String);
+
+/// Median and max of per-node stage times (µs) as "median / max ms".
+fn stage(v: &[u64]) -> String {
+    let mut v = v.to_vec();
+    v.sort();
+    let f = |us: u64| {
+        if us == u64::MAX {
+            "never".to_string()
+        } else {
+            format!("{:.1}", us as f64 / 1e3)
+        }
+    };
+    format!("{} / {} ms", f(percentile(&v, 0.5)), f(*v.last().unwrap()))
+}
+
+/// The same figures from N real `gossip-node` processes (defaults, `fsync=batch`), started
+/// as the comparison starts every system (the seed, then all others at once), with where a
+/// cold start's time goes. Times come from the nodes' own logs and WALs (see `procs`).
+fn measure_procs(n: usize) -> (Vec<Row>, Vec<Row>) {
+    let mut c = ProcCluster::start(n, "p");
+    c.wait_alive(n, None);
+    let mut rows = Vec::new();
+
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = Duration::from_secs(3);
+    let t = Instant::now();
+    let (f0, b0) = c.sent();
+    std::thread::sleep(idle);
+    let (f1, b1) = c.sent();
+    let secs = t.elapsed().as_secs_f64() * n as f64;
+    let idle_row = (
+        format!("N={n}: idle traffic per node"),
+        format!(
+            "{:.1} frames/s, {:.0} B/s",
+            (f1 - f0) / secs,
+            (b1 - b0) / secs
+        ),
+    );
+
+    // One registration at a time through the admin CLI, 150 ms apart (more than any
+    // propagation seen): the WALs say when each node applied it.
+    let registrations = 100;
+    for k in 0..registrations {
+        c.register(k % n, &format!("pa-{k}"));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let wals = c.stop_and_read();
+    let cold = procs::cold_start(&c, &wals);
+    let mut to_all: Vec<u64> = (0..registrations)
+        .map(|k| {
+            procs::propagation_ms(&c, &wals, k % n, &format!("pa-{k}"))
+                .unwrap_or_else(|| panic!("pa-{k} never reached every node"))
+        })
+        .collect();
+    to_all.sort();
+    let (tail_name, tail_value) = tail(&to_all);
+
+    rows.push((
+        format!("N={n}: cold start, all know all: from the last node's start / from the first's"),
+        format!(
+            "{} / {}",
+            if cold.from_last_start.is_zero() {
+                "0 (all knew all before the last node logged its start)".to_string()
+            } else {
+                ms(cold.from_last_start)
+            },
+            ms(cold.from_first_start)
+        ),
+    ));
+    rows.push((
+        format!("N={n}: actor registration seen by all, p50 / {tail_name} ({registrations} runs, WAL times in whole ms)"),
+        format!("{} ms / {} ms", percentile(&to_all, 0.5), tail_value),
+    ));
+    rows.push(idle_row);
+    let stages = vec![
+        (
+            format!("N={n}: node started (exec, listener, data dir, own record durable)"),
+            stage(&cold.started),
+        ),
+        (
+            format!("N={n}: first handshake done"),
+            stage(&cold.first_handshake),
+        ),
+        (
+            format!("N={n}: first record about another member (first sync)"),
+            stage(&cold.first_sync),
+        ),
+        (format!("N={n}: knows every member"), stage(&cold.knows_all)),
+    ];
+    (rows, stages)
+}
+
 fn main() {
     let Some(rt) = support::runtime() else {
         return;
     };
     let sizes = support::sizes();
+    let (inproc, real) = support::modes();
     let mut rows = Vec::new();
-    for n in sizes {
-        rows.extend(rt.block_on(measure(n)));
+    if inproc {
+        for &n in &sizes {
+            rows.extend(rt.block_on(measure(n)));
+        }
     }
-    println!("\n## cluster summary (one process, real WebSockets on loopback, this run)\n");
-    println!("| what | measured |");
-    println!("|---|---|");
-    for (what, fig) in rows {
-        println!("| {what} | {fig} |");
+    let (mut prows, mut stages) = (Vec::new(), Vec::new());
+    if real {
+        for &n in &sizes {
+            let (r, s) = measure_procs(n);
+            prows.extend(r);
+            stages.extend(s);
+        }
+    }
+    println!("\n## cluster summary (real WebSockets on loopback, this run)\n");
+    if inproc {
+        println!("N nodes in one process, one runtime:\n");
+        println!("| what | measured |");
+        println!("|---|---|");
+        for (what, fig) in rows {
+            println!("| {what} | {fig} |");
+        }
+        println!();
+    }
+    if real {
+        println!("N `gossip-node` processes (as users run them):\n");
+        println!("| what | measured |");
+        println!("|---|---|");
+        for (what, fig) in prows {
+            println!("| {what} | {fig} |");
+        }
+        println!("\nWhere a cold start's time goes (N processes; per node, from its own spawn; median / max over the nodes):\n");
+        println!("| stage | median / max |");
+        println!("|---|---|");
+        for (what, fig) in stages {
+            println!("| {what} | {fig} |");
+        }
     }
 }

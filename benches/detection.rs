@@ -4,12 +4,18 @@
 //! fresh clusters; prints median and p99 per N, and false positives (anyone else declared
 //! dead) seen meanwhile.
 //!
+//! The same with N real `gossip-node` processes: the victim is killed (-9: the kernel closes
+//! its sockets, which hints its peers) or stopped (SIGSTOP: silent, its connections stay
+//! open, so only the probes can tell). Times come from the nodes' WALs.
+//!
 //! `cargo bench --bench detection` (or `tools/bench-detection`); `GOSSIP_BENCH_SIZES=5,20`
-//! picks the sizes (default 5,20,50).
+//! picks the sizes (default 5,20,50), `GOSSIP_BENCH_MODE=inproc|procs` one kind of cluster.
+//! With fewer than 100 failures the tail printed is the max, named so.
 
 mod support;
 use gossip_roster::{ClusterEvent, MembershipChange};
 use std::time::{Duration, Instant};
+use support::procs;
 use tokio::sync::broadcast;
 
 #[global_allocator]
@@ -51,35 +57,71 @@ async fn one_kill(n: usize) -> (Duration, usize) {
     (detection, false_positives)
 }
 
+/// Failures per N: fewer at larger N, where each needs a fresh cluster.
+fn kills(n: usize) -> usize {
+    if n <= 5 {
+        15
+    } else if n <= 20 {
+        8
+    } else {
+        4
+    }
+}
+
+fn row(what: &str, n: usize, mut times: Vec<Duration>, fp: usize) {
+    times.sort();
+    let (tail_name, tail_value) = support::tail(&times);
+    println!(
+        "| {what} | {n} | {} | {:.2} s | {tail_name} {:.2} s | {fp} |",
+        times.len(),
+        support::percentile(&times, 0.5).as_secs_f64(),
+        tail_value.as_secs_f64()
+    );
+}
+
 fn main() {
     let Some(rt) = support::runtime() else {
         return;
     };
     let sizes = support::sizes();
+    let (inproc, real) = support::modes();
     println!("\n## detection summary (defaults: probe 300 ms, timeout 150 ms, 3 indirect, suspicion mult 3)\n");
-    println!("| N | kills | detection median | p99 | false positives |");
-    println!("|---|---|---|---|---|");
+    println!("| cluster, failure | N | failures | detection median | tail | false positives |");
+    println!("|---|---|---|---|---|---|");
     for n in sizes {
-        let kills = if n <= 5 {
-            15
-        } else if n <= 20 {
-            8
-        } else {
-            4
-        };
-        let mut times = Vec::new();
-        let mut fp = 0;
-        for _ in 0..kills {
-            let (d, f) = rt.block_on(one_kill(n));
-            times.push(d);
-            fp += f;
+        if inproc {
+            let (mut times, mut fp) = (Vec::new(), 0);
+            for _ in 0..kills(n) {
+                let (d, f) = rt.block_on(one_kill(n));
+                times.push(d);
+                fp += f;
+            }
+            row(
+                "one process, victim shut down (connections close)",
+                n,
+                times,
+                fp,
+            );
         }
-        times.sort();
-        let pick = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
-        println!(
-            "| {n} | {kills} | {:.2} s | {:.2} s | {fp} |",
-            pick(0.5).as_secs_f64(),
-            pick(0.99).as_secs_f64()
-        );
+        if real {
+            for (how, what) in [
+                (
+                    procs::Failure::Kill,
+                    "processes, victim kill -9 (kernel closes its sockets)",
+                ),
+                (
+                    procs::Failure::Stop,
+                    "processes, victim SIGSTOP (silent, connections stay open)",
+                ),
+            ] {
+                let (mut times, mut fp) = (Vec::new(), 0);
+                for _ in 0..kills(n) {
+                    let (d, f) = procs::detection(n, how);
+                    times.push(d);
+                    fp += f;
+                }
+                row(what, n, times, fp);
+            }
+        }
     }
 }

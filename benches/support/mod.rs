@@ -2,6 +2,8 @@
 //! real nodes (library, WebSockets on 127.0.0.1, WALs in temp dirs) started through one seed.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use gossip_roster::{Node, NodeConfig, NodeId};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -69,4 +71,29 @@ pub async fn start_cluster(n: usize) -> (Vec<Node>, Vec<tempfile::TempDir>) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     (nodes, dirs)
+}
+
+/// The value at quantile `p` of `sorted` (nearest rank).
+pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The tail figure `sorted` supports: its p99 with at least 100 samples, else its max,
+/// named as such (a "p99" of 4 samples is the max of 4).
+pub fn tail<T: Copy>(sorted: &[T]) -> (&'static str, T) {
+    if sorted.len() >= 100 {
+        ("p99", percentile(sorted, 0.99))
+    } else {
+        ("max", *sorted.last().unwrap())
+    }
+}
+
+/// Which cluster the benchmarks run: `GOSSIP_BENCH_MODE=inproc` (N nodes in one process),
+/// `procs` (N `gossip-node` processes) or both (the default).
+pub fn modes() -> (bool, bool) {
+    match std::env::var("GOSSIP_BENCH_MODE").as_deref() {
+        Ok("inproc") => (true, false),
+        Ok("procs") => (false, true),
+        _ => (true, true),
+    }
 }

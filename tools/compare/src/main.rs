@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod foca_side;
+#[path = "../../../benches/support/procs.rs"]
+mod procs;
 
 /// chitchat's UDP transport, counting the bytes it sends.
 struct Counting {
@@ -246,7 +248,12 @@ async fn ours_run(n: usize) -> Figures {
     }
     let t_last = Instant::now();
     let converged = poll_until("gossip-roster converges", async || {
-        nodes.iter().all(|x| x.members().len() == n)
+        for x in &nodes {
+            if x.members().await.unwrap().len() != n {
+                return false;
+            }
+        }
+        true
     })
     .await;
     let (converge, converge_total) = (converged.saturating_duration_since(t_last), converged - t0);
@@ -254,16 +261,27 @@ async fn ours_run(n: usize) -> Figures {
     let t1 = Instant::now();
     nodes[0].register_actor("billing").await.unwrap();
     let seen = poll_until("gossip-roster propagates an actor", async || {
-        nodes.iter().all(|x| !x.locate("billing").is_empty())
+        for x in &nodes {
+            if x.locate("billing").await.unwrap().is_empty() {
+                return false;
+            }
+        }
+        true
     })
     .await;
     let propagate = seen - t1;
 
-    let sent = |nodes: &[Node]| nodes.iter().map(|x| x.status().bytes_sent).sum::<u64>();
-    let b0 = sent(&nodes);
+    async fn sent(nodes: &[Node]) -> u64 {
+        let mut total = 0;
+        for x in nodes {
+            total += x.status().await.unwrap().bytes_sent;
+        }
+        total
+    }
+    let b0 = sent(&nodes).await;
     let idle = Duration::from_secs(3);
     tokio::time::sleep(idle).await;
-    let b1 = sent(&nodes);
+    let b1 = sent(&nodes).await;
     for node in nodes {
         node.shutdown().await.unwrap();
     }
@@ -272,6 +290,33 @@ async fn ours_run(n: usize) -> Figures {
         converge_total,
         propagate,
         idle_bytes_per_node_s: (b1 - b0) as f64 / n as f64 / idle.as_secs_f64(),
+    }
+}
+
+/// Ours as users run it: N `gossip-node` processes (release binary, defaults), started as
+/// the others (the seed, then all at once). Times from the nodes' own logs and WALs, idle
+/// bytes from their `/metrics` (see `benches/support/procs.rs`).
+fn procs_run(n: usize) -> Figures {
+    let mut c = procs::ProcCluster::start(n, "r");
+    c.wait_alive(n, None);
+    c.register(0, "billing");
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, b0) = c.sent();
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, b1) = c.sent();
+    let idle = t.elapsed();
+    let wals = c.stop_and_read();
+    let cold = procs::cold_start(&c, &wals);
+    let propagate = procs::propagation_ms(&c, &wals, 0, "billing").map_or(NEVER, |ms| {
+        // Whole milliseconds: count the record's millisecond as a full one.
+        Duration::from_millis(ms.max(1))
+    });
+    Figures {
+        converge: cold.from_last_start,
+        converge_total: cold.from_first_start,
+        propagate,
+        idle_bytes_per_node_s: (b1 - b0) / n as f64 / idle.as_secs_f64(),
     }
 }
 
@@ -293,6 +338,12 @@ fn median(mut runs: Vec<Figures>) -> Figures {
     }
 }
 
+/// A figure of `f`, or `None` when it never came.
+fn got(f: &Figures, pick: &dyn Fn(&Figures) -> f64) -> Option<f64> {
+    let v = pick(f);
+    (v < NEVER.as_secs_f64()).then_some(v)
+}
+
 fn main() {
     let sizes: Vec<usize> = std::env::var("GOSSIP_BENCH_SIZES")
         .ok()
@@ -302,20 +353,23 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("\n## gossip-roster vs chitchat 0.13.0 and foca 2.0.0 (same run, loopback, median of 3; ratio = ours / theirs)\n");
-    println!("| N | metric | gossip-roster (defaults) | chitchat 100 ms | ratio | chitchat 10 ms | ratio | foca (LAN config) | ratio |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("\n## gossip-roster vs chitchat 0.13.0 and foca 2.0.0 (same run, loopback, median of 3; ratio = ours / best peer, ours as N processes / ours in one process)\n");
+    println!("| N | metric | ours, N processes | ours, one process | chitchat 100 ms | chitchat 10 ms | foca (LAN config) | best peer | ratio | goal | |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let reps = 3;
         let ours = median((0..reps).map(|_| rt.block_on(ours_run(n))).collect());
+        let real = median((0..reps).map(|_| procs_run(n)).collect());
         if std::env::var_os("COMPARE_ONLY_OURS").is_some() {
-            println!(
-                "| {n} | ours only | cold start {:.1} ms (from first start {:.1} ms), value {:.1} ms, idle {:.0} B/node/s |",
-                ours.converge.as_secs_f64() * 1e3,
-                ours.converge_total.as_secs_f64() * 1e3,
-                ours.propagate.as_secs_f64() * 1e3,
-                ours.idle_bytes_per_node_s
-            );
+            for (what, f) in [("one process", &ours), ("N processes", &real)] {
+                println!(
+                    "| {n} | ours only, {what} | cold start {:.1} ms (from first start {:.1} ms), value {:.1} ms, idle {:.0} B/node/s |",
+                    f.converge.as_secs_f64() * 1e3,
+                    f.converge_total.as_secs_f64() * 1e3,
+                    f.propagate.as_secs_f64() * 1e3,
+                    f.idle_bytes_per_node_s
+                );
+            }
             continue;
         }
         let slow = median(
@@ -333,30 +387,60 @@ fn main() {
                 .map(|_| rt.block_on(foca_side::foca_run(n)))
                 .collect(),
         );
-        let theirs = [&slow, &fast, &foca];
-        let row = |metric: &str, pick: &dyn Fn(&Figures) -> f64, show: &dyn Fn(f64) -> String| {
-            let mut line = format!("| {n} | {metric} | {} |", show(pick(&ours)));
-            for t in theirs {
-                let ratio = if pick(t) >= NEVER.as_secs_f64() {
-                    "-".to_string()
-                } else {
-                    format!("{:.2}", pick(&ours) / pick(t))
-                };
-                line += &format!(" {} | {ratio} |", show(pick(t)));
+        let peers = [&slow, &fast, &foca];
+        let ms = |s: Option<f64>| match s {
+            None => "not all within 10 s".to_string(),
+            Some(s) => format!("{:.1} ms", s * 1e3),
+        };
+        let count = |b: Option<f64>| b.map_or("-".to_string(), |b| format!("{b:.0}"));
+        // Goal per metric: ours <= factor x the reference (the best peer, or foca for idle
+        // bytes); met only if both of ours meet it.
+        let row = |metric: &str,
+                   pick: &dyn Fn(&Figures) -> f64,
+                   show: &dyn Fn(Option<f64>) -> String,
+                   reference: Option<f64>,
+                   reference_name: &str,
+                   factor: f64| {
+            let (p, o) = (got(&real, pick), got(&ours, pick));
+            let ratio = |x: Option<f64>| match (x, reference) {
+                (Some(x), Some(r)) if r > 0.0 => format!("{:.2}", x / r),
+                _ => "-".to_string(),
+            };
+            let met = match (p, o, reference) {
+                (Some(p), Some(o), Some(r)) if p <= factor * r && o <= factor * r => "met",
+                (_, _, None) => "-",
+                _ => "NOT met",
+            };
+            let mut line = format!("| {n} | {metric} | {} | {} |", show(p), show(o));
+            for t in peers {
+                line += &format!(" {} |", show(got(t, pick)));
             }
+            line += &format!(
+                " {} ({reference_name}) | {} / {} | <= {factor}x | {met} |",
+                show(reference),
+                ratio(p),
+                ratio(o)
+            );
             println!("{line}");
         };
-        let ms = |s: f64| {
-            if s >= NEVER.as_secs_f64() {
-                "not all within 10 s".to_string()
-            } else {
-                format!("{:.1} ms", s * 1e3)
-            }
+        let best = |pick: &dyn Fn(&Figures) -> f64| -> (Option<f64>, &'static str) {
+            let named = [(&slow, "chitchat 100 ms"), (&fast, "chitchat 10 ms"), (&foca, "foca")];
+            named
+                .iter()
+                .filter_map(|(f, name)| got(f, pick).map(|v| (v, *name)))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .map_or((None, "none"), |(v, name)| (Some(v), name))
         };
-        let count = |b: f64| format!("{b:.0}");
-        row("cold start: all know all, from the last node's start", &|f| f.converge.as_secs_f64(), &ms);
-        row("cold start: all know all, from the first node's start", &|f| f.converge_total.as_secs_f64(), &ms);
-        row("value set on one, seen by all", &|f| f.propagate.as_secs_f64(), &ms);
-        row("idle bytes sent per node per s", &|f| f.idle_bytes_per_node_s, &count);
+        let converge = |f: &Figures| f.converge.as_secs_f64();
+        let total = |f: &Figures| f.converge_total.as_secs_f64();
+        let propagate = |f: &Figures| f.propagate.as_secs_f64();
+        let idle = |f: &Figures| f.idle_bytes_per_node_s;
+        let (r, name) = best(&converge);
+        row("cold start: all know all, from the last node's start", &converge, &ms, r, name, 0.5);
+        let (r, name) = best(&total);
+        row("cold start: all know all, from the first node's start", &total, &ms, r, name, 0.5);
+        let (r, name) = best(&propagate);
+        row("value set on one, seen by all", &propagate, &ms, r, name, 0.5);
+        row("idle bytes sent per node per s", &idle, &count, got(&foca, &idle), "foca", 5.0);
     }
 }
