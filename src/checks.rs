@@ -72,7 +72,7 @@ pub async fn run_once(check: &HealthCheck) -> (Health, String) {
     };
     // Killed however this ends: exit, timeout, or this future dropped (the node stopping
     // mid-check).
-    let group = GroupGuard(child.id());
+    let group = GroupGuard::new(child.id());
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let finished = async {
         let exit = async {
@@ -121,12 +121,24 @@ async fn read_capped(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
 }
 
 /// A check's process group (its id is the shell's pid: `process_group(0)`), sent SIGKILL
-/// when asked and when dropped.
-struct GroupGuard(Option<u32>);
+/// once: when asked, or when dropped unasked (the check's future dropped mid-run). Once,
+/// because after the group is gone its id may in time name another process's group.
+struct GroupGuard {
+    pgid: Option<libc::pid_t>,
+    done: std::sync::atomic::AtomicBool,
+}
 
 impl GroupGuard {
+    fn new(pid: Option<u32>) -> GroupGuard {
+        GroupGuard {
+            pgid: pid.and_then(|p| libc::pid_t::try_from(p).ok()),
+            done: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
     fn kill(&self) {
-        if let Some(pgid) = self.0.and_then(|g| libc::pid_t::try_from(g).ok()) {
+        let first = !self.done.swap(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(pgid) = self.pgid.filter(|_| first) {
             // SAFETY: killpg has no memory effects; a group that is gone already gives
             // ESRCH, which is fine to ignore.
             unsafe {
