@@ -209,6 +209,21 @@ mod tests {
         })
     }
 
+    /// Panics unless every pid in the file (one a line) is gone soon: killed at once, their
+    /// reaper may take a moment to collect them.
+    async fn assert_all_gone(pid_file: &std::path::Path, what: &str) {
+        let pids = std::fs::read_to_string(pid_file).unwrap();
+        let pids: Vec<&str> = pids.lines().map(str::trim).collect();
+        assert!(!pids.is_empty(), "no pid written");
+        for _ in 0..200 {
+            if !pids.iter().any(|p| running(p)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what} still run: {pids:?}");
+    }
+
     #[tokio::test]
     async fn a_chatty_check_keeps_a_bounded_note_and_still_passes() {
         // Two MiB of output before exit 0: read to the end (no blocked pipe), kept short.
@@ -233,17 +248,8 @@ mod tests {
         let (health, note) = run_once(&check(&command, Duration::from_millis(500))).await;
         assert_eq!(health, Health::Critical);
         assert!(note.contains("timed out"), "{note}");
-        let pids = std::fs::read_to_string(&pids).unwrap();
-        let pids: Vec<&str> = pids.lines().collect();
-        assert_eq!(pids.len(), 2);
-        // Killed at once; their reaper may take a moment to collect them.
-        for _ in 0..200 {
-            if !pids.iter().any(|p| running(p)) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the check's children still run: {pids:?}");
+        assert_eq!(std::fs::read_to_string(&pids).unwrap().lines().count(), 2);
+        assert_all_gone(&pids, "the check's children").await;
     }
 
     #[tokio::test]
@@ -256,14 +262,7 @@ mod tests {
         // The node stops after a moment: the check's future is dropped mid-run.
         let cut = tokio::time::timeout(Duration::from_millis(500), run).await;
         assert!(cut.is_err(), "the check was still running");
-        let pid = std::fs::read_to_string(&pid).unwrap();
-        for _ in 0..200 {
-            if !running(pid.trim()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the check's child outlived the stop");
+        assert_all_gone(&pid, "the check's child, after the stop,").await;
     }
 
     #[tokio::test]
@@ -273,13 +272,6 @@ mod tests {
         let command = format!("sleep 300 & echo $! > {}; echo fine", pid.display());
         let (health, note) = run_once(&check(&command, Duration::from_secs(30))).await;
         assert_eq!((health, note.as_str()), (Health::Passing, "fine"));
-        let pid = std::fs::read_to_string(&pid).unwrap();
-        for _ in 0..200 {
-            if !running(pid.trim()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the background sleep still runs");
+        assert_all_gone(&pid, "the background sleep").await;
     }
 }

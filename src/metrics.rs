@@ -179,30 +179,21 @@ impl Metrics {
     }
 
     pub(crate) fn received(&self, kind: FrameKind, bytes: usize) {
-        let l = KindLabel { kind };
-        self.frames_in.get_or_create(&l).inc();
-        self.bytes_in.get_or_create(&l).inc_by(bytes as u64);
+        count(&self.frames_in, &self.bytes_in, kind, bytes);
+    }
+
+    pub(crate) fn sent(&self, kind: FrameKind, bytes: usize) {
+        count(&self.frames_out, &self.bytes_out, kind, bytes);
     }
 
     /// Counts handshake frames into the same families (the transport has no `Metrics`).
     pub(crate) fn frame_observer(&self) -> crate::transport::FrameObserver {
         let (frames_in, bytes_in) = (self.frames_in.clone(), self.bytes_in.clone());
         let (frames_out, bytes_out) = (self.frames_out.clone(), self.bytes_out.clone());
-        crate::transport::FrameObserver::new(move |direction, kind, bytes| {
-            let l = KindLabel { kind };
-            let (frames, total) = match direction {
-                crate::transport::Direction::Sent => (&frames_out, &bytes_out),
-                crate::transport::Direction::Received => (&frames_in, &bytes_in),
-            };
-            frames.get_or_create(&l).inc();
-            total.get_or_create(&l).inc_by(bytes as u64);
+        crate::transport::FrameObserver::new(move |direction, kind, bytes| match direction {
+            crate::transport::Direction::Sent => count(&frames_out, &bytes_out, kind, bytes),
+            crate::transport::Direction::Received => count(&frames_in, &bytes_in, kind, bytes),
         })
-    }
-
-    pub(crate) fn sent(&self, kind: FrameKind, bytes: usize) {
-        let l = KindLabel { kind };
-        self.frames_out.get_or_create(&l).inc();
-        self.bytes_out.get_or_create(&l).inc_by(bytes as u64);
     }
 
     pub(crate) fn dropped(&self, reason: DropReason) {
@@ -420,4 +411,16 @@ fn status_registry(s: &Status) -> Registry {
         p.ping_reqs,
     );
     r
+}
+
+/// One frame of `kind` and its `bytes`, into a pair of families (one direction).
+fn count(
+    frames: &Family<KindLabel, Counter>,
+    total: &Family<KindLabel, Counter>,
+    kind: FrameKind,
+    bytes: usize,
+) {
+    let l = KindLabel { kind };
+    frames.get_or_create(&l).inc();
+    total.get_or_create(&l).inc_by(bytes as u64);
 }

@@ -7,7 +7,7 @@
 // box filters. A screenshot of each state goes to `shots`. Exit 0 when every step held;
 // otherwise the failed step on stderr, a screenshot of the failure, and exit 1.
 
-import { chromium } from "playwright-core";
+import { launchChromium } from "./browser.mjs";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -19,20 +19,7 @@ const STEP_MS = 60_000;
 rmSync(cfg.shots, { recursive: true, force: true });
 mkdirSync(cfg.shots, { recursive: true });
 
-// launch() gives the browser a fresh, empty profile of its own (and deletes it after).
-const browser = await chromium.launch({
-  executablePath: cfg.chromium,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launchChromium(cfg.chromium);
 const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
 const errors = [];
 page.on("pageerror", (e) => errors.push(String(e)));

@@ -2,24 +2,13 @@
 // against the node at argv[2] (HOST:PORT; see tools/dashboard/measure). Prints one JSON
 // object. Figures, not checks: it fails only if the page never loads.
 
-import { chromium } from "../../tests/dashboard/node_modules/playwright-core/index.mjs";
+import { launchChromium } from "../../tests/dashboard/browser.mjs";
 
 const http = process.argv[2];
 const runs = Number(process.argv[3] || 3);
-const browser = await chromium.launch({
-  executablePath: process.env.GOSSIP_CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-precise-memory-info",
-  ],
-});
+const browser = await launchChromium(process.env.GOSSIP_CHROMIUM || "/usr/bin/chromium", [
+  "--enable-precise-memory-info",
+]);
 
 const snapBytes = (await (await fetch(`http://${http}/api/snapshot`)).text()).length;
 const results = [];
