@@ -1382,11 +1382,21 @@ fn crash_run(n: usize, seed: u64, loss: f64) -> Report {
 /// `n` members settle, one more joins through node 0, the cluster idles for 3 s (its bytes
 /// per node per second are the third figure), then one member crashes.
 fn scale_run(n: usize, seed: u64, loss: f64) -> (JoinReport, Report, f64) {
+    let stage = |name: &str| {
+        if std::env::var_os("SIM_KINDS").is_some() {
+            eprintln!("N={n}: after {name}: peak RSS {}, now {}", peak_rss(), rss());
+        }
+    };
     let mut sim = Sim::with_absent(n + 1, n, seed, loss);
+    stage("populate");
     sim.run_until(3_000, |_| false);
+    stage("settle");
     let join = sim.measure_join(n, 0);
+    stage("join");
     let idle = sim.idle_bytes_per_node_per_s(3_000);
+    stage("idle");
     let crash = sim.measure_crash(n / 2);
+    stage("crash");
     if sim.count_kinds {
         eprintln!("N={n}: frames delivered by kind: {:?}", sim.kinds);
     }
@@ -1702,12 +1712,21 @@ fn print_scale(sizes: &[usize]) {
 
 /// The process's peak resident set (Linux `VmHWM`), for the scale runs' memory figure.
 fn peak_rss() -> String {
+    proc_status("VmHWM:")
+}
+
+/// The process's resident set now (Linux `VmRSS`).
+fn rss() -> String {
+    proc_status("VmRSS:")
+}
+
+fn proc_status(field: &str) -> String {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l["VmHWM:".len()..].trim().to_owned())
+                .find(|l| l.starts_with(field))
+                .map(|l| l[field.len()..].trim().to_owned())
         })
         .unwrap_or_else(|| "unknown".into())
 }
@@ -1715,11 +1734,22 @@ fn peak_rss() -> String {
 #[test]
 #[ignore = "bigger simulations; run with --release -- --ignored --nocapture"]
 fn scale_up_to_1000() {
-    print_scale(&[50, 200, 1000]);
+    print_scale(&scale_sizes(&[50, 200, 1000]));
 }
 
 #[test]
 #[ignore = "about 16 GiB and several minutes; run with --release -- --ignored --nocapture"]
 fn scale_10000() {
-    print_scale(&[10_000]);
+    print_scale(&scale_sizes(&[10_000]));
+}
+
+/// `SIM_SIZES=2000,5000` replaces a scale test's sizes (to profile one size alone).
+fn scale_sizes(default: &[usize]) -> Vec<usize> {
+    match std::env::var("SIM_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| n.trim().parse().expect("SIM_SIZES: comma-separated node counts"))
+            .collect(),
+        Err(_) => default.to_vec(),
+    }
 }
