@@ -193,7 +193,8 @@ struct Sim {
     debug: bool,
     /// Count delivered frames by kind (SIM_KINDS, for the scale runs).
     count_kinds: bool,
-    kinds: BTreeMap<String, u64>,
+    /// Frames and bytes delivered by kind.
+    kinds: BTreeMap<String, (u64, u64)>,
 }
 
 fn id(i: usize) -> NodeId {
@@ -727,7 +728,9 @@ impl Sim {
                         }
                         other => gossip_roster::transport::frame_name(other).to_owned(),
                     };
-                    *self.kinds.entry(kind).or_default() += 1;
+                    let seen = self.kinds.entry(kind).or_default();
+                    seen.0 += 1;
+                    seen.1 += wire.len() as u64;
                 }
                 let from_id = self.slots[from].id.clone();
                 let watched = self.watch.clone();
@@ -840,6 +843,29 @@ impl Sim {
         self.carry_out(i);
     }
 
+    /// Runs until every live node holds the same roster (equal fingerprints: anti-entropy
+    /// has repaired what loss dropped), has nothing left to gossip (the last change has run
+    /// out of retransmissions) and has seen its own record from a peer since it started (a
+    /// lost reply leaves a node sending full digests until then); at most 60 s.
+    fn run_until_quiet(&mut self) {
+        let until = self.now + 60_000;
+        self.run_until(until, |s| {
+            let machines: Vec<&Machine> = s
+                .live()
+                .iter()
+                .filter_map(|&i| s.slots[i].proc.as_ref().map(|p| &p.machine))
+                .collect();
+            let sum = machines.first().map(|m| m.roster().digest_fingerprint());
+            machines.iter().all(|m| {
+                m.sizes().broadcasts == 0
+                    && !m.auditing_own_record()
+                    && Some(m.roster().digest_fingerprint()) == sum
+            })
+        });
+    }
+
+    /// Bytes sent per live node per second over `window_ms` of an idle cluster (call
+    /// [`Sim::run_until_quiet`] first: then what is counted is probes and anti-entropy).
     fn idle_bytes_per_node_per_s(&mut self, window_ms: u64) -> f64 {
         let live = self.live();
         let before: u64 = live.iter().map(|&i| self.slots[i].bytes_sent).sum();
@@ -1384,7 +1410,11 @@ fn crash_run(n: usize, seed: u64, loss: f64) -> Report {
 fn scale_run(n: usize, seed: u64, loss: f64) -> (JoinReport, Report, f64) {
     let stage = |name: &str| {
         if std::env::var_os("SIM_KINDS").is_some() {
-            eprintln!("N={n}: after {name}: peak RSS {}, now {}", peak_rss(), rss());
+            eprintln!(
+                "N={n}: after {name}: peak RSS {}, now {}",
+                peak_rss(),
+                rss()
+            );
         }
     };
     let mut sim = Sim::with_absent(n + 1, n, seed, loss);
@@ -1393,12 +1423,28 @@ fn scale_run(n: usize, seed: u64, loss: f64) -> (JoinReport, Report, f64) {
     stage("settle");
     let join = sim.measure_join(n, 0);
     stage("join");
+    sim.run_until_quiet();
+    let before = sim.kinds.clone();
+    sim.debug = std::env::var("SIM_DEBUG").is_ok();
     let idle = sim.idle_bytes_per_node_per_s(3_000);
+    sim.debug = false;
     stage("idle");
+    if sim.count_kinds {
+        let during: BTreeMap<&String, (u64, u64)> = sim
+            .kinds
+            .iter()
+            .map(|(k, (c, b))| {
+                let (c0, b0) = before.get(k).copied().unwrap_or_default();
+                (k, (c - c0, b - b0))
+            })
+            .filter(|(_, (c, _))| *c > 0)
+            .collect();
+        eprintln!("N={n}: idle window, (frames, bytes) by kind: {during:?}");
+    }
     let crash = sim.measure_crash(n / 2);
     stage("crash");
     if sim.count_kinds {
-        eprintln!("N={n}: frames delivered by kind: {:?}", sim.kinds);
+        eprintln!("N={n}: (frames, bytes) delivered by kind: {:?}", sim.kinds);
     }
     (join, crash, idle)
 }
@@ -1748,7 +1794,11 @@ fn scale_sizes(default: &[usize]) -> Vec<usize> {
     match std::env::var("SIM_SIZES") {
         Ok(list) => list
             .split(',')
-            .map(|n| n.trim().parse().expect("SIM_SIZES: comma-separated node counts"))
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("SIM_SIZES: comma-separated node counts")
+            })
             .collect(),
         Err(_) => default.to_vec(),
     }

@@ -392,6 +392,13 @@ impl Machine {
         self.now
     }
 
+    /// Whether we are still waiting for a peer's whole view of our own record (after a
+    /// start, or once a peer showed a newer one): until then anti-entropy rounds send a full
+    /// digest, not a fingerprint.
+    pub fn auditing_own_record(&self) -> bool {
+        self.own.auditing()
+    }
+
     /// Whether a seed (or a remembered peer) answered our join.
     pub fn joined(&self) -> bool {
         self.joined
