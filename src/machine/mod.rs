@@ -176,6 +176,11 @@ const JOIN_RETRY_FIRST: Duration = Duration::from_millis(100);
 const JOIN_SEEDS_MAX: usize = 32;
 /// Most other addresses of our own remembered.
 const MAX_OWN_ADDRS: usize = 16;
+/// Most peers of the data dir's roster kept as join candidates: a random sample. A join
+/// asks a few of them at a time, and members the roster holds alive are asked too, so a
+/// sample loses nothing; keeping every address would cost a string per member per node
+/// (at 10,000 members, 40% of a simulated node's memory).
+const REMEMBERED_MAX: usize = 64;
 
 pub struct Machine {
     me: Identity,
@@ -279,14 +284,20 @@ impl Machine {
         seeds.retain(|s| *s != config.addr);
         seeds.sort();
         seeds.dedup();
-        let mut remembered: Vec<String> = roster
+        let mut remembered: Vec<&str> = roster
             .iter_records()
             .filter(|(id, r)| **id != me.id && r.is_announced() && !r.liveness.state.is_tombstone())
-            .map(|(_, r)| r.addr.clone())
-            .filter(|a| *a != config.addr && !seeds.contains(a))
+            .map(|(_, r)| r.addr.as_str())
+            .filter(|a| *a != config.addr && !seeds.iter().any(|s| s == a))
             .collect();
-        remembered.sort();
+        remembered.sort_unstable();
         remembered.dedup();
+        if remembered.len() > REMEMBERED_MAX {
+            let mut rng = StdRng::seed_from_u64(seed);
+            remembered = gossip::choose_peers(&mut rng, &remembered, REMEMBERED_MAX);
+            remembered.sort_unstable();
+        }
+        let remembered: Vec<String> = remembered.into_iter().map(str::to_owned).collect();
         let starts_alone = seeds.is_empty() && remembered.is_empty() && !config.discovery;
         if starts_alone {
             tracing::info!("no seeds and no remembered peers: this node starts a new cluster");

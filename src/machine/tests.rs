@@ -991,3 +991,24 @@ fn fingerprints_while_in_sync_and_a_digest_exchange_that_lets_the_accused_refute
         b.roster().digest_fingerprint()
     );
 }
+
+#[test]
+fn a_big_remembered_roster_keeps_a_sample_of_join_candidates() {
+    let mut roster = Roster::new();
+    for i in 0..500 {
+        roster.apply(&peer_announcement(&format!("r{i:03}")));
+    }
+    let m = Machine::new(config("a", &[]), roster.clone(), 0, 7, ms(0)).unwrap();
+    let (_, remembered) = m.join_candidates();
+    assert_eq!(remembered.len(), REMEMBERED_MAX);
+    let all: BTreeSet<&str> = roster
+        .iter_records()
+        .map(|(_, r)| r.addr.as_str())
+        .collect();
+    assert!(remembered.iter().all(|a| all.contains(a.as_str())));
+    let distinct: BTreeSet<&String> = remembered.iter().collect();
+    assert_eq!(distinct.len(), REMEMBERED_MAX, "a sample without repeats");
+    // Another seed, another sample: no member is left out for good.
+    let other = Machine::new(config("a", &[]), roster, 0, 8, ms(0)).unwrap();
+    assert_ne!(other.join_candidates().1, remembered);
+}
