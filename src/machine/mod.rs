@@ -270,15 +270,13 @@ impl Machine {
         crate::tags::check_totals(config.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         let me = effective_identity(&config.identity, &roster);
         let mut swim = Swim::new(me.id.clone(), config.swim.clone(), seed);
-        for (id, r) in roster.iter_records() {
-            swim.update_member(
-                id,
-                r.generation,
-                r.liveness.incarnation,
-                r.liveness.state,
-                now,
-            );
-        }
+        swim.add_members(
+            roster.iter_records().map(|(id, r)| {
+                let l = r.liveness;
+                (id.clone(), r.generation, l.incarnation, l.state)
+            }),
+            now,
+        );
         let quorum = quorum::quorum(config.largest_cluster, roster.count_by_state());
         let mut seeds = config.seeds.clone();
         seeds.retain(|s| *s != config.addr);
