@@ -515,6 +515,16 @@ pub struct Roster {
     digest_sum: u64,
 }
 
+impl Roster {
+    /// Gives back spare capacity (a map grown by doubling, or cloned: a clone reserves as
+    /// much as its original's table holds). One entry per member on every node adds up.
+    pub fn shrink_to_fit(&mut self) {
+        self.nodes.shrink_to_fit();
+        self.actor_index.shrink_to_fit();
+        self.forgotten.shrink_to_fit();
+    }
+}
+
 impl Default for Roster {
     fn default() -> Self {
         Roster {
@@ -545,8 +555,10 @@ impl RosterBuilder {
         self.roster.apply(event)
     }
 
-    /// The roster with its index rebuilt.
+    /// The roster with its index rebuilt (and no spare capacity: replay grew it by
+    /// doubling).
     pub fn finish(mut self) -> Roster {
+        self.roster.shrink_to_fit();
         self.roster.indexed = true;
         let records: Vec<(NodeId, Arc<NodeRecord>)> = self
             .roster

@@ -271,6 +271,7 @@ impl Sim {
                 let mut roster = base.clone();
                 roster.remove(&id(i));
                 roster.unforget(&id(i));
+                roster.shrink_to_fit();
                 sim.start_with(i, roster, 0);
             }
         }
