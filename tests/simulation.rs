@@ -1732,22 +1732,24 @@ fn idle_table() {
 fn print_scale(sizes: &[usize]) {
     println!(
         "| N | join: rounds (log2 N) | join: all know it | join: it knows all \
-         | crash: all hold it dead | false positives | messages/node/s | idle bytes/node/s |"
+         | crash: all hold it dead | false positives | messages/node/s | idle bytes/node/s \
+         | peak RSS of the simulation |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let ms = |v: Option<u64>| v.map_or("never".into(), |d| format!("{d} ms"));
     for &n in sizes {
         let started = std::time::Instant::now();
         let (join, crash, idle) = scale_run(n, 1, 0.01);
         println!(
-            "| {n} | {} ({:.1}) | {} | {} | {} | {} | {:.1} | {idle:.0} |",
+            "| {n} | {} ({:.1}) | {} | {} | {} | {} | {:.1} | {idle:.0} | {} |",
             join.rounds,
             (n as f64).log2(),
             ms(join.everyone_knows_it_ms),
             ms(join.it_knows_everyone_ms),
             ms(crash.detection_ms),
             crash.false_positives.len(),
-            crash.messages_per_node_per_s
+            crash.messages_per_node_per_s,
+            peak_rss()
         );
         eprintln!(
             "N={n}: simulated in {:.0?}, peak RSS {}",
@@ -1785,7 +1787,7 @@ fn scale_up_to_1000() {
 }
 
 #[test]
-#[ignore = "about 16 GiB and several minutes; run with --release -- --ignored --nocapture"]
+#[ignore = "about 20 GB and half an hour; run with --release -- --ignored --nocapture"]
 fn scale_10000() {
     print_scale(&scale_sizes(&[10_000]));
 }
