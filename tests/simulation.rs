@@ -1384,7 +1384,11 @@ fn crash_run(n: usize, seed: u64, loss: f64) -> Report {
 fn scale_run(n: usize, seed: u64, loss: f64) -> (JoinReport, Report, f64) {
     let stage = |name: &str| {
         if std::env::var_os("SIM_KINDS").is_some() {
-            eprintln!("N={n}: after {name}: peak RSS {}, now {}", peak_rss(), rss());
+            eprintln!(
+                "N={n}: after {name}: peak RSS {}, now {}",
+                peak_rss(),
+                rss()
+            );
         }
     };
     let mut sim = Sim::with_absent(n + 1, n, seed, loss);
@@ -1748,7 +1752,11 @@ fn scale_sizes(default: &[usize]) -> Vec<usize> {
     match std::env::var("SIM_SIZES") {
         Ok(list) => list
             .split(',')
-            .map(|n| n.trim().parse().expect("SIM_SIZES: comma-separated node counts"))
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("SIM_SIZES: comma-separated node counts")
+            })
             .collect(),
         Err(_) => default.to_vec(),
     }
