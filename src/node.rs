@@ -253,8 +253,15 @@ impl Node {
         let opening = config.clone();
         let (store, recovered, (identity, created), largest) =
             tokio::task::spawn_blocking(move || -> Result<_> {
-                let (store, recovered) = Store::open(&opening.data_dir, opening.store.clone())?;
-                let identity = resolve_identity(&store, &opening, &recovered.roster)?;
+                // A new dir's identity is stored with its schema stamp, in one flush.
+                let (store, recovered) =
+                    Store::open_with_identity(&opening.data_dir, opening.store.clone(), || {
+                        (
+                            opening.node_id.clone().unwrap_or_else(NodeId::random),
+                            crate::store::wal::unix_ms(),
+                        )
+                    })?;
+                let identity = resolve_identity(&store, &opening, &recovered)?;
                 let largest = store.meta()?.largest_cluster;
                 Ok((store, recovered, identity, largest))
             })
@@ -1303,37 +1310,28 @@ async fn persist_largest_loop(node: Node, mut persisted: u64) {
     }
 }
 
-/// Our identity: stored, or new (generation = now), or a new generation after a leave.
+/// Our identity: as stored (a new dir got one when the store opened: `--node-id` or a random
+/// id, generation = now), or a new generation after a leave.
 fn resolve_identity(
     store: &Store,
     config: &NodeConfig,
-    roster: &Roster,
+    recovered: &crate::store::Recovered,
 ) -> Result<(Identity, bool)> {
-    let (identity, created) = match store.identity()? {
-        Some((stored, generation)) => {
-            if let Some(given) = config.node_id.as_ref().filter(|g| **g != stored) {
-                return Err(Error::NodeIdMismatch {
-                    stored: stored.to_string(),
-                    given: given.to_string(),
-                });
-            }
-            (
-                Identity {
-                    id: stored,
-                    generation,
-                },
-                false,
-            )
-        }
-        None => {
-            let identity = Identity {
-                id: config.node_id.clone().unwrap_or_else(NodeId::random),
-                generation: crate::store::wal::unix_ms(),
-            };
-            store.set_identity(&identity.id, identity.generation)?;
-            (identity, true)
-        }
+    let (stored, generation) = store.identity()?.ok_or_else(|| Error::BadDataDir {
+        dir: store.dir().to_path_buf(),
+        reason: "no node identity after opening".into(),
+    })?;
+    if let Some(given) = config.node_id.as_ref().filter(|g| **g != stored) {
+        return Err(Error::NodeIdMismatch {
+            stored: stored.to_string(),
+            given: given.to_string(),
+        });
+    }
+    let identity = Identity {
+        id: stored,
+        generation,
     };
+    let (created, roster) = (recovered.identity_created, &recovered.roster);
     if !identity.has_left(roster) {
         return Ok((identity, created));
     }

@@ -404,3 +404,83 @@ fn a_crash_during_segment_rollover_loses_nothing_acknowledged() {
     }
     assert_eq!(gossip_log(&["verify"], dir.path()).status.code(), Some(0));
 }
+
+/// The `generation=` of a "node started" line.
+fn started_generation(node: &NodeProc) -> String {
+    let line = node
+        .lines
+        .iter()
+        .find(|l| l.contains("node started"))
+        .expect("a start line");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("generation="))
+        .expect("generation=")
+        .to_owned()
+}
+
+/// A real process aborted (no flush, no destructor) at every step of creating its data dir,
+/// and at the WAL's first sync, which now makes the first segment durable: the next start
+/// completes the dir (a new identity only if the crash came before the identity was flushed),
+/// the one after finds it complete and unchanged, and `gossip-log verify` finds it clean.
+#[test]
+fn a_crash_at_every_step_of_creating_a_data_dir_is_completed_by_the_next_start() {
+    let points = [
+        ("create-after-stamp", true),
+        ("create-after-wal-segment", true),
+        ("create-after-snapshot-sync", false),
+        ("create-done", false),
+        ("wal-first-sync-before-dir-sync", false),
+    ];
+    for (point, identity_lost) in points {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("d");
+        let mut cmd = std::process::Command::new(NODE);
+        cmd.arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0", "--node-id", "fresh"])
+            .env("GOSSIP_ROSTER_FAILPOINT", point);
+        // The WAL's first sync may come just before or just after the start line.
+        let log = match NodeProc::spawn(cmd) {
+            Err(log) => log,
+            Ok(mut node) => {
+                let status = node.child.wait().unwrap();
+                assert!(!status.success(), "{point}: the node should have aborted");
+                while let Ok(line) = node.stderr.recv() {
+                    node.lines.push(line);
+                }
+                node.lines.join("\n")
+            }
+        };
+        assert!(
+            log.contains(&format!("failure point {point}")),
+            "{point}: {log}"
+        );
+
+        let mut node = NodeProc::start(&data, &["--node-id", "fresh"]).unwrap();
+        let line = node.lines.last().unwrap().clone();
+        assert!(
+            line.contains(&format!("new_data_dir={identity_lost}")),
+            "{point}: {line}"
+        );
+        let generation = started_generation(&node);
+        // SIGKILL, not a graceful leave (which would start a new generation).
+        node.child.kill().unwrap();
+        node.child.wait().unwrap();
+
+        let mut node = NodeProc::start(&data, &["--node-id", "fresh"]).unwrap();
+        let line = node.lines.last().unwrap().clone();
+        assert!(line.contains("new_data_dir=false"), "{point}: {line}");
+        assert_eq!(started_generation(&node), generation, "{point}");
+        node.child.kill().unwrap();
+        node.child.wait().unwrap();
+
+        let verify = gossip_log(&["verify"], &data);
+        assert_eq!(
+            verify.status.code(),
+            Some(0),
+            "{point}: {}",
+            stderr(&verify)
+        );
+        member(&replay_json(&data), "fresh");
+    }
+}

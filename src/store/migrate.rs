@@ -29,10 +29,19 @@ fn v1_to_v2(_dir: &Path, _snapshot: &Snapshot) -> Result<()> {
 }
 
 /// Reads `DIR/SCHEMA`; refuses a newer version before anything else is opened.
+///
+/// A blank marker (empty, or NUL bytes only) counts as missing: it is what a power loss can
+/// leave of a marker whose contents never reached the disk (a new dir's marker is not
+/// fsynced, see [`write_marker`]). sled's `meta.schema_version` stays authoritative, and
+/// [`bring_up_to_date`] writes the marker again.
 pub fn check_marker(dir: &Path) -> Result<Option<u32>> {
     let path = dir.join(SCHEMA_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    let text = match std::fs::read(&path) {
+        Ok(bytes) if bytes.iter().all(|&b| b == 0 || b.is_ascii_whitespace()) => {
+            tracing::warn!(file = %path.display(), "blank schema marker (never reached the disk); sled decides");
+            return Ok(None);
+        }
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(&path)(e)),
     };
@@ -64,9 +73,21 @@ fn refuse_newer(dir: &Path, found: u32) -> Result<()> {
     Ok(())
 }
 
+/// What [`bring_up_to_date`] found and did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpToDate {
+    pub version: u32,
+    /// The database had no version: it was stamped [`SCHEMA_VERSION`], but neither the stamp
+    /// nor the marker is durable yet. The caller's next flush (with the identity, in
+    /// `Store::open_with_identity`) makes the stamp durable; until then a crash leaves a
+    /// database without a version, which the next open stamps again: a new dir holds
+    /// nothing a stamp could misdescribe.
+    pub stamped_new: bool,
+}
+
 /// Brings an opened data dir to [`SCHEMA_VERSION`]: stamps a new one, migrates an older one
 /// step by step, refuses a newer one. With `read_only`, only checks.
-pub fn bring_up_to_date(dir: &Path, snapshot: &Snapshot, read_only: bool) -> Result<u32> {
+pub fn bring_up_to_date(dir: &Path, snapshot: &Snapshot, read_only: bool) -> Result<UpToDate> {
     let stored = snapshot.meta()?.schema_version;
     let mut version = match stored {
         Some(v) => {
@@ -75,8 +96,12 @@ pub fn bring_up_to_date(dir: &Path, snapshot: &Snapshot, read_only: bool) -> Res
         }
         None => SCHEMA_VERSION,
     };
+    let stamped_new = stored.is_none() && !read_only;
     if read_only {
-        return Ok(version);
+        return Ok(UpToDate {
+            version,
+            stamped_new,
+        });
     }
     while version < SCHEMA_VERSION {
         tracing::info!(from = version, to = version + 1, "migrating data dir");
@@ -84,22 +109,38 @@ pub fn bring_up_to_date(dir: &Path, snapshot: &Snapshot, read_only: bool) -> Res
         version += 1;
         snapshot.set_schema_version(version)?;
     }
-    if stored.is_none() {
-        snapshot.set_schema_version(version)?;
+    if stamped_new {
+        snapshot.stage_schema_version(version)?;
     }
-    write_marker(dir, version)?;
-    Ok(version)
+    write_marker(dir, version, !stamped_new)?;
+    Ok(UpToDate {
+        version,
+        stamped_new,
+    })
 }
 
-fn write_marker(dir: &Path, version: u32) -> Result<()> {
+/// Writes `DIR/SCHEMA` through a temporary file and a rename, so that no process ever reads
+/// half a marker. With `durable`, the file and the directory are fsynced too: a migrated
+/// dir's marker then never lags behind its sled stamp, so an older build is refused before it
+/// opens sled. A new dir's marker is not (`durable = false`): it can only say the version
+/// this build stamps, a lost or blank one is rewritten by the next open (see
+/// [`check_marker`]), and the data dir's fsync in `Store::open_with_identity` makes the
+/// rename durable with everything else.
+fn write_marker(dir: &Path, version: u32, durable: bool) -> Result<()> {
     let path = dir.join(SCHEMA_FILE);
     if std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == version.to_string()) {
         return Ok(());
     }
     let tmp = dir.join(format!("{SCHEMA_FILE}.tmp"));
     std::fs::write(&tmp, format!("{version}\n"))
-        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| match durable {
+            true => std::fs::File::open(&tmp)?.sync_all(),
+            false => Ok(()),
+        })
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(Error::io(&path))?;
-    super::recovery::sync_dir(dir)
+    if durable {
+        super::recovery::sync_dir(dir)?;
+    }
+    Ok(())
 }

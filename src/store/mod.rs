@@ -66,6 +66,8 @@ pub struct Recovered {
     /// A torn tail that was cut, and where the damaged file was copied first.
     pub repaired: Option<(TornTail, PathBuf)>,
     pub schema_version: u32,
+    /// The dir had no identity and got one from [`Store::open_with_identity`].
+    pub identity_created: bool,
 }
 
 /// An open, locked data dir.
@@ -90,18 +92,56 @@ pub(crate) fn existing_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// Failure points of a data dir's creation, in order (see [`Store::open_with_identity`]).
+pub const CREATION_FAILPOINTS: &[&str] = &[
+    "create-after-stamp",
+    "create-after-wal-segment",
+    "create-after-snapshot-sync",
+    "create-done",
+];
+
 impl Store {
-    /// Opens `dir`, creating it if missing, and recovers the roster.
+    /// Opens `dir`, creating it if missing, and recovers the roster. A new dir gets no
+    /// identity (see [`Store::open_with_identity`]); its schema stamp is made durable here.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<(Store, Recovered)> {
+        Self::create_dir(dir)?;
+        Self::open_inner(dir, config, None)
+    }
+
+    /// Opens `dir`, creating it if missing; a dir without an identity gets `identity()`.
+    ///
+    /// A new dir becomes complete with one sled flush and one round of fsyncs at the end,
+    /// after every file is written: the schema stamp and the identity are flushed together
+    /// (they used to be two flushes, eight fsyncs). The identity is the commit point: once
+    /// it is durable the dir is complete (schema version, identity, a WAL that reads); a
+    /// crash before it leaves a dir without an identity, which the next start completes the
+    /// same way (a new stamp, a new identity, the same `--node-id` if one is given).
+    pub fn open_with_identity(
+        dir: &Path,
+        config: StoreConfig,
+        identity: impl FnOnce() -> (NodeId, Generation),
+    ) -> Result<(Store, Recovered)> {
+        Self::create_dir(dir)?;
+        Self::open_inner(dir, config, Some(Box::new(identity)))
+    }
+
+    fn create_dir(dir: &Path) -> Result<()> {
         if dir.exists() && !dir.is_dir() {
             return Err(Error::NotADirectory(dir.to_path_buf()));
         }
-        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-        Self::open_existing(dir, config)
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))
     }
 
     /// Opens a data dir that must already exist.
     pub fn open_existing(dir: &Path, config: StoreConfig) -> Result<(Store, Recovered)> {
+        Self::open_inner(dir, config, None)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        config: StoreConfig,
+        identity: Option<Box<dyn FnOnce() -> (NodeId, Generation) + '_>>,
+    ) -> Result<(Store, Recovered)> {
         existing_dir(dir)?;
         let lock = DirLock::acquire(dir)?;
         migrate::check_marker(dir)?;
@@ -110,7 +150,11 @@ impl Store {
         // A newer release's segments are refused before sled is opened.
         recovery::check_segment_versions(dir)?;
         let snapshot = Snapshot::open(&dir.join("snapshot"))?;
-        let schema_version = migrate::bring_up_to_date(dir, &snapshot, false)?;
+        let up_to_date = migrate::bring_up_to_date(dir, &snapshot, false)?;
+        let schema_version = up_to_date.version;
+        if up_to_date.stamped_new {
+            failpoint::hit("create-after-stamp")?;
+        }
         let meta = snapshot.meta()?;
         let mut roster = RosterBuilder::new(snapshot.load_roster()?);
         let mut replayed = 0;
@@ -148,6 +192,38 @@ impl Store {
             scan.segments.last(),
             config.wal.clone(),
         )?;
+        if up_to_date.stamped_new {
+            failpoint::hit("create-after-wal-segment")?;
+        }
+        let new_identity = match identity {
+            Some(make) if meta.node_id.is_none() || meta.generation.is_none() => {
+                let (id, generation) = make();
+                snapshot.stage_identity(&id, generation)?;
+                true
+            }
+            _ => false,
+        };
+        if up_to_date.stamped_new || new_identity {
+            // The one durable point of a new dir. Every file and directory is written by now
+            // (LOCK, SCHEMA, wal/, its first segment, snapshot/), so the first fsync below
+            // finds them all in one journal commit and the others little left to do. What
+            // each sync covers:
+            // - sled flush + fsync of its files and `snapshot/` (make_durable): the stamp and
+            //   the identity, and sled's `conf`, which sled needs to open the database;
+            // - fsync of the data dir: the entries `snapshot/`, `wal/` and `SCHEMA` in it
+            //   (without it, a power loss could drop `snapshot/` with the identity in it).
+            // Not synced here, on purpose:
+            // - the marker's contents (a blank marker reads as missing, see check_marker);
+            // - the first WAL segment and `wal/`: the WAL's own first sync covers header,
+            //   records and directory entry together (see wal.rs), before anything in it is
+            //   acknowledged as durable; a segment whose header never reached the disk is
+            //   a torn tail and is cut (see recovery.rs);
+            // - `LOCK`: an OS lock, its contents are only for the error message.
+            snapshot.make_durable()?;
+            failpoint::hit("create-after-snapshot-sync")?;
+            recovery::sync_dir(dir)?;
+            failpoint::hit("create-done")?;
+        }
         let recovered = Recovered {
             roster,
             snapshot_lsn: meta.snapshot_lsn,
@@ -155,6 +231,7 @@ impl Store {
             replayed,
             repaired,
             schema_version,
+            identity_created: new_identity,
         };
         let store = Store {
             dir: dir.to_path_buf(),

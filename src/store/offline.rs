@@ -32,7 +32,7 @@ impl Offline {
         migrate::check_marker(dir)?;
         recovery::check_segment_versions(dir)?;
         let snapshot = Snapshot::open_copy(&dir.join("snapshot"))?;
-        let schema_version = migrate::bring_up_to_date(dir, &snapshot, true)?;
+        let schema_version = migrate::bring_up_to_date(dir, &snapshot, true)?.version;
         let meta = snapshot.meta()?;
         Ok(Offline {
             dir: dir.to_path_buf(),

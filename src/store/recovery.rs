@@ -158,14 +158,19 @@ fn scan_wal_inline(
         let bytes = std::fs::read(path).map_err(Error::io(path))?;
         match segment::decode_header(&bytes, *first_lsn) {
             Ok(_) => {}
-            Err(HeaderError::Short(n)) if is_last => {
-                // A rollover cut short before its header was complete: nothing was in it.
+            // A segment whose creation was cut short, or whose header never reached the disk
+            // (a power loss before its first sync: every sync of a segment covers its header,
+            // so nothing in it was ever synced). As for any torn tail, good records after it
+            // make it corruption instead.
+            Err(e @ (HeaderError::Short(_) | HeaderError::Blank))
+                if is_last && !segment::valid_record_after(&bytes, HEADER_LEN, *first_lsn) =>
+            {
                 scan.torn = Some(TornTail {
                     path: path.clone(),
                     valid_len: 0,
-                    file_len: n as u64,
+                    file_len: bytes.len() as u64,
                     lsn: *first_lsn,
-                    reason: HeaderError::Short(n).to_string(),
+                    reason: e.to_string(),
                 });
                 break;
             }

@@ -67,6 +67,9 @@ pub fn encode_header(first_lsn: Lsn) -> [u8; HEADER_LEN] {
 pub enum HeaderError {
     /// Fewer than HEADER_LEN bytes: a segment whose creation was cut short.
     Short(usize),
+    /// Zero bytes only: a header that never reached the disk (a power loss before the
+    /// segment's first sync, which always covers its header).
+    Blank,
     BadMagic,
     BadCrc,
     /// Written by a newer format; never touched.
@@ -85,6 +88,7 @@ impl fmt::Display for HeaderError {
             HeaderError::Short(n) => {
                 write!(f, "segment header cut short ({n} of {HEADER_LEN} bytes)")
             }
+            HeaderError::Blank => write!(f, "segment header is blank (never reached the disk)"),
             HeaderError::BadMagic => write!(f, "not a WAL segment (bad magic)"),
             HeaderError::BadCrc => write!(f, "segment header checksum mismatch"),
             HeaderError::TooNew(v) => {
@@ -105,6 +109,9 @@ impl fmt::Display for HeaderError {
 pub fn decode_header(bytes: &[u8], name_lsn: Lsn) -> Result<u32, HeaderError> {
     if bytes.len() < HEADER_LEN {
         return Err(HeaderError::Short(bytes.len()));
+    }
+    if bytes[..HEADER_LEN].iter().all(|&b| b == 0) {
+        return Err(HeaderError::Blank);
     }
     if bytes[0..8] != MAGIC {
         return Err(HeaderError::BadMagic);
@@ -296,7 +303,7 @@ pub fn scan_records(
 
 /// Whether any offset from `from` on starts a good record with LSN >= `min_lsn`.
 /// Only runs on the failure path; implausible lengths are rejected before any checksum.
-fn valid_record_after(bytes: &[u8], from: usize, min_lsn: Lsn) -> bool {
+pub fn valid_record_after(bytes: &[u8], from: usize, min_lsn: Lsn) -> bool {
     (from..bytes.len().saturating_sub(RECORD_HEADER_LEN)).any(|p| {
         let len = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap()) as usize;
         len > 0
@@ -349,6 +356,7 @@ mod tests {
             Err(HeaderError::LsnMismatch { header: 7 })
         );
         assert_eq!(decode_header(&h[..10], 7), Err(HeaderError::Short(10)));
+        assert_eq!(decode_header(&[0; HEADER_LEN], 7), Err(HeaderError::Blank));
         let mut bad = h;
         bad[17] ^= 1;
         assert_eq!(decode_header(&bad, 7), Err(HeaderError::BadCrc));

@@ -143,18 +143,35 @@ impl Snapshot {
     }
 
     pub fn set_schema_version(&self, version: u32) -> Result<()> {
+        self.stage_schema_version(version)?;
+        self.make_durable()
+    }
+
+    /// Writes the schema version without making it durable: a new database's stamp, which
+    /// reaches the disk with the identity in one [`Snapshot::make_durable`] (see
+    /// `Store::open_with_identity`). sled recovers its log in order, so a later flush covers
+    /// this write too; until then a crash leaves a database with neither, which the next
+    /// open stamps again.
+    pub fn stage_schema_version(&self, version: u32) -> Result<()> {
         self.meta
             .insert(K_SCHEMA, &(version as u64).to_be_bytes())?;
-        self.make_durable()
+        Ok(())
     }
 
     /// Records who this data dir belongs to; durable before it returns.
     pub fn set_identity(&self, id: &NodeId, generation: Generation) -> Result<()> {
+        self.stage_identity(id, generation)?;
+        self.make_durable()
+    }
+
+    /// Writes the identity (one batch: id and generation together) without making it
+    /// durable; the caller's next [`Snapshot::make_durable`] does.
+    pub fn stage_identity(&self, id: &NodeId, generation: Generation) -> Result<()> {
         let mut batch = sled::Batch::default();
         batch.insert(K_NODE_ID, id.as_str().as_bytes());
         batch.insert(K_GENERATION, &generation.to_be_bytes());
         self.meta.apply_batch(batch)?;
-        self.make_durable()
+        Ok(())
     }
 
     /// Records the largest recent cluster size (quorum base); durable before it returns.
