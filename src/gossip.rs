@@ -85,6 +85,8 @@ struct Queued {
     seq: u64,
     left: u32,
     bytes: usize,
+    /// Taken into a round at least once.
+    sent: bool,
 }
 
 /// Events waiting to be gossiped, each with the sends it has left.
@@ -96,6 +98,8 @@ pub struct Broadcasts {
     slots: crate::roster::FastMap<Arc<ClusterEvent>, Queued>,
     order: BTreeMap<(Reverse<u32>, u64), Arc<ClusterEvent>>,
     next_seq: u64,
+    /// Queued events never sent yet (news: they go out without waiting for a round).
+    fresh: usize,
 }
 
 impl std::fmt::Debug for Broadcasts {
@@ -133,7 +137,9 @@ impl Broadcasts {
                 return;
             }
             let (_, victim) = self.order.pop_last().expect("non-empty");
-            self.slots.remove(&victim);
+            if self.slots.remove(&victim).is_some_and(|q| !q.sent) {
+                self.fresh -= 1;
+            }
         }
         self.next_seq += 1;
         let seq = self.next_seq;
@@ -146,8 +152,16 @@ impl Broadcasts {
                 seq,
                 left: budget,
                 bytes,
+                sent: false,
             },
         );
+        self.fresh += 1;
+    }
+
+    /// Whether some queued event was never sent: news, which goes out at once (a round's
+    /// spacing is for retransmissions, not for the first hop).
+    pub fn has_fresh(&self) -> bool {
+        self.fresh > 0
     }
 
     pub fn is_empty(&self) -> bool {
@@ -162,6 +176,7 @@ impl Broadcasts {
     pub fn clear(&mut self) {
         self.slots.clear();
         self.order.clear();
+        self.fresh = 0;
     }
 
     /// Gives every queued event at least `budget` sends left: budgets are set from the
@@ -201,10 +216,14 @@ impl Broadcasts {
         for (key, e) in taken {
             self.order.remove(&key);
             let left = key.0 .0.saturating_sub(targets.max(1));
+            let slot = self.slots.get_mut(&e).expect("indexed");
+            if !slot.sent {
+                slot.sent = true;
+                self.fresh -= 1;
+            }
             if left == 0 {
                 self.slots.remove(&e);
             } else {
-                let slot = self.slots.get_mut(&e).expect("indexed");
                 slot.left = left;
                 self.order.insert((Reverse(left), slot.seq), e.clone());
             }
@@ -355,6 +374,44 @@ mod tests {
             [500, 500, 1000, 1000, 1500]
         );
         assert_eq!([at(1000), at(10_000)], [3000, 5000]);
+    }
+
+    #[test]
+    fn news_is_fresh_until_first_sent_whatever_happens_to_it() {
+        let mut q = Broadcasts::default();
+        assert!(!q.has_fresh());
+        q.push(ev(1), 6);
+        q.push(ev(2), 3);
+        assert!(q.has_fresh());
+        q.take_round(1 << 20, 3);
+        assert!(!q.has_fresh(), "both went out");
+        q.push(ev(1), 9);
+        assert!(!q.has_fresh(), "a duplicate of a sent event is not news");
+        q.push(ev(3), 3);
+        assert!(q.has_fresh());
+        // A round too small for everything: the freshest (most sends left) goes first.
+        assert_eq!(q.take_round(1, 3), vec![ev(1)]);
+        assert!(q.has_fresh(), "ev(3) is still waiting");
+        q.take_round(1 << 20, 3);
+        assert!(!q.has_fresh());
+        // Evicted or cleared unsent news is not waiting any more.
+        q.push(ev(4), 1);
+        q.clear();
+        assert!(!q.has_fresh());
+        for i in 0..(MAX_QUEUED as u64 + 5) {
+            q.push(ev(10 + i), 2);
+        }
+        q.take_round(usize::MAX, 1);
+        let mut rounds = 0;
+        while q.has_fresh() {
+            q.take_round(1 << 20, 1);
+            rounds += 1;
+            assert!(rounds < 1_000_000, "fresh count drifted");
+        }
+        while !q.is_empty() {
+            q.take_round(1 << 20, 1);
+        }
+        assert!(!q.has_fresh());
     }
 
     #[test]

@@ -481,6 +481,9 @@ impl Machine {
     /// When the machine next needs a tick (a gossip round waiting for its window, a probe
     /// deadline); the driver ticks at least this early.
     pub fn next_deadline(&self) -> Option<Duration> {
+        if self.queue.has_fresh() {
+            return Some(self.now);
+        }
         (!self.queue.is_empty()).then_some(self.next_round.max(self.now))
     }
 
@@ -1554,10 +1557,13 @@ impl Machine {
     }
 
     /// A gossip round if the window allows: queued events, most sends left first, in one
-    /// frame under the size cap, to `fanout` random live members. With nobody to tell, the
-    /// queue is dropped: anti-entropy brings the news to whoever comes.
+    /// frame under the size cap, to `fanout` random live members. News (an event never sent
+    /// yet) goes at once: the window spaces retransmissions, and holding the first hop
+    /// behind it cost each hop up to the window (measured: a registration took 5 ms to reach
+    /// 4 peers). With nobody to tell, the queue is dropped: anti-entropy brings the news to
+    /// whoever comes.
     fn flush(&mut self) {
-        if self.queue.is_empty() || self.now < self.next_round {
+        if self.queue.is_empty() || (self.now < self.next_round && !self.queue.has_fresh()) {
             return;
         }
         let targets = self.gossip_targets(self.config.gossip.fanout);

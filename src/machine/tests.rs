@@ -1012,3 +1012,38 @@ fn a_big_remembered_roster_keeps_a_sample_of_join_candidates() {
     let other = Machine::new(config("a", &[]), roster, 0, 8, ms(0)).unwrap();
     assert_ne!(other.join_candidates().1, remembered);
 }
+
+#[test]
+fn news_goes_out_at_once_and_retransmissions_wait_for_the_window() {
+    let mut m = machine("a");
+    settle(&mut m);
+    for p in ["b", "c", "d", "e"] {
+        m.handle_frame(&id(p), Frame::Events(vec![peer_announcement(p)]))
+            .unwrap();
+    }
+    settle(&mut m);
+    m.handle_tick(ms(1_000));
+    settle(&mut m);
+    let carries = |r: &Ready, name: &str| {
+        frames(r).iter().any(|(_, f)| {
+            matches!(f, Frame::Events(ev) if ev.iter().any(|e| matches!(e, ClusterEvent::ActorAdded { actor, .. } if actor == name)))
+        })
+    };
+    // Two registrations in the same instant, each durable: each goes out at once, though
+    // the second falls within the window the first round opened.
+    for name in ["first", "second"] {
+        m.handle_command(1, Command::AddActors(vec![name.into()]));
+        let r = settle(&mut m);
+        assert!(carries(&r, name), "{name} waited for the window");
+    }
+    // Retransmissions of what was sent wait for the window.
+    assert_eq!(
+        m.next_deadline(),
+        Some(ms(1_000) + GossipConfig::default().window)
+    );
+    m.handle_tick(ms(1_000) + GossipConfig::default().window);
+    assert!(
+        carries(&m.take_ready(), "second"),
+        "a retransmission after the window"
+    );
+}
