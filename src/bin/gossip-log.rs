@@ -253,7 +253,9 @@ fn verify(dir: &Path, json: bool) -> Result<ExitCode> {
             }
             "torn" => println!(
                 "torn tail: {} at offset {} (LSN {}): {}. The node will copy the segment to .broken \
-                 and cut {} bytes on start; nothing acknowledged under fsync=always is lost.",
+                 and cut {} bytes on start. After a crash this is a write that never completed \
+                 (nothing acknowledged under fsync=always is lost); on a damaged disk it may be \
+                 acknowledged data: keep the .broken copy.",
                 detail["file"].as_str().unwrap_or_default(),
                 detail["offset"],
                 detail["lsn"],
