@@ -57,6 +57,18 @@ fn frames(ready: &Ready) -> Vec<(Dest, Frame)> {
         .collect()
 }
 
+/// `from` gossips that `who` (generation 1, incarnation 0) is dead; settled.
+fn hear_dead(m: &mut Machine, who: &str, from: &str) {
+    let dead = ClusterEvent::NodeDead {
+        node: id(who),
+        generation: 1,
+        incarnation: 0,
+    };
+    m.handle_frame(&id(from), Frame::Events(vec![dead]))
+        .unwrap();
+    settle(m);
+}
+
 fn peer_announcement(name: &str) -> ClusterEvent {
     ClusterEvent::NewNode {
         node: id(name),
@@ -502,13 +514,7 @@ fn remove_marks_a_dead_member_left_once_durable_and_refuses_a_live_one() {
     );
     assert!(r.append.is_empty(), "a refusal changes nothing");
 
-    let dead = ClusterEvent::NodeDead {
-        node: id("b"),
-        generation: 1,
-        incarnation: 0,
-    };
-    m.handle_frame(&id("c"), Frame::Events(vec![dead])).unwrap();
-    settle(&mut m);
+    hear_dead(&mut m, "b", "c");
     m.handle_command(
         2,
         Command::Remove {
@@ -867,13 +873,7 @@ fn a_member_reaped_while_dead_is_still_tried_now_and_then() {
     m.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
         .unwrap();
     settle(&mut m);
-    let dead = ClusterEvent::NodeDead {
-        node: id("b"),
-        generation: 1,
-        incarnation: 0,
-    };
-    m.handle_frame(&id("c"), Frame::Events(vec![dead])).unwrap();
-    settle(&mut m);
+    hear_dead(&mut m, "b", "c");
     let mut t = 0;
     while m.roster().record(&id("b")).is_some() {
         t += 100;
