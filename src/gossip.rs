@@ -6,7 +6,7 @@
 //! random peers; what gossip misses, anti-entropy (digest exchange) repairs.
 
 use crate::event::{ClusterEvent, Generation, NodeId, Version};
-use crate::roster::{NodeDigest, Roster};
+use crate::roster::{NodeDigest, NodeRecord, Roster};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -279,46 +279,64 @@ impl Delta {
 /// our liveness where it takes precedence, and coverage so its watermark can advance.
 pub fn delta_for(roster: &Roster, theirs: &BTreeMap<NodeId, NodeDigest>) -> Delta {
     let mut delta = Delta::default();
-    // In id order, so the same rosters always give the same delta (deterministic core).
-    let mut records: Vec<_> = roster.iter_records().collect();
-    records.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for (id, rec) in records {
-        let since = match theirs.get(id) {
-            Some(d) if d.generation > rec.generation => continue,
-            Some(d) if d.generation == rec.generation => {
-                if rec.liveness.beats(d.liveness) {
-                    delta
-                        .events
-                        .push(Roster::liveness_event(id, rec.generation, rec.liveness));
-                }
-                // The same content (fingerprints agree): nothing to send, though coverage
-                // may still move their watermark. Otherwise everything above it.
-                let same = d.sum != 0 && d.sum == rec.fingerprint();
-                if rec.version <= d.known || (same && rec.known <= d.known) {
-                    continue;
-                }
-                if !same {
-                    delta
-                        .events
-                        .extend(roster.events_since(id, Some((d.generation, d.known))));
-                }
-                d.known
-            }
-            _ => {
-                delta.events.extend(roster.events_since(id, None));
-                0
-            }
-        };
-        if rec.known > since {
-            delta.covers.push(Coverage {
-                node: id.clone(),
-                generation: rec.generation,
-                since,
-                upto: rec.known,
-            });
-        }
+    // In id order (the roster's), so the same rosters always give the same delta.
+    for (id, rec) in roster.iter_records() {
+        add_record_delta(&mut delta, roster, id, rec, theirs.get(id));
     }
     delta
+}
+
+/// [`delta_for`] of one record only: brings a peer whose digest entry for `id` is `theirs`
+/// (`None`: it holds no record) up to ours. Answers an audit of `id`'s own record.
+pub fn delta_for_record(roster: &Roster, id: &NodeId, theirs: Option<&NodeDigest>) -> Delta {
+    let mut delta = Delta::default();
+    if let Some(rec) = roster.record(id) {
+        add_record_delta(&mut delta, roster, id, rec, theirs);
+    }
+    delta
+}
+
+fn add_record_delta(
+    delta: &mut Delta,
+    roster: &Roster,
+    id: &NodeId,
+    rec: &NodeRecord,
+    theirs: Option<&NodeDigest>,
+) {
+    let since = match theirs {
+        Some(d) if d.generation > rec.generation => return,
+        Some(d) if d.generation == rec.generation => {
+            if rec.liveness.beats(d.liveness) {
+                delta
+                    .events
+                    .push(Roster::liveness_event(id, rec.generation, rec.liveness));
+            }
+            // The same content (fingerprints agree): nothing to send, though coverage
+            // may still move their watermark. Otherwise everything above it.
+            let same = d.sum != 0 && d.sum == rec.fingerprint();
+            if rec.version <= d.known || (same && rec.known <= d.known) {
+                return;
+            }
+            if !same {
+                delta
+                    .events
+                    .extend(roster.events_since(id, Some((d.generation, d.known))));
+            }
+            d.known
+        }
+        _ => {
+            delta.events.extend(roster.events_since(id, None));
+            0
+        }
+    };
+    if rec.known > since {
+        delta.covers.push(Coverage {
+            node: id.clone(),
+            generation: rec.generation,
+            since,
+            upto: rec.known,
+        });
+    }
 }
 
 /// Splits events into groups that each encode to at most `max_bytes` in one frame (an

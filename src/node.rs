@@ -1203,6 +1203,9 @@ fn slice_frame(frame: Frame) -> Vec<Frame> {
         Frame::Sync { delta, digest } if delta.events.len() > SLICE_EVENTS => {
             slice_delta(delta, |d| Frame::Sync { delta: d, digest })
         }
+        Frame::Audited { delta, view } if delta.events.len() > SLICE_EVENTS => {
+            slice_delta(delta, |d| Frame::Audited { delta: d, view })
+        }
         other => vec![other],
     }
 }

@@ -496,8 +496,11 @@ pub struct NodeDigest {
 /// is copied.
 #[derive(Clone, Debug)]
 pub struct Roster {
-    /// Insertion-ordered so a random member is one index away (gossip target sampling).
-    nodes: indexmap::IndexMap<NodeId, Arc<NodeRecord>, foldhash::fast::RandomState>,
+    /// A sorted vector: 16 bytes per member where a hash map takes 40 (and every node holds
+    /// one entry per member: at 10,000 members the simulation holds 10^8). A random member
+    /// is one index away (gossip target sampling); a lookup is a binary search; a new
+    /// member moves the entries after it, which is rare next to lookups.
+    nodes: litemap::LiteMap<NodeId, Arc<NodeRecord>>,
     /// actor -> nodes whose record lists it as present (any liveness). Derived; not kept
     /// up to date while a [`RosterBuilder`] replays a log.
     actor_index: FastMap<String, BTreeSet<NodeId>>,
@@ -519,7 +522,9 @@ impl Roster {
     /// Gives back spare capacity (a map grown by doubling, or cloned: a clone reserves as
     /// much as its original's table holds). One entry per member on every node adds up.
     pub fn shrink_to_fit(&mut self) {
-        self.nodes.shrink_to_fit();
+        let mut entries = std::mem::take(&mut self.nodes).into_tuple_vec();
+        entries.shrink_to_fit();
+        self.nodes = litemap::LiteMap::from_sorted_store_unchecked(entries);
         self.actor_index.shrink_to_fit();
         self.forgotten.shrink_to_fit();
     }
@@ -644,7 +649,7 @@ impl Roster {
             Some(g) if generation == g => {}
             _ => {
                 // Unknown node, or it started over: a fresh record for this generation.
-                if let Some(old) = self.nodes.swap_remove(id) {
+                if let Some(old) = self.nodes.remove(id) {
                     self.index_remove(id, &old);
                     self.recount(old.tally(), None);
                 }
@@ -845,7 +850,7 @@ impl Roster {
     /// generation or older stay stale from now on; a newer generation is welcome.
     pub fn remove(&mut self, id: &NodeId) -> Option<NodeRecord> {
         let before = self.entry_hash(id);
-        let rec = self.nodes.swap_remove(id)?;
+        let rec = self.nodes.remove(id)?;
         self.digest_sum = self.digest_sum.wrapping_sub(before);
         self.index_remove(id, &rec);
         self.recount(rec.tally(), None);
@@ -901,18 +906,24 @@ impl Roster {
         self.digest_sum
     }
 
+    /// [`Roster::digest_fingerprint`] of this roster without `id`'s record: what an audit of
+    /// `id`'s own record compares (each side holds its own view of that one).
+    pub fn fingerprint_without(&self, id: &NodeId) -> u64 {
+        self.digest_sum.wrapping_sub(self.entry_hash(id))
+    }
+
     pub fn record(&self, id: &NodeId) -> Option<&NodeRecord> {
         self.nodes.get(id).map(Arc::as_ref)
     }
 
-    /// All records, including ones not yet announced, in no particular order.
+    /// All records, including ones not yet announced, in id order.
     pub fn iter_records(&self) -> impl Iterator<Item = (&NodeId, &NodeRecord)> {
         self.nodes.iter().map(|(id, r)| (id, r.as_ref()))
     }
 
-    /// The record at position `i` (in no meaningful order): random sampling of members.
+    /// The record at position `i` in id order: random sampling of members.
     pub fn nth_record(&self, i: usize) -> Option<(&NodeId, &NodeRecord)> {
-        self.nodes.get_index(i).map(|(id, r)| (id, r.as_ref()))
+        self.nodes.get_indexed(i).map(|(id, r)| (id, r.as_ref()))
     }
 
     pub fn num_records(&self) -> usize {

@@ -519,6 +519,8 @@ pub fn frame_name(f: &Frame) -> &'static str {
         Frame::Digest(_) => "Digest",
         Frame::Sync { .. } => "Sync",
         Frame::Delta(_) => "Delta",
+        Frame::Audit { .. } => "Audit",
+        Frame::Audited { .. } => "Audited",
         Frame::Swim(_) => "Swim",
         Frame::Admin(_) => "Admin",
         Frame::AdminReply(_) => "AdminReply",

@@ -43,7 +43,7 @@ use crate::health::Health;
 use crate::local::Identity;
 use crate::message::Frame;
 use crate::quorum::{self, Quorum};
-use crate::roster::{Applied, FastMap, NodeDigest, Roster};
+use crate::roster::{Applied, FastMap, NodeDigest, NodeRecord, Roster};
 use crate::swim::{Output, Swim, SwimConfig, SwimMsg};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -786,14 +786,41 @@ impl Machine {
                 // exchange, whose checks (accusations, claims on our record, a peer that
                 // forgot us) run as ever. While auditing our own record we always do: our
                 // digest then claims nothing of it, to be sent all of it.
-                if self.own.auditing() || theirs != self.roster.digest_fingerprint() {
+                if self.own.auditing() {
+                    let wire = encode(&self.audit_frame());
+                    self.send(Dest::back(from), wire, false);
+                } else if theirs != self.roster.digest_fingerprint() {
                     let wire = encode(&Frame::Digest(self.digest()));
                     self.send(Dest::back(from), wire, false);
                 }
             }
+            Frame::Audit { rest, own } => {
+                self.mark_joined(from);
+                if rest == self.roster.fingerprint_without(from) {
+                    // Equal but for the auditor's record: that record is all it lacks.
+                    let delta = gossip::delta_for_record(&self.roster, from, own.as_ref());
+                    let view = self.roster.record(from).map(NodeRecord::digest);
+                    self.send_delta(from, delta, |d| Frame::Audited { delta: d, view });
+                } else {
+                    let wire = encode(&Frame::Digest(self.digest()));
+                    self.send(Dest::back(from), wire, false);
+                }
+            }
+            Frame::Audited { delta, view } => {
+                self.mark_joined(from);
+                self.own.self_synced();
+                self.receive_delta(from, delta);
+                // Their rest equals ours: they know whom we know.
+                let knows_others = self.roster.num_records() > 1;
+                self.check_view_of_us(from, view, knows_others);
+                let back = gossip::delta_for_record(&self.roster, &self.me.id, view.as_ref());
+                if !back.is_empty() {
+                    self.send_delta(from, back, Frame::Delta);
+                }
+            }
             Frame::Digest(theirs) => {
                 self.mark_joined(from);
-                self.check_view_of_us(from, &theirs);
+                self.check_view_in_digest(from, &theirs);
                 let delta = self.delta_for(theirs);
                 let digest = self.digest();
                 self.send_delta(from, delta, |d| Frame::Sync { delta: d, digest });
@@ -802,7 +829,7 @@ impl Machine {
                 self.mark_joined(from);
                 self.own.self_synced();
                 self.receive_delta(from, delta);
-                self.check_view_of_us(from, &digest);
+                self.check_view_in_digest(from, &digest);
                 let back = self.delta_for(digest);
                 if !back.is_empty() {
                     self.send_delta(from, back, Frame::Delta);
@@ -1050,11 +1077,17 @@ impl Machine {
 
     /// What a peer's digest says of us: an accusation to refute, a record of ours beyond what
     /// we hold (to re-assert), a claim on our id, or nothing at all (it forgot us).
-    fn check_view_of_us(&mut self, from: &NodeId, digest: &[(NodeId, NodeDigest)]) {
+    fn check_view_in_digest(&mut self, from: &NodeId, digest: &[(NodeId, NodeDigest)]) {
         let theirs = digest
             .iter()
             .find(|(id, _)| *id == self.me.id)
             .map(|(_, d)| *d);
+        self.check_view_of_us(from, theirs, digest.len() > 1);
+    }
+
+    /// [`Machine::check_view_in_digest`] for one entry: `theirs` is the peer's digest entry
+    /// for us, `knows_others` whether it holds records of members other than us.
+    fn check_view_of_us(&mut self, from: &NodeId, theirs: Option<NodeDigest>, knows_others: bool) {
         match theirs {
             Some(d)
                 if d.generation == self.me.generation
@@ -1094,7 +1127,7 @@ impl Machine {
             // A member that knows others but not us, long after we joined (gossip would have
             // told it in milliseconds): it reaped us and refuses our records at the
             // incarnation we have. Say alive one higher, at most once per suspicion timeout.
-            None if digest.len() > 1 && self.roster.state_of(from).is_some() && self.settled() => {
+            None if knows_others && self.roster.state_of(from).is_some() && self.settled() => {
                 let quiet = self.swim.suspicion_timeout(0);
                 if self
                     .last_unknown_bump
@@ -1602,7 +1635,7 @@ impl Machine {
             // a digest exchange only if its roster differs. Auditing our own record (after a
             // start, or a peer showed a newer one) needs the peer's all of it: a digest.
             let frame = if self.own.auditing() {
-                Frame::Digest(self.digest())
+                self.audit_frame()
             } else {
                 Frame::Fingerprint(self.roster.digest_fingerprint())
             };
@@ -1635,7 +1668,14 @@ impl Machine {
         // Every seed (they are few: configured, or one DNS name's addresses), and a few of
         // the remembered peers: a node rejoining a cluster of 1,000 must not send 999
         // digests (of 1,000 entries each) per attempt.
-        let wire = encode(&Frame::Digest(self.digest()));
+        // A node that holds a roster (a restart) is likely in sync but for its own record:
+        // an audit then costs a few bytes each way. A new node's digest is tiny anyway.
+        let frame = if self.own.auditing() && self.roster.num_records() > 1 {
+            self.audit_frame()
+        } else {
+            Frame::Digest(self.digest())
+        };
+        let wire = encode(&frame);
         let k = self.config.gossip.fanout.max(1);
         let mut chosen = if self.seeds.len() <= JOIN_SEEDS_MAX {
             self.seeds.clone()
@@ -1736,6 +1776,20 @@ impl Machine {
             }
         }
         d
+    }
+
+    /// Opens anti-entropy while auditing our own record: our roster's fingerprint without
+    /// our record, and our digest entry claiming nothing of it. A peer in sync answers with
+    /// our record alone; a full digest would cost O(members) each way, on every start.
+    fn audit_frame(&self) -> Frame {
+        let own = self.roster.record(&self.me.id).map(|r| NodeDigest {
+            known: 0,
+            ..r.digest()
+        });
+        Frame::Audit {
+            rest: self.roster.fingerprint_without(&self.me.id),
+            own,
+        }
     }
 
     fn delta_for(&self, theirs: Vec<(NodeId, NodeDigest)>) -> Delta {

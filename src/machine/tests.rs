@@ -885,12 +885,15 @@ fn a_member_reaped_while_dead_is_still_tried_now_and_then() {
     for _ in 0..2_000 {
         t += 100;
         m.handle_tick(ms(t));
-        // A fingerprint or a digest: either opens an exchange if b answers.
+        // A fingerprint, a digest or an audit: each opens an exchange if b answers.
         tried += frames(&settle(&mut m))
             .into_iter()
             .filter(|(d, f)| {
                 d.addr.as_deref() == Some("sim://b")
-                    && matches!(f, Frame::Digest(_) | Frame::Fingerprint(_))
+                    && matches!(
+                        f,
+                        Frame::Digest(_) | Frame::Fingerprint(_) | Frame::Audit { .. }
+                    )
             })
             .count();
     }
@@ -1045,5 +1048,105 @@ fn news_goes_out_at_once_and_retransmissions_wait_for_the_window() {
     assert!(
         carries(&m.take_ready(), "second"),
         "a retransmission after the window"
+    );
+}
+
+/// [`carry`] without gossip, with each frame's size.
+fn carry_sized(from: &mut Machine, to: &mut Machine) -> Vec<(FrameKind, usize)> {
+    let mut carried = Vec::new();
+    for o in settle(from).send {
+        let frame = Frame::decode(&o.wire).unwrap();
+        let for_to = o.to.id.as_ref() == Some(to.id()) || o.to.addr.as_deref() == Some(to.addr());
+        if for_to && frame.kind() != FrameKind::Events {
+            carried.push((frame.kind(), o.wire.len()));
+            to.handle_frame(from.id(), frame).unwrap();
+        }
+    }
+    carried
+}
+
+/// A node restarted from an older copy of its data dir, in a cluster whose roster it holds:
+/// its audit costs one small frame each way (never a digest of every member), and still
+/// wins back the record versions only its peer kept.
+#[test]
+fn a_restart_in_sync_audits_its_own_record_without_digests() {
+    let mut a = machine("a");
+    let mut b = machine("b");
+    settle(&mut a);
+    settle(&mut b);
+    let a_rec = a.roster().events_since(&id("a"), None);
+    let b_rec = b.roster().events_since(&id("b"), None);
+    a.handle_frame(&id("b"), Frame::Events(b_rec)).unwrap();
+    b.handle_frame(&id("a"), Frame::Events(a_rec)).unwrap();
+    pair_until(&mut a, &mut b, (0, 3_000), true);
+    assert_eq!(a.roster(), b.roster(), "in sync");
+    // The copy is taken before `a` registers an actor that only `b` remembers then.
+    let copy = a.roster().clone();
+    a.handle_command(1, Command::AddActors(vec!["lost".into()]));
+    settle(&mut a);
+    pair_until(&mut a, &mut b, (3_000, 4_000), true);
+    assert_eq!(b.roster().locate("lost"), vec![id("a")]);
+
+    let mut a = Machine::new(config("a", &["sim://b"]), copy, 0, 8, ms(4_000)).unwrap();
+    let mut kinds = Vec::new();
+    let mut audit_bytes = 0;
+    for t in (4_000..6_000).step_by(10) {
+        a.handle_tick(ms(t));
+        b.handle_tick(ms(t));
+        for _ in 0..4 {
+            for (kind, bytes) in carry_sized(&mut a, &mut b)
+                .into_iter()
+                .chain(carry_sized(&mut b, &mut a))
+            {
+                if kind == FrameKind::Audit {
+                    audit_bytes = audit_bytes.max(bytes);
+                }
+                kinds.push(kind);
+            }
+        }
+    }
+    assert!(kinds.contains(&FrameKind::Audit), "{kinds:?}");
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| matches!(k, FrameKind::Digest | FrameKind::Sync)),
+        "a restart in sync needs no digest: {kinds:?}"
+    );
+    assert!(audit_bytes < 200, "an audit frame of {audit_bytes} bytes");
+    assert!(!a.auditing_own_record(), "the audit ended");
+    // The version `a` lost came back in the answer and was overwritten from above.
+    assert!(a.roster().locate("lost").is_empty());
+    assert!(
+        b.roster().locate("lost").is_empty(),
+        "b holds a's record now"
+    );
+    assert_eq!(a.roster(), b.roster());
+}
+
+/// An audit to a peer whose roster differs from ours in more than our record opens the
+/// usual digest exchange (the peer sends its digest, as for a differing fingerprint).
+#[test]
+fn an_audit_to_a_peer_out_of_sync_opens_a_digest_exchange() {
+    let mut a = machine("a");
+    settle(&mut a);
+    a.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
+        .unwrap();
+    a.handle_frame(&id("c"), Frame::Events(vec![peer_announcement("c")]))
+        .unwrap();
+    settle(&mut a);
+    let Frame::Audit { rest, own } = a.audit_frame() else {
+        unreachable!()
+    };
+    // b knows only itself: the rests differ.
+    let mut b = machine("b");
+    settle(&mut b);
+    b.handle_frame(&id("a"), Frame::Audit { rest, own })
+        .unwrap();
+    let answers = frames(&settle(&mut b));
+    assert!(
+        answers
+            .iter()
+            .any(|(d, f)| d.id.as_ref() == Some(&id("a")) && matches!(f, Frame::Digest(_))),
+        "{answers:?}"
     );
 }
