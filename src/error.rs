@@ -62,6 +62,22 @@ pub enum Error {
     #[error("data dir {dir}: {reason}")]
     BadDataDir { dir: PathBuf, reason: String },
 
+    /// A part of the data dir is gone that its other parts prove existed (see
+    /// `store/parts.rs`): damage, not a crash state. Nothing was changed.
+    #[error(
+        "{} {state}, but {evidence}. It was deleted or lost; a crash cannot \
+         cause this. The node refuses to start on this data dir. {advice}",
+        .part.display()
+    )]
+    MissingPart {
+        dir: PathBuf,
+        part: PathBuf,
+        /// "is missing", or what is left in its place.
+        state: &'static str,
+        evidence: String,
+        advice: String,
+    },
+
     #[error("snapshot database: {0}")]
     Snapshot(sled::Error),
 

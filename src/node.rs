@@ -731,7 +731,7 @@ impl Node {
         drop(self);
         tokio::task::spawn_blocking(move || match Arc::try_unwrap(store) {
             Ok(store) => store.close(),
-            Err(shared) => shared.sync().wait().map(|_| ()),
+            Err(shared) => shared.mark_clean_stop(),
         })
         .await
         .expect("close does not panic")

@@ -52,8 +52,10 @@ enum Command {
         #[arg(long)]
         to: Option<Lsn>,
     },
-    /// Check every record, segment header, LSN continuity and the snapshot.
-    /// Exit 0 clean, 3 torn tail (the node will cut it on start), 4 corruption (the node
+    /// Check every record, segment header, LSN continuity, the snapshot, and that no part
+    /// is missing that the others prove existed (wal/, snapshot/, the WAL's newest records).
+    /// Exit 0 clean (or half-created: a crash cut its creation short; the node finishes it),
+    /// 3 torn tail (the node will cut it on start), 4 corruption or a missing part (the node
     /// refuses to start); 1 when it could not check at all (missing or locked dir).
     Verify {
         #[arg(long)]
@@ -141,8 +143,28 @@ fn timestamp(unix_ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
 }
 
+/// An error of a read-only command: it could not read the dir (it refuses nothing itself).
+fn cannot_read(dir: &Path, e: Error) -> anyhow::Error {
+    match e {
+        Error::Corrupt {
+            file,
+            offset,
+            lsn,
+            reason,
+            ..
+        } => anyhow::anyhow!(
+            "cannot read {}: WAL corruption in {} at offset {offset} (LSN {lsn}): {reason}. \
+             The node refuses to start on this data dir; see `gossip-log verify --data-dir {}`",
+            dir.display(),
+            file.display(),
+            dir.display()
+        ),
+        e => anyhow::Error::new(e).context(format!("cannot read {}", dir.display())),
+    }
+}
+
 fn dump(dir: &Path, json: bool, from: Option<Lsn>, to: Option<Lsn>) -> Result<ExitCode> {
-    let offline = Offline::open(dir)?;
+    let offline = Offline::open(dir).map_err(|e| cannot_read(dir, e))?;
     let from = from.unwrap_or(0);
     let to = to.unwrap_or(Lsn::MAX);
     let bar = progress(offline.wal_bytes(), "reading WAL");
@@ -174,7 +196,7 @@ fn dump(dir: &Path, json: bool, from: Option<Lsn>, to: Option<Lsn>) -> Result<Ex
     if let Some(e) = write_err {
         return Err(e.into());
     }
-    if let Some(torn) = scan?.torn {
+    if let Some(torn) = scan.map_err(|e| cannot_read(dir, e))?.torn {
         eprintln!(
             "gossip-log: torn tail in {} at offset {} (LSN {}): {}; the node will cut it on start",
             torn.path.display(),
@@ -187,7 +209,24 @@ fn dump(dir: &Path, json: bool, from: Option<Lsn>, to: Option<Lsn>) -> Result<Ex
 }
 
 fn verify(dir: &Path, json: bool) -> Result<ExitCode> {
-    let offline = Offline::open(dir)?;
+    let offline = match Offline::open(dir) {
+        Ok(offline) => offline,
+        Err(e @ Error::MissingPart { .. }) => {
+            let Error::MissingPart { part, .. } = &e else {
+                unreachable!()
+            };
+            if json {
+                println!(
+                    "{}",
+                    json!({ "status": "corrupt", "detail": { "missing": part, "reason": e.to_string() } })
+                );
+            } else {
+                println!("CORRUPT: {e}");
+            }
+            return Ok(ExitCode::from(4));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let bar = progress(offline.wal_bytes(), "verifying");
     let roster = offline.snapshot.load_roster();
     let scan = offline.scan(u64::MAX, |_, _, _| {}, |n| bar.set_position(n));
@@ -219,6 +258,7 @@ fn verify(dir: &Path, json: bool) -> Result<ExitCode> {
             json!({ "file": t.path, "offset": t.valid_len, "lsn": t.lsn, "reason": t.reason,
                     "bytes_to_cut": t.file_len - t.valid_len }),
         ),
+        (_, Ok(_)) if offline.half_created() => ("half-created", 0, json!({})),
         (_, Ok(_)) => ("clean", 0, json!({})),
     };
     let summary = scan.as_ref().ok().map(|s| {
@@ -251,6 +291,11 @@ fn verify(dir: &Path, json: bool) -> Result<ExitCode> {
                     offline.schema_version
                 );
             }
+            "half-created" => println!(
+                "half-created: a crash cut this data dir's creation short, before its commit \
+                 point (the snapshot holds no identity yet, and nothing was ever logged). Not damage: the node finishes creating it on its next start, with a \
+                 new identity (the same id if --node-id is given)."
+            ),
             "torn" => println!(
                 "torn tail: {} at offset {} (LSN {}): {}. The node will copy the segment to .broken \
                  and cut {} bytes on start. After a crash this is a write that never completed \
@@ -275,11 +320,11 @@ fn verify(dir: &Path, json: bool) -> Result<ExitCode> {
 }
 
 fn replay(dir: &Path, json: bool, upto: Option<Lsn>) -> Result<ExitCode> {
-    let offline = Offline::open(dir)?;
+    let offline = Offline::open(dir).map_err(|e| cannot_read(dir, e))?;
     let bar = progress(offline.wal_bytes(), "replaying");
     let result = offline.replay(upto, |n| bar.set_position(n));
     bar.finish_and_clear();
-    let (roster, last, _) = result?;
+    let (roster, last, _) = result.map_err(|e| cannot_read(dir, e))?;
     members::print(&roster.members(), json, true)?;
     if !json {
         eprintln!("({} members, as of LSN {last})", roster.members().len());
@@ -321,14 +366,14 @@ fn compact(dir: &Path, json: bool) -> Result<ExitCode> {
 }
 
 fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
-    let offline = Offline::open(dir)?;
+    let offline = Offline::open(dir).map_err(|e| cannot_read(dir, e))?;
     let bar = progress(offline.wal_bytes(), "reading WAL");
     let scan = offline.scan(u64::MAX, |_, _, _| {}, |n| bar.set_position(n));
     bar.finish_and_clear();
     let scan = match scan {
         Ok(scan) => scan,
         Err(e @ Error::Corrupt { .. }) => return damaged_stats(&offline, json, e),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(cannot_read(dir, e)),
     };
     let members = offline.snapshot.load_roster()?.num_records();
     let meta = &offline.meta;
@@ -347,6 +392,7 @@ fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
                 "last_lsn": scan.last_lsn.max(meta.snapshot_lsn),
                 "snapshot_lsn": meta.snapshot_lsn,
                 "prev_snapshot_lsn": meta.prev_snapshot_lsn,
+                "wal_synced_lsn": meta.wal_synced_lsn,
                 "snapshot_members": members,
                 "snapshot_bytes": snapshot_bytes,
                 "torn_tail": scan.torn.is_some(),
@@ -447,7 +493,7 @@ fn damaged_stats(offline: &Offline, json: bool, error: Error) -> Result<ExitCode
         );
     }
     std::io::stdout().flush()?;
-    Err(error.into())
+    Err(cannot_read(offline.dir(), error))
 }
 
 fn dir_size(dir: &Path) -> u64 {

@@ -7,13 +7,16 @@
 //! DIR/snapshot/                   sled database (see snapshot.rs)
 //! ```
 //! Recovery = load the snapshot, replay WAL records after `snapshot_lsn`, cut a torn tail
-//! (after copying it to `.broken`), refuse anything else that is damaged.
+//! (after copying it to `.broken`), refuse anything else that is damaged, including parts
+//! missing that the other parts prove existed (see parts.rs for which states a crash can
+//! leave and which only damage can).
 
 pub mod compaction;
 pub mod failpoint;
 pub mod lock;
 pub mod migrate;
 pub mod offline;
+pub mod parts;
 pub mod recovery;
 pub mod segment;
 pub mod snapshot;
@@ -96,6 +99,7 @@ pub(crate) fn existing_dir(dir: &Path) -> Result<()> {
 pub const CREATION_FAILPOINTS: &[&str] = &[
     "create-after-stamp",
     "create-after-wal-segment",
+    "create-after-dir-sync",
     "create-after-snapshot-sync",
     "create-done",
 ];
@@ -116,6 +120,11 @@ impl Store {
     /// it is durable the dir is complete (schema version, identity, a WAL that reads); a
     /// crash before it leaves a dir without an identity, which the next start completes the
     /// same way (a new stamp, a new identity, the same `--node-id` if one is given).
+    ///
+    /// The data dir is fsynced before sled, not after: `wal/` and `snapshot/` are durable
+    /// entries before the stamp and identity are, so a dir whose sled says it was created
+    /// but that has no `wal/` is damage, never a crash state, and is refused (parts.rs holds
+    /// the whole table). Same number of fsyncs as before.
     pub fn open_with_identity(
         dir: &Path,
         config: StoreConfig,
@@ -145,11 +154,25 @@ impl Store {
         existing_dir(dir)?;
         let lock = DirLock::acquire(dir)?;
         migrate::check_marker(dir)?;
+        // Which parts exist, and what they prove, before anything is created or written.
+        let parts = parts::inspect(dir)?;
         let wal_dir = dir.join("wal");
-        std::fs::create_dir_all(&wal_dir).map_err(Error::io(&wal_dir))?;
         // A newer release's segments are refused before sled is opened.
-        recovery::check_segment_versions(dir)?;
+        if parts.wal_dir {
+            recovery::check_segment_versions(dir)?;
+        }
+        if !parts.wal_dir && parts.snapshot_dir {
+            // Rare (a new dir has neither): sled is read from a private copy, so that a
+            // refusal leaves every byte of the dir as it was (sled writes even when read).
+            let copy = Snapshot::open_copy(&dir.join("snapshot"))?;
+            parts::check_with_meta(dir, &parts, &copy.meta()?, identity.is_some())?;
+        }
         let snapshot = Snapshot::open(&dir.join("snapshot"))?;
+        parts::check_with_meta(dir, &parts, &snapshot.meta()?, identity.is_some())?;
+        if !parts.wal_dir {
+            // A new dir, or one whose creation was cut short before its commit point.
+            std::fs::create_dir_all(&wal_dir).map_err(Error::io(&wal_dir))?;
+        }
         let up_to_date = migrate::bring_up_to_date(dir, &snapshot, false)?;
         let schema_version = up_to_date.version;
         if up_to_date.stamped_new {
@@ -168,6 +191,8 @@ impl Store {
             },
             |_| {},
         )?;
+        // Before a torn tail is cut: a WAL that ends below what sled proves it held is refused.
+        parts::check_wal_end(dir, &scan, &meta)?;
         let repaired = match &scan.torn {
             Some(torn) => {
                 let broken = recovery::repair_torn_tail(torn)?;
@@ -205,23 +230,25 @@ impl Store {
         };
         if up_to_date.stamped_new || new_identity {
             // The one durable point of a new dir. Every file and directory is written by now
-            // (LOCK, SCHEMA, wal/, its first segment, snapshot/), so the first fsync below
-            // finds them all in one journal commit and the others little left to do. What
-            // each sync covers:
+            // (LOCK, SCHEMA, wal/, its first segment, snapshot/). What each sync covers, in
+            // this order (parts.rs relies on it):
+            // - fsync of the data dir: the entries `wal/`, `snapshot/` and `SCHEMA` in it.
+            //   First, so that sled never holds a durable stamp or identity while `wal/` could
+            //   still be lost: a dir with either and no `wal/` is then always damage;
             // - sled flush + fsync of its files and `snapshot/` (make_durable): the stamp and
-            //   the identity, and sled's `conf`, which sled needs to open the database;
-            // - fsync of the data dir: the entries `snapshot/`, `wal/` and `SCHEMA` in it
-            //   (without it, a power loss could drop `snapshot/` with the identity in it).
+            //   the identity, and sled's `conf`, which sled needs to open the database. This
+            //   is the commit point.
             // Not synced here, on purpose:
             // - the marker's contents (a blank marker reads as missing, see check_marker);
-            // - the first WAL segment and `wal/`: the WAL's own first sync covers header,
-            //   records and directory entry together (see wal.rs), before anything in it is
-            //   acknowledged as durable; a segment whose header never reached the disk is
-            //   a torn tail and is cut (see recovery.rs);
+            // - the first WAL segment and its entry in `wal/`: the WAL's own first sync covers
+            //   header, records and directory entry together (see wal.rs), before anything in
+            //   it is acknowledged as durable; a segment whose header never reached the disk
+            //   is a torn tail and is cut (see recovery.rs);
             // - `LOCK`: an OS lock, its contents are only for the error message.
+            recovery::sync_dir(dir)?;
+            failpoint::hit("create-after-dir-sync")?;
             snapshot.make_durable()?;
             failpoint::hit("create-after-snapshot-sync")?;
-            recovery::sync_dir(dir)?;
             failpoint::hit("create-done")?;
         }
         let recovered = Recovered {
@@ -320,9 +347,20 @@ impl Store {
         Ok(report)
     }
 
-    /// Syncs the WAL, flushes the snapshot and releases the lock.
-    pub fn close(self) -> Result<()> {
-        self.wal.close()?;
+    /// Syncs the WAL, then records in the snapshot (durably) how far it is synced: a WAL
+    /// found shorter at the next start lost records to damage and is refused (parts.rs).
+    /// For a clean stop while other handles to the store may remain; appends after it are
+    /// fine (the mark is a lower bound).
+    pub fn mark_clean_stop(&self) -> Result<()> {
+        let lsn = self.wal.sync().wait()?;
+        self.snapshot.stage_wal_synced_lsn(lsn)?;
         self.snapshot.make_durable()
+    }
+
+    /// A clean stop ([`Store::mark_clean_stop`]), then stops the WAL writer and releases
+    /// the lock.
+    pub fn close(self) -> Result<()> {
+        self.mark_clean_stop()?;
+        self.wal.close()
     }
 }

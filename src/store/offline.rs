@@ -3,6 +3,7 @@
 
 use super::lock::DirLock;
 use super::migrate;
+use super::parts::{self, Parts};
 use super::recovery::{self, WalScan};
 use super::segment::WalRecord;
 use super::snapshot::{Meta, Snapshot};
@@ -17,6 +18,7 @@ pub struct Offline {
     pub snapshot: Snapshot,
     pub meta: Meta,
     pub schema_version: u32,
+    parts: Parts,
 }
 
 impl Offline {
@@ -30,37 +32,58 @@ impl Offline {
         }
         let lock = DirLock::acquire(dir)?;
         migrate::check_marker(dir)?;
-        recovery::check_segment_versions(dir)?;
+        // The same checks as the node's start, so that both always agree (see parts.rs).
+        let parts = parts::inspect(dir)?;
+        if parts.wal_dir {
+            recovery::check_segment_versions(dir)?;
+        }
         let snapshot = Snapshot::open_copy(&dir.join("snapshot"))?;
-        let schema_version = migrate::bring_up_to_date(dir, &snapshot, true)?.version;
         let meta = snapshot.meta()?;
+        // As the node would open it: with an identity to keep.
+        parts::check_with_meta(dir, &parts, &meta, true)?;
+        let schema_version = migrate::bring_up_to_date(dir, &snapshot, true)?.version;
         Ok(Offline {
             dir: dir.to_path_buf(),
             _lock: lock,
             snapshot,
             meta,
             schema_version,
+            parts,
         })
+    }
+
+    /// A dir whose creation a crash cut short before its commit point (sled holds no stamp
+    /// or no identity, and nothing was ever logged): the node's next start finishes creating
+    /// it. (A library-made dir without identity but with records is not half-created.)
+    pub fn half_created(&self) -> bool {
+        (self.meta.schema_version.is_none() || self.meta.node_id.is_none()) && self.parts.unused()
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Reads the whole WAL, passing records above `after_lsn`. Changes nothing.
+    /// Reads the whole WAL, passing records above `after_lsn`, with the node's checks: a
+    /// WAL that ends below what the snapshot proves it held is corruption. Changes nothing.
     pub fn scan(
         &self,
         after_lsn: Lsn,
         on_record: impl FnMut(&Path, u64, WalRecord),
         progress: impl FnMut(u64) + Send,
     ) -> Result<WalScan> {
-        recovery::scan_wal(
+        if !self.parts.wal_dir {
+            // Only a half-created dir gets here (`check_with_meta` refuses the others).
+            return Ok(WalScan::default());
+        }
+        let scan = recovery::scan_wal(
             &self.dir,
             self.meta.snapshot_lsn,
             after_lsn,
             on_record,
             progress,
-        )
+        )?;
+        parts::check_wal_end(&self.dir, &scan, &self.meta)?;
+        Ok(scan)
     }
 
     /// Total bytes of WAL segments, for progress bars.

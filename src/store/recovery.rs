@@ -55,6 +55,17 @@ impl WalScan {
     pub fn oldest_lsn(&self) -> Option<Lsn> {
         self.segments.first().map(|s| s.first_lsn)
     }
+
+    /// The highest LSN the WAL shows was written: its last good record (before a torn tail),
+    /// or, for a newest segment without records, the LSN before its first (its name says
+    /// the records before it existed). 0 for an empty WAL.
+    pub fn end_lsn(&self) -> Lsn {
+        match (&self.torn, self.segments.last()) {
+            (Some(torn), _) => torn.lsn - 1,
+            (None, Some(last)) => last.last_lsn(),
+            (None, None) => 0,
+        }
+    }
 }
 
 /// Reads every segment of `data_dir/wal` in LSN order, passing records with an LSN above

@@ -1,6 +1,7 @@
 //! The sled snapshot: the roster as of `snapshot_lsn`, plus the node's identity.
 //!
-//! Trees: `meta` (schema_version, node_id, generation, snapshot_lsn, prev_snapshot_lsn),
+//! Trees: `meta` (schema_version, node_id, generation, snapshot_lsn, prev_snapshot_lsn,
+//! largest_cluster, wal_synced_lsn),
 //! `nodes` (node id -> rmp-serde `NodeRecord`), and `actors`, which data dirs written before
 //! held a derived index in and which compaction now empties (the index is rebuilt in memory
 //! at load). A snapshot is written in one cross-tree transaction.
@@ -30,6 +31,9 @@ pub struct Meta {
     pub prev_snapshot_lsn: Lsn,
     /// Largest recent cluster size, the base of the quorum (0: never recorded).
     pub largest_cluster: u64,
+    /// The WAL was synced up to here when the store last closed cleanly (0: never): a WAL
+    /// that ends below it lost records to damage (see `parts.rs`).
+    pub wal_synced_lsn: Lsn,
 }
 
 pub struct Snapshot {
@@ -48,6 +52,7 @@ const K_GENERATION: &str = "generation";
 const K_SNAPSHOT_LSN: &str = "snapshot_lsn";
 const K_PREV_SNAPSHOT_LSN: &str = "prev_snapshot_lsn";
 const K_LARGEST_CLUSTER: &str = "largest_cluster";
+const K_WAL_SYNCED_LSN: &str = "wal_synced_lsn";
 
 /// sled's page cache, in bytes.
 const SLED_CACHE_BYTES: u64 = 16 << 20;
@@ -59,11 +64,15 @@ impl Snapshot {
     }
 
     /// Opens a private copy, so that reading never changes a byte of `dir` (sled writes
-    /// housekeeping files even when only read). For the offline read-only tools.
+    /// housekeeping files even when only read). For the offline read-only tools. A missing
+    /// `dir` reads as a new, empty database: what a dir whose creation was cut short holds
+    /// (`parts::inspect` refuses the case where it is damage).
     pub fn open_copy(dir: &Path) -> Result<Snapshot> {
         let copy = tempfile::tempdir().map_err(Error::io(std::env::temp_dir()))?;
         let target = copy.path().join("snapshot");
-        copy_dir(dir, &target)?;
+        if dir.exists() {
+            copy_dir(dir, &target)?;
+        }
         let mut snap = Self::open_at(&target, Some(copy))?;
         snap.dir = dir.to_path_buf();
         Ok(snap)
@@ -126,6 +135,7 @@ impl Snapshot {
             snapshot_lsn: self.get_u64(K_SNAPSHOT_LSN)?.unwrap_or(0),
             prev_snapshot_lsn: self.get_u64(K_PREV_SNAPSHOT_LSN)?.unwrap_or(0),
             largest_cluster: self.get_u64(K_LARGEST_CLUSTER)?.unwrap_or(0),
+            wal_synced_lsn: self.get_u64(K_WAL_SYNCED_LSN)?.unwrap_or(0),
         })
     }
 
@@ -171,6 +181,15 @@ impl Snapshot {
         batch.insert(K_NODE_ID, id.as_str().as_bytes());
         batch.insert(K_GENERATION, &generation.to_be_bytes());
         self.meta.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Records that the WAL is synced up to `lsn` (a clean close); durable with the caller's
+    /// next [`Snapshot::make_durable`]. Never lowers the stored value.
+    pub fn stage_wal_synced_lsn(&self, lsn: Lsn) -> Result<()> {
+        if lsn > self.get_u64(K_WAL_SYNCED_LSN)?.unwrap_or(0) {
+            self.meta.insert(K_WAL_SYNCED_LSN, &lsn.to_be_bytes())?;
+        }
         Ok(())
     }
 

@@ -115,7 +115,13 @@ fn missing_dir_is_a_clear_error_for_open_existing() {
 fn every_truncation_of_the_newest_segment_recovers_a_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let evs = events(12);
-    write_dir(dir.path(), &evs, 1, config(64 << 20));
+    // A crash after the appends (no clean close): a clean close records how far the WAL is
+    // synced, and a cut below that is refused (a_clean_close_is_a_witness_of_the_wal_end).
+    let (store, _) = Store::open(dir.path(), config(64 << 20)).unwrap();
+    for e in &evs {
+        store.append(vec![e.clone()]).wait().unwrap();
+    }
+    drop(store);
     let seg = newest_segment(dir.path());
     let full = std::fs::read(&seg).unwrap();
     // Record boundaries: where each prefix of records ends.
@@ -783,4 +789,222 @@ fn a_blank_header_in_the_newest_segment_is_a_torn_tail_of_nothing() {
         Store::open(dir.path(), config(1 << 20)),
         Err(Error::Corrupt { .. })
     ));
+}
+
+/// The bytes of every file under `dir`, to show that a refusal changed nothing.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    super::snapshot::tests::dir_fingerprint(dir)
+}
+
+fn missing_part(result: Result<(Store, Recovered)>) -> PathBuf {
+    match result {
+        Err(Error::MissingPart { part, .. }) => part,
+        Err(e) => panic!("expected a missing part, got {e}"),
+        Ok(_) => panic!("expected a missing part, but the store opened"),
+    }
+}
+
+/// B1: `wal/` deleted from a dir whose sled says it was created (records only in the WAL, no
+/// compaction) is refused by the node and by the offline tools, and nothing is created or
+/// changed; a dir whose sled holds neither stamp nor identity (its creation cut short before
+/// the data dir was synced) is completed as before.
+#[test]
+fn a_deleted_wal_dir_is_refused_and_a_half_created_one_is_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) =
+        Store::open_with_identity(dir.path(), config(1 << 20), || (node(1), 7)).unwrap();
+    store.append(events(20)).wait().unwrap();
+    drop(store); // a crash: no clean close, nothing compacted
+    std::fs::remove_dir_all(dir.path().join("wal")).unwrap();
+    let before = tree(dir.path());
+    let part = missing_part(Store::open_with_identity(
+        dir.path(),
+        config(1 << 20),
+        || panic!("no new identity"),
+    ));
+    assert_eq!(part, dir.path().join("wal"));
+    assert!(matches!(
+        offline::Offline::open(dir.path()),
+        Err(Error::MissingPart { part, .. }) if part == dir.path().join("wal")
+    ));
+    assert!(!dir.path().join("wal").exists());
+    assert_eq!(tree(dir.path()), before, "a refusal changes nothing");
+
+    // Half-created: sled exists, without stamp or identity, and no `wal/`.
+    let half = tempfile::tempdir().unwrap();
+    drop(snapshot::Snapshot::open(&half.path().join("snapshot")).unwrap());
+    let off = offline::Offline::open(half.path()).unwrap();
+    assert!(off.half_created());
+    assert_eq!(
+        off.scan(0, |_, _, _| {}, |_| {}).unwrap(),
+        WalScan::default()
+    );
+    drop(off);
+    let (store, rec) =
+        Store::open_with_identity(half.path(), config(1 << 20), || (node(2), 9)).unwrap();
+    assert!(rec.identity_created);
+    assert_eq!(store.identity().unwrap(), Some((node(2), 9)));
+}
+
+/// B2: `snapshot/` deleted (or emptied) from a dir whose WAL holds records is refused: no new
+/// identity, no rebuilt database, nothing changed. Without records (a header-only first
+/// segment: a creation cut short), the dir is completed.
+#[test]
+fn a_deleted_snapshot_is_refused_once_the_wal_was_used() {
+    for emptied in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) =
+            Store::open_with_identity(dir.path(), config(1 << 20), || (node(1), 7)).unwrap();
+        store.append(events(3)).wait().unwrap();
+        store.close().unwrap();
+        let snap = dir.path().join("snapshot");
+        std::fs::remove_dir_all(&snap).unwrap();
+        if emptied {
+            std::fs::create_dir(&snap).unwrap();
+        }
+        let before = tree(dir.path());
+        let part = missing_part(Store::open_with_identity(
+            dir.path(),
+            config(1 << 20),
+            || panic!("emptied={emptied}: made up a new identity"),
+        ));
+        assert_eq!(part, snap);
+        assert!(matches!(
+            offline::Offline::open(dir.path()),
+            Err(Error::MissingPart { part, .. }) if part == snap
+        ));
+        assert_eq!(
+            tree(dir.path()),
+            before,
+            "emptied={emptied}: nothing changed"
+        );
+        assert_eq!(snap.exists(), emptied);
+    }
+    // Only the header-only first segment a creation leaves: completed.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("wal")).unwrap();
+    std::fs::write(
+        dir.path().join("wal").join(segment::segment_name(1)),
+        segment::encode_header(1),
+    )
+    .unwrap();
+    let off = offline::Offline::open(dir.path()).unwrap();
+    assert!(off.half_created());
+    drop(off);
+    let (store, rec) =
+        Store::open_with_identity(dir.path(), config(1 << 20), || (node(2), 9)).unwrap();
+    assert!(rec.identity_created);
+    assert_eq!(store.append(events(1)).wait().unwrap(), 1);
+}
+
+/// B3: the snapshot proves the WAL reached its `snapshot_lsn` (compaction syncs the WAL first
+/// and never deletes the newest segment). The newest segment deleted, cut to its header, cut
+/// at a record boundary or torn below that LSN is refused as corruption of that file, by the
+/// node and `gossip-log` alike, and the torn tail is not cut.
+#[test]
+fn a_wal_that_ends_below_the_snapshot_is_refused() {
+    let base = tempfile::tempdir().unwrap();
+    let evs = events(300);
+    {
+        let (store, _) = Store::open(base.path(), config(700)).unwrap();
+        for (i, chunk) in evs.chunks(10).enumerate() {
+            store.append(chunk.to_vec()).wait().unwrap();
+            if i == 14 {
+                store.compact(|| roster_of(&evs[..150])).unwrap();
+            }
+        }
+        store.compact(|| roster_of(&evs)).unwrap();
+        drop(store); // no clean close: only the snapshot witnesses the WAL's end
+    }
+    let segs = segment::list_segments(&base.path().join("wal")).unwrap();
+    let (newest_first, newest) = segs.last().unwrap().clone();
+    assert!(segs.len() >= 2 && newest_first < 300, "{segs:?}");
+    let clean = std::fs::read(&newest).unwrap();
+    let mut boundaries = vec![segment::HEADER_LEN];
+    segment::scan_records(&clean, newest_first, |off, _| boundaries.push(off as usize));
+    let last_record_at = *boundaries.last().unwrap();
+    let cases: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("deleted", None),
+        (
+            "cut to its header",
+            Some(clean[..segment::HEADER_LEN].to_vec()),
+        ),
+        (
+            "cut at a record boundary",
+            Some(clean[..last_record_at].to_vec()),
+        ),
+        (
+            "torn below the snapshot",
+            Some(clean[..last_record_at + 3].to_vec()),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let work = tempfile::tempdir().unwrap();
+        copy_tree(base.path(), work.path());
+        let path = work.path().join("wal").join(newest.file_name().unwrap());
+        match &bytes {
+            None => std::fs::remove_file(&path).unwrap(),
+            Some(b) => std::fs::write(&path, b).unwrap(),
+        }
+        let before = tree(&work.path().join("wal"));
+        match Store::open(work.path(), config(700)) {
+            Err(Error::Corrupt { reason, .. }) => {
+                assert!(
+                    reason.contains("snapshot covers up to LSN 300"),
+                    "{what}: {reason}"
+                )
+            }
+            Err(e) => panic!("{what}: {e}"),
+            Ok(_) => panic!("{what}: opened"),
+        }
+        assert!(
+            tree(&work.path().join("wal")) == before,
+            "{what}: a refusal leaves the WAL as it was"
+        );
+        let off = offline::Offline::open(work.path()).unwrap();
+        assert!(
+            matches!(
+                off.scan(0, |_, _, _| {}, |_| {}),
+                Err(Error::Corrupt { .. })
+            ),
+            "{what}: gossip-log disagrees"
+        );
+    }
+    // Undamaged, it opens from the snapshot.
+    let (_, rec) = Store::open(base.path(), config(700)).unwrap();
+    assert_eq!((rec.snapshot_lsn, rec.roster), (300, roster_of(&evs)));
+}
+
+/// B3: a clean close records how far the WAL is synced, so the end of the WAL cut at a record
+/// boundary (or its newest segment deleted) after a clean stop is refused. After a crash there
+/// is no such witness: a cut at a record boundary past the last compaction is undetectable,
+/// and the store opens with the records before it (the documented limit).
+#[test]
+fn a_clean_close_is_a_witness_of_the_wal_end() {
+    let cut_last_record = |dir: &Path| {
+        let seg = newest_segment(dir);
+        let bytes = std::fs::read(&seg).unwrap();
+        let mut last = 0;
+        segment::scan_records(&bytes, 1, |off, _| last = off as usize);
+        std::fs::write(&seg, &bytes[..last]).unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_dir(dir.path(), &events(20), 4, config(1 << 20)); // closes cleanly
+    cut_last_record(dir.path());
+    match Store::open(dir.path(), config(1 << 20)) {
+        Err(Error::Corrupt { lsn, reason, .. }) => {
+            assert_eq!(lsn, 20);
+            assert!(reason.contains("stopped cleanly"), "{reason}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a cut after a clean stop must be refused"),
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config(1 << 20)).unwrap();
+    store.append(events(20)).wait().unwrap();
+    drop(store); // a crash
+    cut_last_record(dir.path());
+    let (_, rec) = Store::open(dir.path(), config(1 << 20)).unwrap();
+    assert_eq!(rec.last_lsn, 19, "undetectable without a witness");
 }

@@ -1,0 +1,219 @@
+//! What the parts of a data dir prove about each other: the checks that tell a state a crash
+//! can leave (completed or cut on the next start) from damage (refused, nothing changed).
+//!
+//! A part is missing or short either because a crash (process kill or power loss) came before
+//! it was durable, or because someone or something removed it. The order in which the parts
+//! become durable decides which absences a crash can explain:
+//!
+//! ```text
+//! creation (Store::open_with_identity)      later
+//! 1 mkdir DIR, LOCK, mkdir wal/             6 records appended; the WAL's first sync is an
+//! 2 sled opened: snapshot/ (conf, db)         fsync of the segment and of wal/
+//! 3 stamp staged, SCHEMA written            7 compaction: WAL synced, then snapshot_lsn in
+//! 4 first segment (header only), unsynced     sled, then covered segments deleted (never the
+//! 5 fsync DIR (wal/, snapshot/, SCHEMA),      newest)
+//!   then sled flush + fsync: stamp and      8 clean close: WAL synced, then wal_synced_lsn
+//!   identity durable (the commit point)       in sled, flushed
+//! ```
+//! So: nothing is appended to the WAL before `wal/` and `snapshot/` are durable entries of
+//! DIR and the stamp is durable in sled; sled holds a stamp or an identity only once `wal/`
+//! is durable; `snapshot_lsn` and `wal_synced_lsn` are only ever written once the WAL is
+//! synced past them, and no later step removes those records (compaction keeps the newest
+//! segment, and a torn tail only ever holds records written after the last sync).
+//!
+//! | found at open                                              | a crash can leave it?       | verdict                    |
+//! |------------------------------------------------------------|-----------------------------|----------------------------|
+//! | no `snapshot/`, `wal/` absent or only a header-only first   | yes, before 5 (power loss)  | half-created: completed    |
+//! |   segment                                                  |                             |                            |
+//! | no `snapshot/` (or no sled `db` in it), `wal/` holds a     | no: records come after 5    | refused: snapshot missing  |
+//! |   segment with records or any later segment                |                             |                            |
+//! | `snapshot/` without stamp or identity (sled recreated or   | no: the stamp is durable    | refused when an identity   |
+//! |   reset), WAL used as above                                |   before any record         |   would be made up (node)  |
+//! | `snapshot/` without stamp or identity, no `wal/`           | yes, before 5 (power loss)  | half-created: completed    |
+//! | sled holds a stamp or an identity, no `wal/`               | no: `wal/` durable first    | refused: `wal/` missing    |
+//! | stamp, `wal/` without segments or header-only, nothing     | yes: power loss before the  | accepted: nothing in it    |
+//! |   compacted, never closed cleanly                          |   WAL's first sync (6)      |   was ever synced          |
+//! | WAL ends (last good record, or before an empty newest      | no: both are written after  | refused as WAL corruption  |
+//! |   segment) below `snapshot_lsn` or `wal_synced_lsn`        |   the WAL is synced past    |   (`recovery::WalScan`)    |
+//! | a segment starts after a gap the snapshot does not cover   | no                          | refused (`scan_wal`)       |
+//! | the newest segment ends at a record boundary, at or above  | yes: the end of any log     | accepted: undetectable     |
+//! |   both marks                                               |                             |                            |
+//!
+//! The last row is the limit of any WAL without an external witness: a clean cut of its very
+//! end (or the deletion of its newest segment) looks exactly like a log that ended there.
+//! The two marks in sled narrow it to records written after the last compaction or clean stop.
+//!
+//! Data dirs created by a build before this order (sled synced before DIR) have one power-loss
+//! window in which `wal/` could be lost while the stamp was kept; such a dir is refused as
+//! damaged. The window was one fsync long, at creation, before anything was logged.
+
+use super::recovery::WalScan;
+use super::segment::{self, HEADER_LEN};
+use super::snapshot::Meta;
+use crate::error::{Error, Result};
+use crate::event::Lsn;
+use std::path::{Path, PathBuf};
+
+/// What the file system shows of a data dir, before sled is opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parts {
+    pub wal_dir: bool,
+    pub snapshot_dir: bool,
+    /// A segment that proves records were appended (see [`wal_used`]), if any.
+    pub wal_used: Option<PathBuf>,
+}
+
+impl Parts {
+    /// Neither the WAL nor the snapshot shows that anything was ever written: a new dir, or
+    /// one whose creation a crash cut short.
+    pub fn unused(&self) -> bool {
+        self.wal_used.is_none()
+    }
+}
+
+const RESTORE_OR_START_OVER: &str = "Restore it from a backup of this data dir taken while the \
+     node was stopped. If it is truly lost, move the data dir aside and start the node on an \
+     empty one (with the same --node-id it rejoins under a new generation and relearns the \
+     roster from its peers)";
+
+/// Reads which parts exist and refuses a missing snapshot where the WAL shows it existed.
+/// Changes nothing.
+pub fn inspect(dir: &Path) -> Result<Parts> {
+    let wal = dir.join("wal");
+    let snapshot = dir.join("snapshot");
+    let wal_dir = wal.is_dir();
+    let wal_used = if wal_dir { wal_used(&wal)? } else { None };
+    // sled creates `db` when it creates the database; a `snapshot/` without it is as empty.
+    let snapshot_dir = snapshot.join("db").is_file();
+    let parts = Parts {
+        wal_dir,
+        snapshot_dir,
+        wal_used,
+    };
+    if !parts.snapshot_dir {
+        if let Some(seg) = &parts.wal_used {
+            return Err(missing_snapshot(dir, seg, "is missing"));
+        }
+    }
+    Ok(parts)
+}
+
+/// The first segment that proves records were appended: one longer than its header, or any
+/// but a first segment at LSN 1. Creation leaves one header-only segment at LSN 1 (step 4),
+/// and nothing longer before its commit point.
+fn wal_used(wal: &Path) -> Result<Option<PathBuf>> {
+    for (first_lsn, path) in segment::list_segments(wal).map_err(Error::io(wal))? {
+        let len = std::fs::metadata(&path).map_err(Error::io(&path))?.len();
+        if first_lsn != 1 || len > HEADER_LEN as u64 {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
+fn missing_snapshot(dir: &Path, segment: &Path, state: &'static str) -> Error {
+    Error::MissingPart {
+        dir: dir.to_path_buf(),
+        part: dir.join("snapshot"),
+        state,
+        evidence: format!(
+            "the WAL shows the dir was in use ({} holds records, and records are only \
+             written after the snapshot database is created and synced)",
+            segment.display()
+        ),
+        advice: format!(
+            "The snapshot holds the node's identity and the roster compaction took out of \
+             the WAL, so it is not rebuilt from the WAL. {RESTORE_OR_START_OVER}."
+        ),
+    }
+}
+
+/// With sled open (its `meta` read before anything is written to it): refuses a missing
+/// `wal/` while sled says the dir was created, and, when the opener needs an identity
+/// (`needs_identity`: the node, and `gossip-log` speaking for it), a database that holds
+/// neither stamp nor identity while the WAL was used: sled recreated or reset, where going
+/// on would make up a new identity. (A library open without identity rebuilds such a
+/// roster from the WAL, as before.) Changes nothing.
+pub fn check_with_meta(dir: &Path, parts: &Parts, meta: &Meta, needs_identity: bool) -> Result<()> {
+    if needs_identity && meta.schema_version.is_none() && meta.node_id.is_none() {
+        if let Some(seg) = &parts.wal_used {
+            return Err(missing_snapshot(
+                dir,
+                seg,
+                "holds an empty database (no schema stamp, no identity)",
+            ));
+        }
+    }
+    let created = meta.schema_version.is_some() || meta.node_id.is_some();
+    if created && !parts.wal_dir {
+        let mut evidence = String::from("the snapshot database says the dir was created");
+        if let Some(id) = &meta.node_id {
+            evidence += &format!(" (node {id}, generation {})", meta.generation.unwrap_or(0));
+        }
+        evidence += ", and wal/ is made durable before that";
+        if meta.snapshot_lsn > 0 {
+            evidence += &format!(
+                "; records after the snapshot's LSN {} are lost with it",
+                meta.snapshot_lsn
+            );
+        }
+        return Err(Error::MissingPart {
+            dir: dir.to_path_buf(),
+            part: dir.join("wal"),
+            state: "is missing",
+            evidence,
+            advice: format!(
+                "The WAL holds every change since the last compaction; starting without it \
+                 would silently drop them. {RESTORE_OR_START_OVER}."
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The LSN the WAL must reach: both marks are written only after the WAL was synced past them.
+pub fn must_reach(meta: &Meta) -> Lsn {
+    meta.snapshot_lsn.max(meta.wal_synced_lsn)
+}
+
+/// Refuses a WAL that ends below what the snapshot proves it held (see the table above), as
+/// corruption of its newest segment. Run on a scan before its torn tail is cut.
+pub fn check_wal_end(dir: &Path, scan: &WalScan, meta: &Meta) -> Result<()> {
+    let end = scan.end_lsn();
+    let need = must_reach(meta);
+    if end >= need {
+        return Ok(());
+    }
+    let (file, offset) = match (&scan.torn, scan.segments.last()) {
+        (Some(torn), _) => (torn.path.clone(), torn.valid_len),
+        (None, Some(last)) => (last.path.clone(), last.bytes),
+        (None, None) => (dir.join("wal"), 0),
+    };
+    let witness = if meta.snapshot_lsn >= meta.wal_synced_lsn {
+        format!("the snapshot covers up to LSN {}", meta.snapshot_lsn)
+    } else {
+        format!(
+            "the node last stopped cleanly with the WAL synced up to LSN {}",
+            meta.wal_synced_lsn
+        )
+    };
+    let shows = match &scan.torn {
+        Some(_) => format!("ends at LSN {end} before a damaged tail"),
+        None if scan.segments.is_empty() => "holds no segment".to_owned(),
+        None => format!("ends at LSN {end}"),
+    };
+    Err(Error::Corrupt {
+        data_dir: dir.to_path_buf(),
+        file,
+        offset,
+        lsn: end + 1,
+        reason: format!(
+            "the WAL {shows}, but {witness}: its newest segment was cut or deleted ({}, and \
+             any after, missing)",
+            match need - end {
+                1 => format!("record {need} is"),
+                _ => format!("records {} to {need} are", end + 1),
+            }
+        ),
+    })
+}
