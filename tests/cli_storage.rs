@@ -700,3 +700,48 @@ fn a_wal_cut_below_what_the_data_dir_proves_is_refused() {
     std::fs::remove_file(segs(work.path()).pop().unwrap()).unwrap();
     assert_refused_everywhere(work.path(), "snapshot covers up to LSN 12", &[]);
 }
+
+/// B4: a read-only copy of a data dir (a backup restored with `chmod -R a-w`) is read by
+/// `verify`, `dump`, `stats` and `replay` as a user who cannot write it, each saying the lock
+/// was taken read-only; they used to fail on opening `LOCK` for writing. Root ignores file
+/// modes, so as root the tools run as `nobody` (setpriv).
+#[test]
+fn read_only_tools_read_a_read_only_copy() {
+    let dir = node_dir(&["a"]);
+    let chmod = |mode: &str| {
+        let ok = std::process::Command::new("chmod")
+            .args(["-R", mode])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chmod {mode}");
+    };
+    chmod("a-w,a+rX");
+    let root = stdout(&std::process::Command::new("id").arg("-u").output().unwrap()).trim() == "0";
+    for cmd in ["verify", "dump", "stats", "replay"] {
+        let mut run = if root {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", LOG]);
+            c
+        } else {
+            std::process::Command::new(LOG)
+        };
+        let out = run
+            .arg(cmd)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("not writable: LOCK was locked read-only"),
+            "{cmd}: {}",
+            stderr(&out)
+        );
+        if cmd == "verify" {
+            assert!(stdout(&out).starts_with("clean"), "{}", stdout(&out));
+        }
+    }
+    chmod("u+w");
+}

@@ -143,6 +143,16 @@ fn timestamp(unix_ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
 }
 
+/// Opens `dir` for a read-only command, saying so on stderr when the dir is not writable
+/// (the lock was then taken read-only, or not at all).
+fn open_offline(dir: &Path) -> Result<Offline, Error> {
+    let offline = Offline::open(dir)?;
+    if let Some(note) = offline.read_only_note() {
+        eprintln!("gossip-log: {note}");
+    }
+    Ok(offline)
+}
+
 /// An error of a read-only command: it could not read the dir (it refuses nothing itself).
 fn cannot_read(dir: &Path, e: Error) -> anyhow::Error {
     match e {
@@ -164,7 +174,7 @@ fn cannot_read(dir: &Path, e: Error) -> anyhow::Error {
 }
 
 fn dump(dir: &Path, json: bool, from: Option<Lsn>, to: Option<Lsn>) -> Result<ExitCode> {
-    let offline = Offline::open(dir).map_err(|e| cannot_read(dir, e))?;
+    let offline = open_offline(dir).map_err(|e| cannot_read(dir, e))?;
     let from = from.unwrap_or(0);
     let to = to.unwrap_or(Lsn::MAX);
     let bar = progress(offline.wal_bytes(), "reading WAL");
@@ -209,7 +219,7 @@ fn dump(dir: &Path, json: bool, from: Option<Lsn>, to: Option<Lsn>) -> Result<Ex
 }
 
 fn verify(dir: &Path, json: bool) -> Result<ExitCode> {
-    let offline = match Offline::open(dir) {
+    let offline = match open_offline(dir) {
         Ok(offline) => offline,
         Err(e @ Error::MissingPart { .. }) => {
             let Error::MissingPart { part, .. } = &e else {
@@ -320,7 +330,7 @@ fn verify(dir: &Path, json: bool) -> Result<ExitCode> {
 }
 
 fn replay(dir: &Path, json: bool, upto: Option<Lsn>) -> Result<ExitCode> {
-    let offline = Offline::open(dir).map_err(|e| cannot_read(dir, e))?;
+    let offline = open_offline(dir).map_err(|e| cannot_read(dir, e))?;
     let bar = progress(offline.wal_bytes(), "replaying");
     let result = offline.replay(upto, |n| bar.set_position(n));
     bar.finish_and_clear();
@@ -366,7 +376,7 @@ fn compact(dir: &Path, json: bool) -> Result<ExitCode> {
 }
 
 fn stats(dir: &Path, json: bool) -> Result<ExitCode> {
-    let offline = Offline::open(dir).map_err(|e| cannot_read(dir, e))?;
+    let offline = open_offline(dir).map_err(|e| cannot_read(dir, e))?;
     let bar = progress(offline.wal_bytes(), "reading WAL");
     let scan = offline.scan(u64::MAX, |_, _, _| {}, |n| bar.set_position(n));
     bar.finish_and_clear();

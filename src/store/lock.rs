@@ -9,11 +9,53 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    _file: Option<File>,
     path: PathBuf,
+    read_only: Option<&'static str>,
 }
 
 impl DirLock {
+    /// For the offline read-only tools: [`DirLock::acquire`], or, when the dir is not
+    /// writable (a copy restored from a backup with `chmod -R a-w`, a read-only mount), the
+    /// same exclusive lock taken on `LOCK` opened read-only (flock needs no write access, so
+    /// a running node still excludes us), or no lock at all when there is no `LOCK` (no node
+    /// ever ran there since the dir became read-only: a node creates it first). Never
+    /// writes; [`DirLock::read_only_note`] says which.
+    pub fn acquire_for_reading(dir: &Path) -> Result<DirLock> {
+        let path = dir.join("LOCK");
+        let denied = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            )
+        };
+        match Self::acquire(dir) {
+            Err(Error::Io { cause, .. }) if denied(&cause) => {}
+            other => return other,
+        }
+        match File::open(&path) {
+            Ok(file) => {
+                lock_or_refuse(dir, &file)?;
+                Ok(DirLock {
+                    _file: Some(file),
+                    path,
+                    read_only: Some("the data dir is not writable: LOCK was locked read-only"),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DirLock {
+                _file: None,
+                path,
+                read_only: Some("the data dir is not writable and has no LOCK: read unlocked"),
+            }),
+            Err(e) => Err(Error::io(&path)(e)),
+        }
+    }
+
+    /// Set when the lock was taken read-only or not at all (see [`Self::acquire_for_reading`]).
+    pub fn read_only_note(&self) -> Option<&'static str> {
+        self.read_only
+    }
+
     pub fn acquire(dir: &Path) -> Result<DirLock> {
         let path = dir.join("LOCK");
         let mut file = OpenOptions::new()
@@ -23,27 +65,36 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(Error::io(&path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(Error::Locked {
-                    dir: dir.to_path_buf(),
-                    pid: text.trim().parse().ok(),
-                });
-            }
-            Err(TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
-        }
+        lock_or_refuse(dir, &file)?;
         file.set_len(0)
             .and_then(|_| file.rewind())
             .and_then(|_| writeln!(file, "{}", std::process::id()))
             .map_err(Error::io(&path))?;
-        Ok(DirLock { _file: file, path })
+        Ok(DirLock {
+            _file: Some(file),
+            path,
+            read_only: None,
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// An exclusive OS lock on `file` (`DIR/LOCK`), or `Locked` with the holder's pid.
+fn lock_or_refuse(dir: &Path, mut file: &File) -> Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            Err(Error::Locked {
+                dir: dir.to_path_buf(),
+                pid: text.trim().parse().ok(),
+            })
+        }
+        Err(TryLockError::Error(e)) => Err(Error::io(dir.join("LOCK"))(e)),
     }
 }
 

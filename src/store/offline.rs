@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub struct Offline {
     dir: PathBuf,
-    _lock: DirLock,
+    lock: DirLock,
     pub snapshot: Snapshot,
     pub meta: Meta,
     pub schema_version: u32,
@@ -30,7 +30,7 @@ impl Offline {
                 reason: "not a gossip-roster data dir (no wal/ or snapshot/ inside)".into(),
             });
         }
-        let lock = DirLock::acquire(dir)?;
+        let lock = DirLock::acquire_for_reading(dir)?;
         migrate::check_marker(dir)?;
         // The same checks as the node's start, so that both always agree (see parts.rs).
         let parts = parts::inspect(dir)?;
@@ -44,7 +44,7 @@ impl Offline {
         let schema_version = migrate::bring_up_to_date(dir, &snapshot, true)?.version;
         Ok(Offline {
             dir: dir.to_path_buf(),
-            _lock: lock,
+            lock,
             snapshot,
             meta,
             schema_version,
@@ -61,6 +61,11 @@ impl Offline {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Set when the dir is not writable and the lock was taken read-only or not at all.
+    pub fn read_only_note(&self) -> Option<&'static str> {
+        self.lock.read_only_note()
     }
 
     /// Reads the whole WAL, passing records above `after_lsn`, with the node's checks: a

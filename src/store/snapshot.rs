@@ -299,6 +299,16 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
             copy_dir(&src, &dst)?;
         } else {
             std::fs::copy(&src, &dst).map_err(Error::io(&src))?;
+            // The copy keeps the source's mode: a read-only source (a restored backup) would
+            // give sled a copy it cannot open for writing.
+            let mut perms = std::fs::metadata(&dst)
+                .map_err(Error::io(&dst))?
+                .permissions();
+            if perms.readonly() {
+                #[allow(clippy::permissions_set_readonly_false)]
+                perms.set_readonly(false);
+                std::fs::set_permissions(&dst, perms).map_err(Error::io(&dst))?;
+            }
         }
     }
     Ok(())
