@@ -121,10 +121,10 @@ impl Store {
     /// crash before it leaves a dir without an identity, which the next start completes the
     /// same way (a new stamp, a new identity, the same `--node-id` if one is given).
     ///
-    /// The data dir is fsynced before sled, not after: `wal/` and `snapshot/` are durable
-    /// entries before the stamp and identity are, so a dir whose sled says it was created
-    /// but that has no `wal/` is damage, never a crash state, and is refused (parts.rs holds
-    /// the whole table). Same number of fsyncs as before.
+    /// `wal/` and `snapshot/` are made durable entries of the data dir (one more fsync of
+    /// it, right after they are created) before sled is opened, so a dir whose sled says it
+    /// was created but that has no `wal/` is damage, never a crash state, and is refused
+    /// (parts.rs holds the whole table).
     pub fn open_with_identity(
         dir: &Path,
         config: StoreConfig,
@@ -167,12 +167,22 @@ impl Store {
             let copy = Snapshot::open_copy(&dir.join("snapshot"))?;
             parts::check_with_meta(dir, &parts, &copy.meta()?, identity.is_some())?;
         }
+        // A new dir, or one whose creation was cut short: `wal/` and `snapshot/` become
+        // durable entries before sled is opened, because sled may write its files (the stamp
+        // among them) before it is asked to flush; so a durable stamp or identity with no
+        // `wal/` is always damage (parts.rs). One fsync, at creation only.
+        let mut created = false;
+        for part in [wal_dir.clone(), dir.join("snapshot")] {
+            if !part.is_dir() {
+                std::fs::create_dir_all(&part).map_err(Error::io(&part))?;
+                created = true;
+            }
+        }
+        if created {
+            recovery::sync_dir(dir)?;
+        }
         let snapshot = Snapshot::open(&dir.join("snapshot"))?;
         parts::check_with_meta(dir, &parts, &snapshot.meta()?, identity.is_some())?;
-        if !parts.wal_dir {
-            // A new dir, or one whose creation was cut short before its commit point.
-            std::fs::create_dir_all(&wal_dir).map_err(Error::io(&wal_dir))?;
-        }
         let up_to_date = migrate::bring_up_to_date(dir, &snapshot, false)?;
         let schema_version = up_to_date.version;
         if up_to_date.stamped_new {
@@ -230,11 +240,10 @@ impl Store {
         };
         if up_to_date.stamped_new || new_identity {
             // The one durable point of a new dir. Every file and directory is written by now
-            // (LOCK, SCHEMA, wal/, its first segment, snapshot/). What each sync covers, in
-            // this order (parts.rs relies on it):
-            // - fsync of the data dir: the entries `wal/`, `snapshot/` and `SCHEMA` in it.
-            //   First, so that sled never holds a durable stamp or identity while `wal/` could
-            //   still be lost: a dir with either and no `wal/` is then always damage;
+            // (LOCK, SCHEMA, wal/, its first segment, snapshot/), and `wal/` and `snapshot/`
+            // were made durable entries before sled was opened (see above). What each sync
+            // covers:
+            // - fsync of the data dir: the entry `SCHEMA` (and `LOCK`);
             // - sled flush + fsync of its files and `snapshot/` (make_durable): the stamp and
             //   the identity, and sled's `conf`, which sled needs to open the database. This
             //   is the commit point.

@@ -1,5 +1,5 @@
 //! What the parts of a data dir prove about each other: the checks that tell a state a crash
-//! can leave (completed or cut on the next start) from damage (refused, nothing changed).
+//! can leave (completed or cut on the next start) from damage (refused).
 //!
 //! A part is missing or short either because a crash (process kill or power loss) came before
 //! it was durable, or because someone or something removed it. The order in which the parts
@@ -7,34 +7,40 @@
 //!
 //! ```text
 //! creation (Store::open_with_identity)      later
-//! 1 mkdir DIR, LOCK, mkdir wal/             6 records appended; the WAL's first sync is an
-//! 2 sled opened: snapshot/ (conf, db)         fsync of the segment and of wal/
-//! 3 stamp staged, SCHEMA written            7 compaction: WAL synced, then snapshot_lsn in
-//! 4 first segment (header only), unsynced     sled, then covered segments deleted (never the
-//! 5 fsync DIR (wal/, snapshot/, SCHEMA),      newest)
-//!   then sled flush + fsync: stamp and      8 clean close: WAL synced, then wal_synced_lsn
-//!   identity durable (the commit point)       in sled, flushed
+//! 1 mkdir DIR, LOCK, mkdir wal/ and         6 records appended; the WAL's first sync is an
+//!   snapshot/, fsync DIR                      fsync of the segment and of wal/
+//! 2 sled opened in snapshot/ (conf, db)     7 compaction: WAL synced, then snapshot_lsn in
+//! 3 stamp staged, SCHEMA written              sled, then covered segments deleted (never the
+//! 4 first segment (header only), unsynced     newest)
+//! 5 fsync DIR (SCHEMA), then sled flush +   8 clean close: WAL synced, then wal_synced_lsn
+//!   fsync: stamp and identity durable (the    in sled, flushed
+//!   commit point)
 //! ```
-//! So: nothing is appended to the WAL before `wal/` and `snapshot/` are durable entries of
-//! DIR and the stamp is durable in sled; sled holds a stamp or an identity only once `wal/`
-//! is durable; `snapshot_lsn` and `wal_synced_lsn` are only ever written once the WAL is
-//! synced past them, and no later step removes those records (compaction keeps the newest
-//! segment, and a torn tail only ever holds records written after the last sync).
+//! So: `wal/` and `snapshot/` are durable before sled writes a byte (sled may write its
+//! files before it is asked to flush, so its content can reach the disk any time after 2);
+//! nothing is appended to the WAL before the stamp is durable in sled; `snapshot_lsn` and
+//! `wal_synced_lsn` are only ever written once the WAL is synced past them, and no later
+//! step removes those records (compaction keeps the newest segment, and a torn tail only
+//! ever holds records written after the last sync).
 //!
 //! | found at open                                              | a crash can leave it?       | verdict                    |
 //! |------------------------------------------------------------|-----------------------------|----------------------------|
-//! | no `snapshot/`, `wal/` absent or only a header-only first   | yes, before 5 (power loss)  | half-created: completed    |
-//! |   segment                                                  |                             |                            |
+//! | no `snapshot/`, `wal/` absent or only a header-only first  | yes: power loss before the  | half-created: completed    |
+//! |   segment                                                  |   fsync of 1, or of 5       |                            |
 //! | no `snapshot/` (or no sled `db` in it), `wal/` holds a     | no: records come after 5    | refused: snapshot missing  |
 //! |   segment with records or any later segment                |                             |                            |
 //! | `snapshot/` without stamp or identity (sled recreated or   | no: the stamp is durable    | refused when an identity   |
 //! |   reset), WAL used as above                                |   before any record         |   would be made up (node)  |
-//! | `snapshot/` without stamp or identity, no `wal/`           | yes, before 5 (power loss)  | half-created: completed    |
-//! | sled holds a stamp or an identity, no `wal/`               | no: `wal/` durable first    | refused: `wal/` missing    |
+//! | `snapshot/` without stamp or identity, no `wal/`           | yes: power loss before the  | half-created: completed    |
+//! |                                                            |   fsync of 1                |                            |
+//! | sled holds a stamp or an identity, no `wal/`               | no: `wal/` durable before   | refused: `wal/` missing    |
+//! |                                                            |   sled writes anything      |                            |
 //! | stamp, `wal/` without segments or header-only, nothing     | yes: power loss before the  | accepted: nothing in it    |
-//! |   compacted, never closed cleanly                          |   WAL's first sync (6)      |   was ever synced          |
+//! |   compacted, never closed cleanly                          |   WAL's first sync (6)      |   was ever synced (all     |
+//! |                                                            |                             |   segments deleted looks   |
+//! |                                                            |                             |   the same)                |
 //! | WAL ends (last good record, or before an empty newest      | no: both are written after  | refused as WAL corruption  |
-//! |   segment) below `snapshot_lsn` or `wal_synced_lsn`        |   the WAL is synced past    |   (`recovery::WalScan`)    |
+//! |   segment) below `snapshot_lsn` or `wal_synced_lsn`        |   the WAL is synced past    |   ([`check_wal_end`])      |
 //! | a segment starts after a gap the snapshot does not cover   | no                          | refused (`scan_wal`)       |
 //! | the newest segment ends at a record boundary, at or above  | yes: the end of any log     | accepted: undetectable     |
 //! |   both marks                                               |                             |                            |
@@ -43,9 +49,9 @@
 //! end (or the deletion of its newest segment) looks exactly like a log that ended there.
 //! The two marks in sled narrow it to records written after the last compaction or clean stop.
 //!
-//! Data dirs created by a build before this order (sled synced before DIR) have one power-loss
-//! window in which `wal/` could be lost while the stamp was kept; such a dir is refused as
-//! damaged. The window was one fsync long, at creation, before anything was logged.
+//! Data dirs created by a build before this order (DIR synced after sled) had a power-loss
+//! window at creation, before anything was logged, in which `wal/` could be lost while the
+//! stamp was kept; such a dir is refused as damaged (move it aside: it holds nothing).
 
 use super::recovery::WalScan;
 use super::segment::{self, HEADER_LEN};
