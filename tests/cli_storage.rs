@@ -743,5 +743,29 @@ fn read_only_tools_read_a_read_only_copy() {
             assert!(stdout(&out).starts_with("clean"), "{}", stdout(&out));
         }
     }
+    // The read-only lock still excludes a running node (the dir made read-only under it).
     chmod("u+w");
+    let node = NodeProc::start(dir.path(), &[]).unwrap();
+    chmod("a-w,a+rX");
+    let mut run = if root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", LOG]);
+        c
+    } else {
+        std::process::Command::new(LOG)
+    };
+    let out = run
+        .arg("verify")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("in use by another process"),
+        "{}",
+        stderr(&out)
+    );
+    chmod("u+w");
+    assert_eq!(node.stop(), 0);
 }
