@@ -31,6 +31,7 @@ pub mod discovery;
 pub mod error;
 pub mod event;
 pub mod gossip;
+mod growth;
 pub mod health;
 pub mod http;
 pub mod local;

@@ -599,7 +599,7 @@ impl Roster {
             roster.recount(None, rec.tally());
             let before = roster.entry_hash(&id);
             let hash = entry_hash(&id, &rec.digest());
-            if let Some(old) = roster.nodes.insert(id, Arc::new(rec)) {
+            if let Some(old) = crate::growth::insert(&mut roster.nodes, id, Arc::new(rec)) {
                 roster.recount(old.tally(), None);
             }
             roster.digest_sum = roster.digest_sum.wrapping_sub(before).wrapping_add(hash);
@@ -653,8 +653,11 @@ impl Roster {
                     self.index_remove(id, &old);
                     self.recount(old.tally(), None);
                 }
-                self.nodes
-                    .insert(id.clone(), Arc::new(NodeRecord::empty(generation)));
+                crate::growth::insert(
+                    &mut self.nodes,
+                    id.clone(),
+                    Arc::new(NodeRecord::empty(generation)),
+                );
                 self.merge_into(event);
                 return Applied::Changed;
             }
