@@ -850,7 +850,14 @@ impl Sim {
     /// lost reply leaves a node sending full digests until then); at most 60 s.
     fn run_until_quiet(&mut self) {
         let until = self.now + 60_000;
+        // Looked at once per simulated millisecond, not after every frame (a pass over the
+        // whole cluster each time); being quiet is not monotonic, so no cursor here.
+        let mut looked_at = None;
         self.run_until(until, |s| {
+            if looked_at == Some(s.now) {
+                return false;
+            }
+            looked_at = Some(s.now);
             let machines: Vec<&Machine> = s
                 .live()
                 .iter()
@@ -1035,17 +1042,24 @@ impl Sim {
         self.crash(victim, false);
         let v = self.slots[victim].id.clone();
         let t0 = self.now;
+        // As in `measure_join`: dead stays dead (the victim does not come back), so each
+        // node is looked at until it holds it dead, and not again.
+        let live = self.live();
+        let mut holding = 0;
         let done = self.run_until(t0 + 120_000, |s| {
-            s.live().iter().all(|&o| {
-                s.slots[o]
+            while holding < live.len() {
+                let roster = s.slots[live[holding]]
                     .proc
                     .as_ref()
                     .unwrap()
                     .machine
-                    .roster()
-                    .state_of(&v)
-                    == Some(MemberState::Dead)
-            })
+                    .roster();
+                if roster.state_of(&v) != Some(MemberState::Dead) {
+                    return false;
+                }
+                holding += 1;
+            }
+            true
         });
         self.report(done.then(|| self.now - t0), since)
     }
