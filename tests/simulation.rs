@@ -1818,7 +1818,7 @@ fn scale_up_to_1000() {
 }
 
 #[test]
-#[ignore = "about 8 GB and ten minutes; run with --release -- --ignored --nocapture"]
+#[ignore = "about 7 GB and eight minutes; run with --release -- --ignored --nocapture"]
 fn scale_10000() {
     print_scale(&scale_sizes(&[10_000]));
 }
