@@ -682,15 +682,22 @@ impl Machine {
         // dir restarted on a new port keeps its generation and is welcome.
         let live = !rec.liveness.state.is_tombstone();
         let other_process = rec.addr != addr && rec.generation != generation;
-        let recent = self
+        let quiet = self
             .last_heard
             .get(id)
-            .is_some_and(|t| self.now.saturating_sub(*t) <= self.swim.suspicion_timeout(0));
-        if live && other_process && rec.is_announced() && recent {
+            .map(|t| self.now.saturating_sub(*t))
+            .filter(|ago| *ago <= self.swim.suspicion_timeout(0));
+        if let (true, true, true, Some(ago)) = (live, other_process, rec.is_announced(), quiet) {
             self.counters.refused_ids += 1;
+            // Heard from lately is not proof of life: a holder killed a moment ago is still
+            // alive here until the detector says otherwise.
             let reason = format!(
-                "{ID_IN_USE}{id} is held by the live member at {} (generation {})",
-                rec.addr, rec.generation
+                "{ID_IN_USE}{id} is held by the member at {} (generation {}), heard from {} ms \
+                 ago; if that process has just stopped, start this one again once peers hold \
+                 it dead (within seconds)",
+                rec.addr,
+                rec.generation,
+                ago.as_millis()
             );
             tracing::warn!(%id, claimed_by = addr, held_by = %rec.addr, "refusing a second process that claims a live member's id");
             return Err(reason);
