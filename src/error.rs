@@ -65,16 +65,29 @@ pub enum Error {
     /// A part of the data dir is gone that its other parts prove existed (see
     /// `store/parts.rs`): damage, not a crash state. Nothing was changed.
     #[error(
-        "{} {state}, but {evidence}. It was deleted or lost; a crash cannot \
-         cause this. The node refuses to start on this data dir. {advice}",
-        .part.display()
+        "{} {}, but {evidence}. {}; a crash cannot cause this. The node refuses to start on \
+         this data dir. {advice}",
+        .part.display(), .absence.state, .absence.how
     )]
     MissingPart {
         dir: PathBuf,
         part: PathBuf,
-        /// "is missing", or what is left in its place.
-        state: &'static str,
+        /// What is found in its place, and what can have caused it.
+        absence: &'static Absence,
         evidence: String,
+        advice: String,
+    },
+
+    /// A file of the data dir fails its own checks (the sled database, the `SCHEMA` marker):
+    /// damage, not a crash state. Nothing was changed.
+    #[error(
+        "{} is damaged: {reason}. The node refuses to start on this data dir. {advice}",
+        .file.display()
+    )]
+    Damaged {
+        dir: PathBuf,
+        file: PathBuf,
+        reason: String,
         advice: String,
     },
 
@@ -139,6 +152,16 @@ pub enum Error {
 
     #[error("aborted at failure point {0}")]
     FailPoint(&'static str),
+}
+
+/// What is left of a part of the data dir that is gone ([`Error::MissingPart`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Absence {
+    /// "is missing", or what is left in its place.
+    pub state: &'static str,
+    /// What can have caused it: "It was deleted or lost", or, for a part that is there but
+    /// empty, "It was reset, replaced or damaged (...)".
+    pub how: &'static str,
 }
 
 fn pid_suffix(pid: Option<u32>) -> String {

@@ -221,19 +221,8 @@ fn dump(dir: &Path, json: bool, from: Option<Lsn>, to: Option<Lsn>) -> Result<Ex
 fn verify(dir: &Path, json: bool) -> Result<ExitCode> {
     let offline = match open_offline(dir) {
         Ok(offline) => offline,
-        Err(e @ Error::MissingPart { .. }) => {
-            let Error::MissingPart { part, .. } = &e else {
-                unreachable!()
-            };
-            if json {
-                println!(
-                    "{}",
-                    json!({ "status": "corrupt", "detail": { "missing": part, "reason": e.to_string() } })
-                );
-            } else {
-                println!("CORRUPT: {e}");
-            }
-            return Ok(ExitCode::from(4));
+        Err(e @ (Error::MissingPart { .. } | Error::Damaged { .. })) => {
+            return Ok(refused_part(&e, json))
         }
         Err(e) => return Err(e.into()),
     };
@@ -242,6 +231,7 @@ fn verify(dir: &Path, json: bool) -> Result<ExitCode> {
     let scan = offline.scan(u64::MAX, |_, _, _| {}, |n| bar.set_position(n));
     bar.finish_and_clear();
     let (status, code, detail) = match (&roster, &scan) {
+        (Err(e @ Error::Damaged { .. }), _) => return Ok(refused_part(e, json)),
         (Err(e), _) => (
             "corrupt",
             4,
@@ -327,6 +317,22 @@ fn verify(dir: &Path, json: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(code))
+}
+
+/// `verify`'s verdict on a part that is missing or damaged (the node refuses the dir):
+/// exit 4, `CORRUPT` and the whole message (which part, why, what to do).
+fn refused_part(e: &Error, json: bool) -> ExitCode {
+    let detail = match e {
+        Error::MissingPart { part, .. } => json!({ "missing": part, "reason": e.to_string() }),
+        Error::Damaged { file, .. } => json!({ "file": file, "reason": e.to_string() }),
+        _ => json!({ "reason": e.to_string() }),
+    };
+    if json {
+        println!("{}", json!({ "status": "corrupt", "detail": detail }));
+    } else {
+        println!("CORRUPT: {e}");
+    }
+    ExitCode::from(4)
 }
 
 fn replay(dir: &Path, json: bool, upto: Option<Lsn>) -> Result<ExitCode> {

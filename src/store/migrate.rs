@@ -45,13 +45,19 @@ pub fn check_marker(dir: &Path) -> Result<Option<u32>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(&path)(e)),
     };
-    let found: u32 = text.trim().parse().map_err(|_| Error::BadDataDir {
-        dir: dir.to_path_buf(),
-        reason: format!(
-            "{SCHEMA_FILE} holds {:?}, not a schema version",
-            text.trim()
-        ),
-    })?;
+    // Anything but a version (or a blank) is damage: this build only ever writes a version
+    // through a rename, so no crash leaves a partial one.
+    let found: u32 = match text.trim().parse() {
+        Ok(0) | Err(_) => {
+            let shown: String = text.trim().chars().take(40).collect();
+            return Err(super::parts::damaged(
+                dir,
+                path,
+                format!("it holds {shown:?}, not a schema version"),
+            ));
+        }
+        Ok(found) => found,
+    };
     refuse_newer(dir, found)?;
     Ok(Some(found))
 }

@@ -104,6 +104,18 @@ pub const CREATION_FAILPOINTS: &[&str] = &[
     "create-done",
 ];
 
+/// fsyncs the newest segment of `wal_dir` and `wal_dir` itself (a new dir's first segment,
+/// before its identity is committed).
+fn sync_newest_segment(wal_dir: &Path) -> Result<()> {
+    let segments = segment::list_segments(wal_dir).map_err(Error::io(wal_dir))?;
+    if let Some((_, path)) = segments.last() {
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(Error::io(path))?;
+    }
+    recovery::sync_dir(wal_dir)
+}
+
 impl Store {
     /// Opens `dir`, creating it if missing, and recovers the roster. A new dir gets no
     /// identity (see [`Store::open_with_identity`]); its schema stamp is made durable here.
@@ -161,9 +173,10 @@ impl Store {
         if parts.wal_dir {
             recovery::check_segment_versions(dir)?;
         }
-        if !parts.wal_dir && parts.snapshot_dir {
-            // Rare (a new dir has neither): sled is read from a private copy, so that a
-            // refusal leaves every byte of the dir as it was (sled writes even when read).
+        if parts.snapshot_dir && !parts.wal_segments {
+            // Rare (a new dir has neither; a created one always has a segment): sled is read
+            // from a private copy, so that a refusal leaves every byte of the dir as it was
+            // (sled writes even when read).
             let copy = Snapshot::open_copy(&dir.join("snapshot"))?;
             parts::check_with_meta(dir, &parts, &copy.meta()?, identity.is_some())?;
         }
@@ -230,6 +243,17 @@ impl Store {
         if up_to_date.stamped_new {
             failpoint::hit("create-after-wal-segment")?;
         }
+        let makes_identity =
+            identity.is_some() && (meta.node_id.is_none() || meta.generation.is_none());
+        if up_to_date.stamped_new || makes_identity {
+            // The newest segment (a new dir's header-only first one) and its entry in `wal/`
+            // are durable before the identity is even staged (sled may write it to its files
+            // before the flush below): an identity with no segment at all is then always
+            // damage, never what a power loss leaves, and is refused (parts.rs). Before, a
+            // never-compacted dir whose WAL was deleted looked like a creation whose first
+            // segment never reached the disk, and started empty under the same identity.
+            sync_newest_segment(&wal_dir)?;
+        }
         let new_identity = match identity {
             Some(make) if meta.node_id.is_none() || meta.generation.is_none() => {
                 let (id, generation) = make();
@@ -243,16 +267,13 @@ impl Store {
             // (LOCK, SCHEMA, wal/, its first segment, snapshot/), and `wal/` and `snapshot/`
             // were made durable entries before sled was opened (see above). What each sync
             // covers:
+            // - (the first WAL segment and `wal/` were synced above, before the identity);
             // - fsync of the data dir: the entry `SCHEMA` (and `LOCK`);
             // - sled flush + fsync of its files and `snapshot/` (make_durable): the stamp and
             //   the identity, and sled's `conf`, which sled needs to open the database. This
             //   is the commit point.
             // Not synced here, on purpose:
             // - the marker's contents (a blank marker reads as missing, see check_marker);
-            // - the first WAL segment and its entry in `wal/`: the WAL's own first sync covers
-            //   header, records and directory entry together (see wal.rs), before anything in
-            //   it is acknowledged as durable; a segment whose header never reached the disk
-            //   is a torn tail and is cut (see recovery.rs);
             // - `LOCK`: an OS lock, its contents are only for the error message.
             recovery::sync_dir(dir)?;
             failpoint::hit("create-after-dir-sync")?;

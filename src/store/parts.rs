@@ -11,9 +11,11 @@
 //!   snapshot/, fsync DIR                      fsync of the segment and of wal/
 //! 2 sled opened in snapshot/ (conf, db)     7 compaction: WAL synced, then snapshot_lsn in
 //! 3 stamp staged, SCHEMA written              sled, then covered segments deleted (never the
-//! 4 first segment (header only), unsynced     newest)
-//! 5 fsync DIR (SCHEMA), then sled flush +   8 clean close: WAL synced, then wal_synced_lsn
-//!   fsync: stamp and identity durable (the    in sled, flushed
+//! 4 first segment (header only) written,    newest)
+//!   fsync of it and of wal/, identity       8 clean close: WAL synced, then wal_synced_lsn
+//!   staged                                    in sled, flushed
+//! 5 fsync DIR (SCHEMA), then sled flush +
+//!   fsync: stamp and identity durable (the
 //!   commit point)
 //! ```
 //! So: `wal/` and `snapshot/` are durable before sled writes a byte (sled may write its
@@ -35,9 +37,13 @@
 //! |                                                            |   fsync of 1                |                            |
 //! | sled holds a stamp or an identity, no `wal/`               | no: `wal/` durable before   | refused: `wal/` missing    |
 //! |                                                            |   sled writes anything      |                            |
-//! | stamp, `wal/` without segments or header-only, nothing     | yes: power loss before the  | accepted: nothing in it    |
-//! |   compacted, never closed cleanly                          |   WAL's first sync (6)      |   was ever synced (all     |
-//! |                                                            |                             |   segments deleted looks   |
+//! | identity, `wal/` without any segment                       | no: the first segment is    | refused: segments missing  |
+//! |                                                            |   durable before the        |   (with a mark in sled: as |
+//! |                                                            |   identity is staged (4),   |   the WAL end below, next  |
+//! |                                                            |   the newest is always kept |   row)                     |
+//! | stamp, only a header-only first segment, nothing compacted,| yes: power loss before the  | accepted: nothing in it    |
+//! |   never closed cleanly                                     |   WAL's first sync (6)      |   was ever synced (its     |
+//! |                                                            |                             |   records cut off looks    |
 //! |                                                            |                             |   the same)                |
 //! | WAL ends (last good record, or before an empty newest      | no: both are written after  | refused as WAL corruption  |
 //! |   segment) below `snapshot_lsn` or `wal_synced_lsn`        |   the WAL is synced past    |   ([`check_wal_end`])      |
@@ -51,12 +57,15 @@
 //!
 //! Data dirs created by a build before this order (DIR synced after sled) had a power-loss
 //! window at creation, before anything was logged, in which `wal/` could be lost while the
-//! stamp was kept; such a dir is refused as damaged (move it aside: it holds nothing).
+//! stamp was kept; such a dir is refused as damaged (move it aside: it holds nothing). The
+//! same holds for a build that left the first segment unsynced at creation (a power loss
+//! right after it could lose the segment but keep the identity): refused as segments
+//! missing, and it holds nothing either.
 
 use super::recovery::WalScan;
 use super::segment::{self, HEADER_LEN};
 use super::snapshot::Meta;
-use crate::error::{Error, Result};
+use crate::error::{Absence, Error, Result};
 use crate::event::Lsn;
 use std::path::{Path, PathBuf};
 
@@ -64,6 +73,8 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Parts {
     pub wal_dir: bool,
+    /// `wal/` holds at least one segment.
+    pub wal_segments: bool,
     pub snapshot_dir: bool,
     /// A segment that proves records were appended (see [`wal_used`]), if any.
     pub wal_used: Option<PathBuf>,
@@ -77,10 +88,21 @@ impl Parts {
     }
 }
 
-const RESTORE_OR_START_OVER: &str = "Restore it from a backup of this data dir taken while the \
+pub(crate) const RESTORE_OR_START_OVER: &str =
+    "Restore it from a backup of this data dir taken while the \
      node was stopped. If it is truly lost, move the data dir aside and start the node on an \
      empty one (with the same --node-id it rejoins under a new generation and relearns the \
      roster from its peers)";
+
+/// A file of the data dir that fails its own checks: refused as damage, with what to do.
+pub(crate) fn damaged(dir: &Path, file: PathBuf, reason: String) -> Error {
+    Error::Damaged {
+        dir: dir.to_path_buf(),
+        file,
+        reason,
+        advice: format!("{RESTORE_OR_START_OVER}."),
+    }
+}
 
 /// Reads which parts exist and refuses a missing snapshot where the WAL shows it existed.
 /// Changes nothing.
@@ -88,17 +110,22 @@ pub fn inspect(dir: &Path) -> Result<Parts> {
     let wal = dir.join("wal");
     let snapshot = dir.join("snapshot");
     let wal_dir = wal.is_dir();
-    let wal_used = if wal_dir { wal_used(&wal)? } else { None };
+    let segments = match wal_dir {
+        true => segment::list_segments(&wal).map_err(Error::io(&wal))?,
+        false => Vec::new(),
+    };
+    let wal_used = wal_used(&segments)?;
     // sled creates `db` when it creates the database; a `snapshot/` without it is as empty.
     let snapshot_dir = snapshot.join("db").is_file();
     let parts = Parts {
         wal_dir,
+        wal_segments: !segments.is_empty(),
         snapshot_dir,
         wal_used,
     };
     if !parts.snapshot_dir {
         if let Some(seg) = &parts.wal_used {
-            return Err(missing_snapshot(dir, seg, "is missing"));
+            return Err(missing_snapshot(dir, seg));
         }
     }
     Ok(parts)
@@ -107,30 +134,53 @@ pub fn inspect(dir: &Path) -> Result<Parts> {
 /// The first segment that proves records were appended: one longer than its header, or any
 /// but a first segment at LSN 1. Creation leaves one header-only segment at LSN 1 (step 4),
 /// and nothing longer before its commit point.
-fn wal_used(wal: &Path) -> Result<Option<PathBuf>> {
-    for (first_lsn, path) in segment::list_segments(wal).map_err(Error::io(wal))? {
-        let len = std::fs::metadata(&path).map_err(Error::io(&path))?.len();
-        if first_lsn != 1 || len > HEADER_LEN as u64 {
-            return Ok(Some(path));
+fn wal_used(segments: &[(Lsn, PathBuf)]) -> Result<Option<PathBuf>> {
+    for (first_lsn, path) in segments {
+        let len = std::fs::metadata(path).map_err(Error::io(path))?.len();
+        if *first_lsn != 1 || len > HEADER_LEN as u64 {
+            return Ok(Some(path.clone()));
         }
     }
     Ok(None)
 }
 
-fn missing_snapshot(dir: &Path, segment: &Path, state: &'static str) -> Error {
+fn wal_in_use(segment: &Path) -> String {
+    format!(
+        "the WAL shows the dir was in use ({} holds records, and records are only written \
+         after the snapshot database is created and synced)",
+        segment.display()
+    )
+}
+
+const SNAPSHOT_NOT_REBUILT: &str = "The snapshot holds the node's identity and the roster \
+     compaction took out of the WAL, so it is not rebuilt from the WAL";
+
+fn missing_snapshot(dir: &Path, segment: &Path) -> Error {
     Error::MissingPart {
         dir: dir.to_path_buf(),
         part: dir.join("snapshot"),
-        state,
-        evidence: format!(
-            "the WAL shows the dir was in use ({} holds records, and records are only \
-             written after the snapshot database is created and synced)",
-            segment.display()
-        ),
-        advice: format!(
-            "The snapshot holds the node's identity and the roster compaction took out of \
-             the WAL, so it is not rebuilt from the WAL. {RESTORE_OR_START_OVER}."
-        ),
+        absence: &Absence {
+            state: "is missing",
+            how: "It was deleted or lost",
+        },
+        evidence: wal_in_use(segment),
+        advice: format!("{SNAPSHOT_NOT_REBUILT}. {RESTORE_OR_START_OVER}."),
+    }
+}
+
+/// sled opened the database file as an empty database: the file is there, so it was not
+/// lost, but what it held is gone (sled starts afresh on files that fail its checks).
+fn empty_snapshot(dir: &Path, segment: &Path) -> Error {
+    Error::MissingPart {
+        dir: dir.to_path_buf(),
+        part: dir.join("snapshot").join("db"),
+        absence: &Absence {
+            state: "opens as an empty database (neither schema stamp nor identity)",
+            how: "The database was reset, replaced or damaged (sled discards a database \
+                  whose files fail its own checks, and a single flipped bit can do that)",
+        },
+        evidence: wal_in_use(segment),
+        advice: format!("{SNAPSHOT_NOT_REBUILT}. {RESTORE_OR_START_OVER}."),
     }
 }
 
@@ -143,19 +193,12 @@ fn missing_snapshot(dir: &Path, segment: &Path, state: &'static str) -> Error {
 pub fn check_with_meta(dir: &Path, parts: &Parts, meta: &Meta, needs_identity: bool) -> Result<()> {
     if needs_identity && meta.schema_version.is_none() && meta.node_id.is_none() {
         if let Some(seg) = &parts.wal_used {
-            return Err(missing_snapshot(
-                dir,
-                seg,
-                "holds an empty database (no schema stamp, no identity)",
-            ));
+            return Err(empty_snapshot(dir, seg));
         }
     }
     let created = meta.schema_version.is_some() || meta.node_id.is_some();
     if created && !parts.wal_dir {
-        let mut evidence = String::from("the snapshot database says the dir was created");
-        if let Some(id) = &meta.node_id {
-            evidence += &format!(" (node {id}, generation {})", meta.generation.unwrap_or(0));
-        }
+        let mut evidence = created_evidence(meta);
         evidence += ", and wal/ is made durable before that";
         if meta.snapshot_lsn > 0 {
             evidence += &format!(
@@ -166,7 +209,10 @@ pub fn check_with_meta(dir: &Path, parts: &Parts, meta: &Meta, needs_identity: b
         return Err(Error::MissingPart {
             dir: dir.to_path_buf(),
             part: dir.join("wal"),
-            state: "is missing",
+            absence: &Absence {
+                state: "is missing",
+                how: "It was deleted or lost",
+            },
             evidence,
             advice: format!(
                 "The WAL holds every change since the last compaction; starting without it \
@@ -174,7 +220,38 @@ pub fn check_with_meta(dir: &Path, parts: &Parts, meta: &Meta, needs_identity: b
             ),
         });
     }
+    // The identity, not the stamp: the stamp is staged before the first segment exists (a
+    // crash can leave it with none), the identity only once that segment is durable. (Where
+    // a compaction or a clean stop left a mark, `check_wal_end` refuses it, saying which
+    // records are gone.)
+    if meta.node_id.is_some() && parts.wal_dir && !parts.wal_segments && must_reach(meta) == 0 {
+        return Err(Error::MissingPart {
+            dir: dir.to_path_buf(),
+            part: dir.join("wal"),
+            absence: &Absence {
+                state: "holds no segment",
+                how: "Its segments were deleted or lost",
+            },
+            evidence: format!(
+                "{}, and its first segment and wal/ are synced before that (a WAL always \
+                 keeps at least its newest segment)",
+                created_evidence(meta)
+            ),
+            advice: format!(
+                "Nothing was compacted, so the WAL held every change this node logged; \
+                 starting without it would silently drop them. {RESTORE_OR_START_OVER}."
+            ),
+        });
+    }
     Ok(())
+}
+
+fn created_evidence(meta: &Meta) -> String {
+    let mut evidence = String::from("the snapshot database says the dir was created");
+    if let Some(id) = &meta.node_id {
+        evidence += &format!(" (node {id}, generation {})", meta.generation.unwrap_or(0));
+    }
+    evidence
 }
 
 /// The LSN the WAL must reach: both marks are written only after the WAL was synced past them.

@@ -60,7 +60,7 @@ const SLED_CACHE_BYTES: u64 = 16 << 20;
 impl Snapshot {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Snapshot> {
-        Self::open_at(dir, None)
+        Self::open_at(dir, dir, None)
     }
 
     /// Opens a private copy, so that reading never changes a byte of `dir` (sled writes
@@ -73,12 +73,13 @@ impl Snapshot {
         if dir.exists() {
             copy_dir(dir, &target)?;
         }
-        let mut snap = Self::open_at(&target, Some(copy))?;
+        let mut snap = Self::open_at(&target, dir, Some(copy))?;
         snap.dir = dir.to_path_buf();
         Ok(snap)
     }
 
-    fn open_at(dir: &Path, copy: Option<tempfile::TempDir>) -> Result<Snapshot> {
+    /// Opens the database in `dir`; errors name `shown` (the data dir's, for a copy).
+    fn open_at(dir: &Path, shown: &Path, copy: Option<tempfile::TempDir>) -> Result<Snapshot> {
         // No background flusher: the WAL makes changes durable and snapshots are flushed
         // explicitly, and without that thread a closed database lets go of its file at once.
         // A small page cache: the roster lives in memory anyway, and sled's default (1 GiB)
@@ -100,14 +101,14 @@ impl Snapshot {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-                other => break other?,
+                other => break other.map_err(sled_error(shown))?,
             }
         };
         Ok(Snapshot {
             dir: dir.to_path_buf(),
-            meta: db.open_tree("meta")?,
-            nodes: db.open_tree("nodes")?,
-            actors: db.open_tree("actors")?,
+            meta: db.open_tree("meta").map_err(sled_error(shown))?,
+            nodes: db.open_tree("nodes").map_err(sled_error(shown))?,
+            actors: db.open_tree("actors").map_err(sled_error(shown))?,
             db,
             _copy: copy,
         })
@@ -122,7 +123,8 @@ impl Snapshot {
             schema_version: self.get_u64(K_SCHEMA)?.map(|v| v as u32),
             node_id: self
                 .meta
-                .get(K_NODE_ID)?
+                .get(K_NODE_ID)
+                .map_err(sled_error(&self.dir))?
                 .map(|v| {
                     String::from_utf8(v.to_vec()).map_err(|_| Error::BadSnapshot {
                         key: "meta/node_id".into(),
@@ -140,7 +142,7 @@ impl Snapshot {
     }
 
     fn get_u64(&self, key: &str) -> Result<Option<u64>> {
-        match self.meta.get(key)? {
+        match self.meta.get(key).map_err(sled_error(&self.dir))? {
             None => Ok(None),
             Some(v) => {
                 let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| Error::BadSnapshot {
@@ -203,7 +205,7 @@ impl Snapshot {
     pub fn load_roster(&self) -> Result<Roster> {
         let mut records = Vec::with_capacity(self.nodes.len());
         for item in self.nodes.iter() {
-            let (k, v) = item?;
+            let (k, v) = item.map_err(sled_error(&self.dir))?;
             let id =
                 NodeId::new(
                     String::from_utf8(k.to_vec()).map_err(|_| Error::BadSnapshot {
@@ -271,6 +273,23 @@ impl Snapshot {
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+/// sled's own error, or, when sled found its files damaged (`Corruption`, or a
+/// `ReportableBug`, which sled 0.34 also raises on some malformed files), [`Error::Damaged`]
+/// naming the database file of `dir` and what to do.
+fn sled_error(dir: &Path) -> impl Fn(sled::Error) -> Error + '_ {
+    move |e| {
+        let reason = match e {
+            sled::Error::Corruption { at, .. } => format!(
+                "sled read corrupted data from it{} (its checksums or structure fail)",
+                at.map(|at| format!(" (at {at:?})")).unwrap_or_default()
+            ),
+            sled::Error::ReportableBug(what) => format!("sled cannot read it: {what}"),
+            e => return Error::Snapshot(e),
+        };
+        super::parts::damaged(dir.parent().unwrap_or(dir), dir.join("db"), reason)
     }
 }
 
