@@ -38,7 +38,8 @@ pub enum Error {
     /// The log is damaged in a way that is not a torn tail. Nothing was changed.
     #[error(
         "WAL corruption in {file} at offset {offset} (LSN {lsn}): {reason}. Refusing to start; \
-         inspect with `gossip-log verify --data-dir {data_dir}`"
+         inspect with `gossip-log verify --data-dir {data_dir}`. {}",
+        crate::store::parts::WAL_NEXT_STEP
     )]
     Corrupt {
         data_dir: PathBuf,

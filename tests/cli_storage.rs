@@ -235,11 +235,29 @@ fn verify_reports_clean_torn_and_corrupt_and_the_node_agrees() {
         "{}",
         stdout(&out)
     );
+    assert!(
+        stdout(&out).contains("backup taken while the node was stopped"),
+        "{}",
+        stdout(&out)
+    );
     let err = NodeProc::start(dir.path(), &[]).err().unwrap();
     assert!(
         err.contains("WAL corruption")
             && err.contains("offset 32")
-            && err.contains("gossip-log verify"),
+            && err.contains("gossip-log verify")
+            && err.contains("backup taken while the node was stopped")
+            && err.contains("move it aside"),
+        "{err}"
+    );
+    // compact cannot compact it; it is not the node, so it does not "refuse to start".
+    let out = gossip_log(&["compact"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot compact {}", dir.path().display()))
+            && err.contains("WAL corruption")
+            && err.contains("backup taken while the node was stopped")
+            && !err.contains("Refusing to start"),
         "{err}"
     );
     // dump prints nothing past the damage and fails; a read-only tool cannot read, it does

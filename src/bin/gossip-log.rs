@@ -13,9 +13,10 @@ mod logging;
 #[path = "shared/members.rs"]
 mod members;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use gossip_roster::store::offline::Offline;
+use gossip_roster::store::parts::WAL_NEXT_STEP;
 use gossip_roster::store::{Store, StoreConfig, WalScan};
 use gossip_roster::{Error, Lsn};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -155,6 +156,12 @@ fn open_offline(dir: &Path) -> Result<Offline, Error> {
 
 /// An error of a read-only command: it could not read the dir (it refuses nothing itself).
 fn cannot_read(dir: &Path, e: Error) -> anyhow::Error {
+    cannot("read", dir, e)
+}
+
+/// An error of a command that could not `what` (read, compact) the dir: WAL corruption is
+/// told as what it means for the node and what to do, without the node's "Refusing to start".
+fn cannot(what: &str, dir: &Path, e: Error) -> anyhow::Error {
     match e {
         Error::Corrupt {
             file,
@@ -163,13 +170,14 @@ fn cannot_read(dir: &Path, e: Error) -> anyhow::Error {
             reason,
             ..
         } => anyhow::anyhow!(
-            "cannot read {}: WAL corruption in {} at offset {offset} (LSN {lsn}): {reason}. \
-             The node refuses to start on this data dir; see `gossip-log verify --data-dir {}`",
+            "cannot {what} {}: WAL corruption in {} at offset {offset} (LSN {lsn}): {reason}. \
+             The node refuses to start on this data dir; see `gossip-log verify --data-dir {}`. \
+             {WAL_NEXT_STEP}.",
             dir.display(),
             file.display(),
             dir.display()
         ),
-        e => anyhow::Error::new(e).context(format!("cannot read {}", dir.display())),
+        e => anyhow::Error::new(e).context(format!("cannot {what} {}", dir.display())),
     }
 }
 
@@ -308,7 +316,8 @@ fn verify(dir: &Path, json: bool) -> Result<ExitCode> {
                 detail["bytes_to_cut"]
             ),
             _ => println!(
-                "CORRUPT: {} at offset {} (LSN {}): {}. The node refuses to start on this data dir.",
+                "CORRUPT: {} at offset {} (LSN {}): {}. The node refuses to start on this data \
+                 dir. {WAL_NEXT_STEP}.",
                 detail["file"].as_str().unwrap_or_default(),
                 detail["offset"],
                 detail["lsn"],
@@ -349,8 +358,8 @@ fn replay(dir: &Path, json: bool, upto: Option<Lsn>) -> Result<ExitCode> {
 }
 
 fn compact(dir: &Path, json: bool) -> Result<ExitCode> {
-    let (store, recovered) = Store::open_existing(dir, StoreConfig::default())
-        .with_context(|| format!("opening {}", dir.display()))?;
+    let (store, recovered) =
+        Store::open_existing(dir, StoreConfig::default()).map_err(|e| cannot("compact", dir, e))?;
     if let Some((torn, copy)) = &recovered.repaired {
         eprintln!(
             "gossip-log: cut a torn tail of {} at offset {} (copy kept at {})",

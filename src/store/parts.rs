@@ -94,6 +94,13 @@ pub(crate) const RESTORE_OR_START_OVER: &str =
      empty one (with the same --node-id it rejoins under a new generation and relearns the \
      roster from its peers)";
 
+/// What to do about a damaged WAL, for every message that reports one (the node's, and
+/// `gossip-log`'s).
+pub const WAL_NEXT_STEP: &str = "To go on, restore the data dir from a backup taken while \
+     the node was stopped, or move it aside (keeping the damaged segment for inspection) and \
+     start the node on an empty one: with the same --node-id it rejoins under a new \
+     generation and relearns the roster from its peers";
+
 /// A file of the data dir that fails its own checks: refused as damage, with what to do.
 pub(crate) fn damaged(dir: &Path, file: PathBuf, reason: String) -> Error {
     Error::Damaged {
