@@ -283,10 +283,12 @@ impl Drop for Wal {
 /// Creates `wal_dir/<first_lsn>.log` with its header, not synced: the segment's first sync
 /// ([`Writer::sync`]) makes header, records and directory entry durable together, before
 /// anything in it is acknowledged as durable. Syncing here too would cost two more fsyncs per
-/// segment (a new data dir's start-up paid them) for no acknowledgement: until that first
-/// sync the segment holds nothing anyone was promised. A power loss before it can leave the
-/// segment missing, short or with a blank header; recovery reads each as a torn tail of
-/// nothing (see `recovery::scan_wal`).
+/// segment for no acknowledgement: until that first sync the segment holds nothing anyone
+/// was promised. A power loss before it can leave the segment missing, short or with a blank
+/// header; recovery reads each as a torn tail of nothing (see `recovery::scan_wal`). The one
+/// exception is a new data dir's first segment, which `Store::open_with_identity` syncs
+/// before the identity is written, so that an identity with no segment is always damage
+/// (see `parts.rs`).
 fn create_segment(wal_dir: &Path, first_lsn: Lsn) -> Result<File> {
     let path = wal_dir.join(segment::segment_name(first_lsn));
     let mut file = OpenOptions::new()
