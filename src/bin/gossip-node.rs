@@ -195,8 +195,8 @@ struct RunArgs {
 
 #[derive(Args, Debug)]
 struct Conn {
-    /// The node to ask, ws://HOST:PORT (wss:// with TLS).
-    #[arg(long, env = "GOSSIP_CONNECT")]
+    /// The node to ask, HOST:PORT or ws://HOST:PORT (wss:// with TLS), as --seed takes it.
+    #[arg(long, env = "GOSSIP_CONNECT", value_parser = parse_addr)]
     connect: String,
     /// Secret file, when the node has one (one secret a line; the first proves).
     #[arg(long, env = "GOSSIP_SECRET_FILE")]
@@ -769,15 +769,30 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+impl Conn {
+    /// The URL to dial: --connect with the scheme of our transport when it has none.
+    fn url(&self) -> String {
+        with_scheme(self.connect.clone(), self.tls.files().is_some())
+    }
+
+    /// The secret of --secret-file, if given (an unreadable file names the flag).
+    fn secret(&self) -> Result<Option<gossip_roster::secrets::Secrets>> {
+        self.secret_file
+            .as_deref()
+            .map(|path| {
+                admin::read_secret(path)
+                    .with_context(|| format!("--secret-file {}", path.display()))
+            })
+            .transpose()
+    }
+}
+
 async fn ask(conn: &Conn, req: AdminRequest) -> Result<AdminReply> {
-    let secret = conn
-        .secret_file
-        .as_deref()
-        .map(admin::read_secret)
-        .transpose()?;
-    admin::request(&conn.connect, secret, conn.tls.load()?, req)
+    let secret = conn.secret()?;
+    let url = conn.url();
+    admin::request(&url, secret, conn.tls.load()?, req)
         .await
-        .with_context(|| format!("asking {}", conn.connect))
+        .with_context(|| format!("asking {url}"))
 }
 
 async fn admin_command(cmd: Command) -> Result<()> {
@@ -859,15 +874,11 @@ async fn admin_command(cmd: Command) -> Result<()> {
                 ActorsOp::Add { conn, names } => (conn, names.load()?, true),
                 ActorsOp::Remove { conn, names } => (conn, names.load()?, false),
             };
-            let secret = conn
-                .secret_file
-                .as_deref()
-                .map(admin::read_secret)
-                .transpose()?;
+            let secret = conn.secret()?;
             let changed =
-                admin::change_actors(&conn.connect, secret, conn.tls.load()?, names.clone(), add)
+                admin::change_actors(&conn.url(), secret, conn.tls.load()?, names.clone(), add)
                     .await
-                    .with_context(|| format!("asking {}", conn.connect))?;
+                    .with_context(|| format!("asking {}", conn.url()))?;
             let changed: std::collections::HashSet<String> = changed.into_iter().collect();
             let word = if add { "added" } else { "removed" };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
