@@ -26,6 +26,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Fast hashing for the hot maps; seeded per process, so iteration order is never relied on.
+mod nodes;
+
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Whether an event moved the roster.
@@ -496,11 +498,9 @@ pub struct NodeDigest {
 /// is copied.
 #[derive(Clone, Debug)]
 pub struct Roster {
-    /// A sorted vector: 16 bytes per member where a hash map takes 40 (and every node holds
-    /// one entry per member: at 10,000 members the simulation holds 10^8). A random member
-    /// is one index away (gossip target sampling); a lookup is a binary search; a new
-    /// member moves the entries after it, which is rare next to lookups.
-    nodes: litemap::LiteMap<NodeId, Arc<NodeRecord>>,
+    /// Sorted by id ([`nodes::Nodes`]): a random member is one index away (gossip target
+    /// sampling); a new member moves the entries after it, which is rare next to lookups.
+    nodes: nodes::Nodes,
     /// actor -> nodes whose record lists it as present (any liveness). Derived; not kept
     /// up to date while a [`RosterBuilder`] replays a log.
     actor_index: FastMap<String, BTreeSet<NodeId>>,
@@ -522,9 +522,7 @@ impl Roster {
     /// Gives back spare capacity (a map grown by doubling, or cloned: a clone reserves as
     /// much as its original's table holds). One entry per member on every node adds up.
     pub fn shrink_to_fit(&mut self) {
-        let mut entries = std::mem::take(&mut self.nodes).into_tuple_vec();
-        entries.shrink_to_fit();
-        self.nodes = litemap::LiteMap::from_sorted_store_unchecked(entries);
+        self.nodes.shrink_to_fit();
         self.actor_index.shrink_to_fit();
         self.forgotten.shrink_to_fit();
     }
@@ -599,7 +597,7 @@ impl Roster {
             roster.recount(None, rec.tally());
             let before = roster.entry_hash(&id);
             let hash = entry_hash(&id, &rec.digest());
-            if let Some(old) = crate::growth::insert(&mut roster.nodes, id, Arc::new(rec)) {
+            if let Some(old) = roster.nodes.insert(id, Arc::new(rec)) {
                 roster.recount(old.tally(), None);
             }
             roster.digest_sum = roster.digest_sum.wrapping_sub(before).wrapping_add(hash);
@@ -653,11 +651,8 @@ impl Roster {
                     self.index_remove(id, &old);
                     self.recount(old.tally(), None);
                 }
-                crate::growth::insert(
-                    &mut self.nodes,
-                    id.clone(),
-                    Arc::new(NodeRecord::empty(generation)),
-                );
+                self.nodes
+                    .insert(id.clone(), Arc::new(NodeRecord::empty(generation)));
                 self.merge_into(event);
                 return Applied::Changed;
             }
