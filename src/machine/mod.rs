@@ -791,8 +791,8 @@ impl Machine {
                 // Equal: the same digest but for watermarks (so the same view of us too, which
                 // `receive` already acted on), nothing to repair. Different: we open a digest
                 // exchange, whose checks (accusations, claims on our record, a peer that
-                // forgot us) run as ever. While auditing our own record we always do: our
-                // digest then claims nothing of it, to be sent all of it.
+                // forgot us) run as ever. While auditing our own record we answer with an
+                // audit instead, whatever the fingerprints: it asks for all of our record.
                 if self.own.auditing() {
                     let wire = encode(&self.audit_frame());
                     self.send(Dest::back(from), wire, false);
@@ -1640,7 +1640,7 @@ impl Machine {
         if let Some((id, addr)) = target {
             // In sync, a round costs a fingerprint whatever the cluster size; the peer opens
             // a digest exchange only if its roster differs. Auditing our own record (after a
-            // start, or a peer showed a newer one) needs the peer's all of it: a digest.
+            // start, or a peer showed a newer one) needs all the peer holds of it: an audit.
             let frame = if self.own.auditing() {
                 self.audit_frame()
             } else {
