@@ -903,18 +903,18 @@ fn a_member_reaped_while_dead_is_still_tried_now_and_then() {
 }
 
 /// Carries every frame of `from`'s Ready that goes to `to` (by id or address), gossip only
-/// if `gossip`; returns the kinds carried.
-fn carry(from: &mut Machine, to: &mut Machine, gossip: bool) -> Vec<FrameKind> {
-    let ready = settle(from);
-    let mut kinds = Vec::new();
-    for (dest, frame) in frames(&ready) {
-        let for_to = dest.id.as_ref() == Some(to.id()) || dest.addr.as_deref() == Some(to.addr());
+/// if `gossip`; returns the kind and size of each frame carried.
+fn carry(from: &mut Machine, to: &mut Machine, gossip: bool) -> Vec<(FrameKind, usize)> {
+    let mut carried = Vec::new();
+    for o in settle(from).send {
+        let frame = Frame::decode(&o.wire).unwrap();
+        let for_to = o.to.id.as_ref() == Some(to.id()) || o.to.addr.as_deref() == Some(to.addr());
         if for_to && (gossip || frame.kind() != FrameKind::Events) {
-            kinds.push(frame.kind());
+            carried.push((frame.kind(), o.wire.len()));
             to.handle_frame(from.id(), frame).unwrap();
         }
     }
-    kinds
+    carried
 }
 
 /// Two machines that know each other, ticked and carried to `until` ms; returns the
@@ -933,7 +933,7 @@ fn pair_until(
             let mut k = carry(a, b, gossip);
             k.extend(carry(b, a, gossip));
             if t + 1_000 >= until {
-                late.extend(k.into_iter().filter(|k| {
+                late.extend(k.into_iter().map(|(kind, _)| kind).filter(|k| {
                     matches!(
                         k,
                         FrameKind::Fingerprint
@@ -950,10 +950,8 @@ fn pair_until(
 
 use crate::message::FrameKind;
 
-/// In sync, anti-entropy is fingerprints only; an accusation one side holds makes the
-/// fingerprints differ, the digest exchange follows, and the accused refutes it.
-#[test]
-fn fingerprints_while_in_sync_and_a_digest_exchange_that_lets_the_accused_refute() {
+/// Machines `a` and `b`, each holding the other's announcement.
+fn pair_that_met() -> (Machine, Machine) {
     let mut a = machine("a");
     let mut b = machine("b");
     settle(&mut a);
@@ -962,6 +960,14 @@ fn fingerprints_while_in_sync_and_a_digest_exchange_that_lets_the_accused_refute
     let b_rec = b.roster().events_since(&id("b"), None);
     a.handle_frame(&id("b"), Frame::Events(b_rec)).unwrap();
     b.handle_frame(&id("a"), Frame::Events(a_rec)).unwrap();
+    (a, b)
+}
+
+/// In sync, anti-entropy is fingerprints only; an accusation one side holds makes the
+/// fingerprints differ, the digest exchange follows, and the accused refutes it.
+#[test]
+fn fingerprints_while_in_sync_and_a_digest_exchange_that_lets_the_accused_refute() {
+    let (mut a, mut b) = pair_that_met();
     let late = pair_until(&mut a, &mut b, (0, 5_000), true);
     assert_eq!(a.roster(), b.roster(), "in sync");
     assert!(!late.is_empty(), "anti-entropy runs");
@@ -1051,33 +1057,12 @@ fn news_goes_out_at_once_and_retransmissions_wait_for_the_window() {
     );
 }
 
-/// [`carry`] without gossip, with each frame's size.
-fn carry_sized(from: &mut Machine, to: &mut Machine) -> Vec<(FrameKind, usize)> {
-    let mut carried = Vec::new();
-    for o in settle(from).send {
-        let frame = Frame::decode(&o.wire).unwrap();
-        let for_to = o.to.id.as_ref() == Some(to.id()) || o.to.addr.as_deref() == Some(to.addr());
-        if for_to && frame.kind() != FrameKind::Events {
-            carried.push((frame.kind(), o.wire.len()));
-            to.handle_frame(from.id(), frame).unwrap();
-        }
-    }
-    carried
-}
-
 /// A node restarted from an older copy of its data dir, in a cluster whose roster it holds:
 /// its audit costs one small frame each way (never a digest of every member), and still
 /// wins back the record versions only its peer kept.
 #[test]
 fn a_restart_in_sync_audits_its_own_record_without_digests() {
-    let mut a = machine("a");
-    let mut b = machine("b");
-    settle(&mut a);
-    settle(&mut b);
-    let a_rec = a.roster().events_since(&id("a"), None);
-    let b_rec = b.roster().events_since(&id("b"), None);
-    a.handle_frame(&id("b"), Frame::Events(b_rec)).unwrap();
-    b.handle_frame(&id("a"), Frame::Events(a_rec)).unwrap();
+    let (mut a, mut b) = pair_that_met();
     pair_until(&mut a, &mut b, (0, 3_000), true);
     assert_eq!(a.roster(), b.roster(), "in sync");
     // The copy is taken before `a` registers an actor that only `b` remembers then.
@@ -1094,9 +1079,9 @@ fn a_restart_in_sync_audits_its_own_record_without_digests() {
         a.handle_tick(ms(t));
         b.handle_tick(ms(t));
         for _ in 0..4 {
-            for (kind, bytes) in carry_sized(&mut a, &mut b)
+            for (kind, bytes) in carry(&mut a, &mut b, false)
                 .into_iter()
-                .chain(carry_sized(&mut b, &mut a))
+                .chain(carry(&mut b, &mut a, false))
             {
                 if kind == FrameKind::Audit {
                     audit_bytes = audit_bytes.max(bytes);
