@@ -211,6 +211,9 @@ pub struct Machine {
     next_join: Duration,
     join_delay: Duration,
     next_anti_entropy: Duration,
+    /// An extra anti-entropy round once news of members has been still this long (see
+    /// [`Machine::anti_entropy_soon`]).
+    settled_round: Option<Duration>,
     /// Earliest time of the next gossip round (rounds are spaced by the window).
     next_round: Duration,
     /// When each member last sent us anything: a claim on a live id is refused.
@@ -332,6 +335,7 @@ impl Machine {
             next_join: now,
             join_delay: JOIN_RETRY_FIRST,
             next_anti_entropy: now + config.gossip.anti_entropy_interval,
+            settled_round: None,
             next_round: now,
             last_heard: FastMap::default(),
             reaped: VecDeque::new(),
@@ -1628,12 +1632,18 @@ impl Machine {
     }
 
     fn anti_entropy_tick(&mut self) {
-        if self.now < self.next_anti_entropy {
+        let settled = self.settled_round.is_some_and(|at| self.now >= at);
+        if self.now < self.next_anti_entropy && !settled {
             return;
         }
-        let alive = self.roster.count_by_state()[0];
-        let every = gossip::anti_entropy_interval(self.config.gossip.anti_entropy_interval, alive);
-        self.next_anti_entropy = self.now + every.mul_f64(self.rng.gen_range(0.75..1.25));
+        if settled {
+            self.settled_round = None;
+        } else {
+            let alive = self.roster.count_by_state()[0];
+            let every =
+                gossip::anti_entropy_interval(self.config.gossip.anti_entropy_interval, alive);
+            self.next_anti_entropy = self.now + every.mul_f64(self.rng.gen_range(0.75..1.25));
+        }
         if !self.joined || self.left {
             return;
         }
@@ -1660,14 +1670,16 @@ impl Machine {
         }
     }
 
-    /// A member joined (or came back as a new generation): our next anti-entropy round
-    /// comes once gossip has had time to spread, not a whole interval later
-    /// ([`gossip::settle_time`]). Pending rounds are never put off.
+    /// A member joined (or came back as a new generation): one anti-entropy round follows
+    /// once such news has been still for about the time gossip takes to spread
+    /// ([`gossip::settle_time`]), not a whole interval later. Still, not merely after the
+    /// first news: while a burst of joins is spreading, rosters differ everywhere and each
+    /// round would be a full digest exchange (measured, 20 nodes in one process: cold
+    /// starts 25 -> 40 ms from the extra load). The regular rounds keep their schedule.
     fn anti_entropy_soon(&mut self) {
         let alive = self.roster.count_by_state()[0];
         let settle = gossip::settle_time(self.config.gossip.window, alive);
-        let soon = self.now + settle.mul_f64(self.rng.gen_range(0.75..1.25));
-        self.next_anti_entropy = self.next_anti_entropy.min(soon);
+        self.settled_round = Some(self.now + settle.mul_f64(self.rng.gen_range(0.75..1.25)));
     }
 
     /// A member reaped while dead, still within its reconnect window, one reconnect slot in
