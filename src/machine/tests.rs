@@ -989,6 +989,45 @@ fn every_anti_entropy_round_reaches_a_live_member_when_nobody_is_dead() {
     );
 }
 
+/// News of a new member brings an anti-entropy round forward while we are joining (a node
+/// joining in a burst can miss members), and only then: a settled member hears every joiner
+/// in full, and each round would cost a digest exchange wherever rosters still differ.
+#[test]
+fn news_of_a_member_brings_a_round_forward_only_while_joining() {
+    let (mut a, mut b) = pair_that_met();
+    a.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("c")]))
+        .unwrap();
+    let due = a
+        .follow_up_round
+        .expect("joining: a round follows the news");
+    assert!(due < ms(100), "soon, not a regular interval later: {due:?}");
+    // To b or to c, whichever the round picks; an audit while `a` has not yet seen the
+    // cluster's view of its own record.
+    let mut fingerprint_at = None;
+    for t in (0..300).step_by(10) {
+        a.handle_tick(ms(t));
+        let sent = frames(&settle(&mut a));
+        if fingerprint_at.is_none()
+            && sent
+                .iter()
+                .any(|(_, f)| matches!(f, Frame::Fingerprint(_) | Frame::Audit { .. }))
+        {
+            fingerprint_at = Some(t);
+        }
+    }
+    assert!(
+        fingerprint_at.is_some_and(|t| t < 100),
+        "the round went out at {fingerprint_at:?} ms"
+    );
+
+    // Settled (joined more than two suspicion timeouts ago): news changes nothing.
+    pair_until(&mut a, &mut b, (300, 60_000), true);
+    assert!(a.settled());
+    a.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("d")]))
+        .unwrap();
+    assert_eq!(a.follow_up_round, None);
+}
+
 /// In sync, anti-entropy is fingerprints only; an accusation one side holds makes the
 /// fingerprints differ, the digest exchange follows, and the accused refutes it.
 #[test]
