@@ -41,14 +41,15 @@ pub fn anti_entropy_interval(base: Duration, n: usize) -> Duration {
     base * (over.ceil() as u32 + 1)
 }
 
-/// How long after learning of a new member a node runs an anti-entropy round of its own:
+/// How long news of new members must have been still before a joining node runs an
+/// anti-entropy round of its own:
 /// about the time gossip takes to spread news through `n` members (two gossip windows per
 /// hop, `ceil(log2(n + 1))` hops). Members that join together learn of each other from
 /// gossip only if their peers' news was still being sent when they became known; a node
 /// that joined early in a burst can miss the records whose budgets ran out before anyone
 /// knew it (measured in the simulation: 6 cold starts of 20 nodes in 50 had one node
-/// missing members until the next regular round, 500 to 1,400 ms later). In a steady
-/// cluster nothing joins and this costs nothing; after a join, one fingerprint per node.
+/// missing members until the next regular round, 500 to 1,400 ms later). Only nodes still
+/// joining run it: a settled cluster pays one round per joiner, by the joiner.
 pub fn settle_time(window: Duration, n: usize) -> Duration {
     let hops = usize::BITS - n.leading_zeros(); // ceil(log2(n + 1))
     window * 2 * hops.max(1)

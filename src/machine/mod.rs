@@ -1633,11 +1633,11 @@ impl Machine {
     }
 
     fn anti_entropy_tick(&mut self) {
-        let settled = self.follow_up_round.is_some_and(|at| self.now >= at);
-        if self.now < self.next_anti_entropy && !settled {
+        let follow_up = self.follow_up_round.is_some_and(|at| self.now >= at);
+        if self.now < self.next_anti_entropy && !follow_up {
             return;
         }
-        if settled {
+        if follow_up {
             self.follow_up_round = None;
         } else {
             let alive = self.roster.count_by_state()[0];

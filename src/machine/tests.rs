@@ -1003,21 +1003,21 @@ fn news_of_a_member_brings_a_round_forward_only_while_joining() {
     assert!(due < ms(100), "soon, not a regular interval later: {due:?}");
     // To b or to c, whichever the round picks; an audit while `a` has not yet seen the
     // cluster's view of its own record.
-    let mut fingerprint_at = None;
+    let mut round_at = None;
     for t in (0..300).step_by(10) {
         a.handle_tick(ms(t));
         let sent = frames(&settle(&mut a));
-        if fingerprint_at.is_none()
+        if round_at.is_none()
             && sent
                 .iter()
                 .any(|(_, f)| matches!(f, Frame::Fingerprint(_) | Frame::Audit { .. }))
         {
-            fingerprint_at = Some(t);
+            round_at = Some(t);
         }
     }
     assert!(
-        fingerprint_at.is_some_and(|t| t < 100),
-        "the round went out at {fingerprint_at:?} ms"
+        round_at.is_some_and(|t| t < 100),
+        "the round went out at {round_at:?} ms"
     );
 
     // Settled (joined more than two suspicion timeouts ago): news changes nothing.
