@@ -5,7 +5,7 @@
 //! failure). The harness only carries bytes and records between machines: it holds no
 //! protocol rule of its own.
 //!
-//! * Scenario tests: detection with lossy links, a pause, a partition, a join.
+//! * Scenario tests: detection with lossy links, a pause, a partition, a join, a cold start.
 //! * Chaos: random crashes (kill -9 and power loss), graceful restarts, data dirs restored
 //!   from older copies, processes started with an id already alive elsewhere, pauses,
 //!   partitions, loss, bulk registrations, fsync failures; then everything heals and the
@@ -1874,8 +1874,8 @@ fn cold_start_spread(n: usize, runs: u64) -> (u64, u64, u64) {
 /// Nodes started together learn of each other through gossip and the seed's syncs; one that
 /// joined early in the burst used to miss the members whose news ran out before anyone knew
 /// it, and waited for a regular anti-entropy round (375 to 625 ms, and a quarter of the
-/// rounds went nowhere): 6 of 50 seeds at N = 20 took 509 to 1,396 ms. A node now runs a
-/// round of its own soon after learning of a new member.
+/// rounds went nowhere): 6 of 50 seeds at N = 20 took 509 to 1,396 ms. A node still joining
+/// now runs a round of its own once news of new members has been still for a moment.
 #[test]
 fn a_cold_start_converges_without_waiting_for_a_regular_anti_entropy_round() {
     for seed in 0..40 {
