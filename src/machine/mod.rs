@@ -1651,14 +1651,17 @@ impl Machine {
         // The reconnect slot falls back to a live member: with nobody dead or reaped it
         // would skip the round (a quarter of all rounds, measured as cold starts stalling
         // for two intervals).
+        let member = |(id, addr): (NodeId, String)| Dest::member(&id, &addr);
         let reconnect = if self.rng.gen_ratio(1, gossip::RECONNECT_ONE_IN) {
             let dead = self.pick(1, |s| s == MemberState::Dead).pop();
             dead.or_else(|| self.reconnect_target())
+                .map(member)
+                .or_else(|| self.unmet_seed().map(|addr| Dest::addr(&addr)))
         } else {
             None
         };
-        let target = reconnect.or_else(|| self.gossip_targets(1).pop());
-        if let Some((id, addr)) = target {
+        let target = reconnect.or_else(|| self.gossip_targets(1).pop().map(member));
+        if let Some(dest) = target {
             // In sync, a round costs a fingerprint whatever the cluster size; the peer opens
             // a digest exchange only if its roster differs. Auditing our own record (after a
             // start, or a peer showed a newer one) needs all the peer holds of it: an audit.
@@ -1667,8 +1670,30 @@ impl Machine {
             } else {
                 Frame::Fingerprint(self.roster.digest_fingerprint())
             };
-            self.send(Dest::member(&id, &addr), encode(&frame), false);
+            self.send(dest, encode(&frame), false);
         }
+    }
+
+    /// A seed at whose address no record of ours lives, one reconnect slot in
+    /// [`gossip::RECONNECT_ONE_IN`]. A node whose seeds were down at its start and that
+    /// another new node dialed meanwhile is joined (with that node) and stops the join
+    /// retries; without this it would never reach its seeds once they are up, and stay a
+    /// cluster apart for good (black-box trial, 2026-12-02). A seed in our cluster answers
+    /// an equal fingerprint with nothing; one in another cluster opens the digest exchange
+    /// that merges the two.
+    fn unmet_seed(&mut self) -> Option<String> {
+        if self.seeds.is_empty() || !self.rng.gen_ratio(1, gossip::RECONNECT_ONE_IN) {
+            return None;
+        }
+        let roster = &self.roster;
+        let unmet: Vec<&String> = self
+            .seeds
+            .iter()
+            .filter(|a| !roster.iter_records().any(|(_, r)| &r.addr == *a))
+            .collect();
+        gossip::choose_peers(&mut self.rng, &unmet, 1)
+            .pop()
+            .cloned()
     }
 
     /// While we are joining ([`Machine::settled`] not yet), a member joined or came back as
