@@ -197,6 +197,14 @@ struct Sim {
     kinds: BTreeMap<String, (u64, u64)>,
 }
 
+/// A number from the environment variable `name` (seed counts, sizes), else `default`.
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 fn id(i: usize) -> NodeId {
     NodeId::new(format!("n{i:05}"))
 }
@@ -1386,10 +1394,7 @@ fn chaos_seeds_end_in_one_correct_roster() {
 #[test]
 #[ignore = "thousands of chaos seeds; run with --release -- --ignored"]
 fn chaos_many() {
-    let from: u64 = std::env::var("SIM_FROM")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(CHAOS_SEEDS);
+    let from: u64 = env_number("SIM_FROM", CHAOS_SEEDS);
     let failures: Vec<String> = (from..from + 5_000)
         .filter_map(|s| chaos(s).err())
         .collect();
@@ -1403,10 +1408,7 @@ fn chaos_many() {
 
 #[test]
 fn chaos_one() {
-    let seed: u64 = std::env::var("SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
+    let seed: u64 = env_number("SIM_SEED", 1);
     match chaos(seed) {
         Ok((before, after)) => eprintln!("seed {seed}: idle {before:.0} -> {after:.0} B/node/s"),
         Err(e) => panic!("{e}"),
@@ -1643,10 +1645,7 @@ fn downing_never_leaves_both_sides_of_a_split_up_and_heals() {
 #[test]
 #[ignore = "many seeds; run with --ignored (SIM_SEEDS=n to choose how many); prints decision times"]
 fn downing_many() {
-    let seeds = std::env::var("SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000);
+    let seeds = env_number("SIM_SEEDS", 1_000);
     let mut failed = Vec::new();
     let mut times = Vec::new();
     for seed in 0..seeds {
@@ -1888,10 +1887,7 @@ fn a_cold_start_converges_without_waiting_for_a_regular_anti_entropy_round() {
 #[test]
 #[ignore]
 fn cold_start_table() {
-    let runs: u64 = std::env::var("SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
+    let runs: u64 = env_number("SIM_SEEDS", 100);
     println!("| N | cold start, simulated ms: median | p90 | max ({runs} seeds) |");
     println!("|---|---|---|---|");
     for n in [5, 20, 50, 200] {
