@@ -3,12 +3,16 @@
 //! come in; messages to send and verdicts come out as [`Output`]s. No clock, no socket.
 //!
 //! * Every `probe_interval` one member is probed (round-robin over a shuffled order; a
-//!   closed connection moves a member to the front: a hint, never a verdict). No ack within
+//!   closed connection, or news that someone suspects it (for about k of the members that
+//!   hear it), moves a member to the front: a hint, never a verdict). No ack within
 //!   `probe_timeout` → `k` others are asked to probe it (ping-req). Nothing by the end of the
 //!   interval → suspect.
 //! * A suspicion times out after `max` (no confirmations) down to `min` (k independent
-//!   confirmations) — Lifeguard's formula — where `min = mult * max(1, log10 N) * interval`
-//!   and `max = max_mult * min`; then the member is dead.
+//!   confirmations) — Lifeguard's formula — where
+//!   `min = mult * max(1, log10 min(N, 20)) * interval` and `max = max_mult * min`; then the
+//!   member is dead. memberlist's minimum grows with log N for good, to let a refutation
+//!   spread over rounds of periodic gossip; ours is pushed at once (milliseconds per hop),
+//!   so past 20 members more time buys no safety.
 //! * Local health (Lifeguard): failed probes and refutations of our own suspicion raise an
 //!   awareness score that stretches our timeouts; successful probes lower it. A tick long
 //!   after the previous one means we were paused (GC, SIGSTOP, starved CPU): the probe in
@@ -264,7 +268,8 @@ impl Swim {
 
     /// Lifeguard's suspicion timeout after `confirmations` independent suspicions.
     pub fn suspicion_timeout(&self, confirmations: usize) -> Duration {
-        let n = self.cluster_size().max(1) as f64;
+        // Capped at 20 members: see the module doc.
+        let n = self.cluster_size().clamp(1, 20) as f64;
         let min = self
             .config
             .probe_interval
@@ -360,6 +365,16 @@ impl Swim {
         now: Duration,
     ) {
         if !self.suspicions.contains_key(id) {
+            // About k of the members that hear of it probe it next: their failed probes are
+            // the confirmations that bring its end forward (Lifeguard's `k`), in one probe
+            // interval instead of whenever their round-robin comes to it. Not everyone: a
+            // member that is only slow would get a ping from all N at once.
+            let just_probed = self.next > 0 && self.order.get(self.next - 1) == Some(id);
+            let others = self.cluster_size().saturating_sub(1).max(1);
+            let share = (self.config.indirect_checks as f64 / others as f64).min(1.0);
+            if !just_probed && rand::Rng::gen_bool(&mut self.rng, share) {
+                self.handle_closed(id);
+            }
             self.suspicions.insert(
                 id.clone(),
                 Suspicion {
@@ -804,6 +819,60 @@ mod tests {
         assert!(t0 > t1 && t1 > t3, "{t0:?} {t1:?} {t3:?}");
         assert_eq!(t3, s.suspicion_timeout(10), "never below the minimum");
         assert_eq!(t0, t3 * s.config().suspicion_max_mult);
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("m{i}")).collect()
+    }
+
+    fn swim_of(n: usize, seed: u64) -> Swim {
+        let mut s = Swim::new(id("me"), SwimConfig::default(), seed);
+        for m in names(n - 1) {
+            s.update_member(&id(&m), 1, 0, MemberState::Alive, ms(0));
+        }
+        s
+    }
+
+    /// The minimum pays for the suspect's time to hear of it and answer, not for rounds of
+    /// periodic gossip (ours pushes each change at once): it grows with log10 N up to 20
+    /// members and no further (memberlist's formula gives 1.53 s at 50 members).
+    #[test]
+    fn the_suspicion_minimum_stops_growing_at_twenty_members() {
+        let min = |n: usize| swim_of(n, 1).suspicion_timeout(3);
+        assert_eq!(min(5), ms(900), "3 x interval below 10 members");
+        assert!(min(10) < min(15) && min(15) < min(20));
+        assert_eq!(min(20), min(50));
+        assert_eq!(min(20), min(10_000));
+        assert_eq!(
+            min(50),
+            SwimConfig::default()
+                .probe_interval
+                .mul_f64(3.0 * 20f64.log10())
+        );
+    }
+
+    /// About k (3) of the members that hear of a suspicion probe the suspect next, so that
+    /// the confirmations which shorten it come within a probe interval; not all of them (a
+    /// member that is merely slow would get N pings at once).
+    #[test]
+    fn about_k_members_that_hear_of_a_suspicion_probe_the_suspect_next() {
+        let next_probe_is = |n: usize, seed: u64| {
+            let mut s = swim_of(n, seed);
+            let suspect = id("m2");
+            s.update_member(&suspect, 1, 0, MemberState::Suspect, ms(0));
+            sends(&s.tick(ms(0)))
+                .iter()
+                .any(|(to, msg)| *to == suspect && matches!(msg, SwimMsg::Ping { .. }))
+        };
+        let trials = 400;
+        let share = |n: usize| {
+            (0..trials).filter(|&seed| next_probe_is(n, seed)).count() as f64 / trials as f64
+        };
+        // Of 49 others, 3 / 49 = 6% plus the round-robin's 2%; round-robin alone: 1 / 49.
+        let at_50 = share(50);
+        assert!((0.05..0.12).contains(&at_50), "{at_50}");
+        // Of 3 others, all.
+        assert_eq!(share(4), 1.0);
     }
 
     #[test]

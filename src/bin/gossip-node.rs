@@ -161,8 +161,8 @@ struct RunArgs {
     /// Members asked to probe on our behalf.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=32))]
     indirect_checks: u32,
-    /// Suspicion lasts from mult * max(1, log10 N) * interval (with confirmations) up to
-    /// --suspicion-max-mult times that (without).
+    /// Suspicion lasts from mult * max(1, log10 min(N, 20)) * interval (with confirmations)
+    /// up to --suspicion-max-mult times that (without).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     suspicion_mult: u32,
     /// The longest suspicion, as a multiple of the shortest.
