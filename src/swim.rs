@@ -190,6 +190,8 @@ pub struct Swim {
     order: Vec<NodeId>,
     next: usize,
     probe: Option<Probe>,
+    /// The target of our last failed probe: its suspicion is our own verdict, not news.
+    last_failed: Option<NodeId>,
     next_probe_at: Duration,
     last_tick: Option<Duration>,
     seq: u64,
@@ -213,6 +215,7 @@ impl Swim {
             order: Vec::new(),
             next: 0,
             probe: None,
+            last_failed: None,
             next_probe_at: Duration::ZERO,
             last_tick: None,
             seq: 0,
@@ -369,10 +372,10 @@ impl Swim {
             // the confirmations that bring its end forward (Lifeguard's `k`), in one probe
             // interval instead of whenever their round-robin comes to it. Not everyone: a
             // member that is only slow would get a ping from all N at once.
-            let just_probed = self.next > 0 && self.order.get(self.next - 1) == Some(id);
+            let ours = self.last_failed.as_ref() == Some(id);
             let others = self.cluster_size().saturating_sub(1).max(1);
             let share = (self.config.indirect_checks as f64 / others as f64).min(1.0);
-            if !just_probed && rand::Rng::gen_bool(&mut self.rng, share) {
+            if !ours && rand::Rng::gen_bool(&mut self.rng, share) {
                 self.handle_closed(id);
             }
             self.suspicions.insert(
@@ -555,6 +558,7 @@ impl Swim {
             if elapsed >= self.scaled(self.config.probe_interval) {
                 self.probe = None;
                 self.stats.failed += 1;
+                self.last_failed = Some(p.target.clone());
                 self.awareness = (self.awareness + 1).min(self.config.awareness_max);
                 if let Some(m) = self.members.get(&p.target) {
                     // Also when already suspected: our independent failure is a confirmation
@@ -873,6 +877,45 @@ mod tests {
         assert!((0.05..0.12).contains(&at_50), "{at_50}");
         // Of 3 others, all.
         assert_eq!(share(4), 1.0);
+    }
+
+    /// A node cut off from everyone suspects one member per probe; its own verdicts are not
+    /// news to it, so it goes on round the others instead of probing the one it just
+    /// suspected again (that slowed a lone node's split-brain downing past its deadline).
+    #[test]
+    fn our_own_suspicion_does_not_bring_the_suspect_forward() {
+        for seed in 0..50 {
+            let mut s = swim_of(7, seed);
+            let mut probed = Vec::new();
+            for t in (0..20_000).step_by(10) {
+                let now = ms(t);
+                for o in s.tick(now) {
+                    match o {
+                        Output::Send {
+                            to,
+                            msg: SwimMsg::Ping { .. },
+                        } => probed.push(to),
+                        Output::Suspect {
+                            node,
+                            generation,
+                            incarnation,
+                        } => s.update_member(
+                            &node,
+                            generation,
+                            incarnation,
+                            MemberState::Suspect,
+                            now,
+                        ),
+                        _ => {}
+                    }
+                }
+                if probed.len() == 6 {
+                    break;
+                }
+            }
+            let distinct: BTreeSet<&NodeId> = probed.iter().collect();
+            assert_eq!(distinct.len(), 6, "seed {seed}: {probed:?}");
+        }
     }
 
     #[test]
