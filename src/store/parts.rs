@@ -267,8 +267,34 @@ pub fn must_reach(meta: &Meta) -> Lsn {
 }
 
 /// Refuses a WAL that ends below what the snapshot proves it held (see the table above), as
-/// corruption of its newest segment. Run on a scan before its torn tail is cut.
+/// corruption of its newest segment, and a created dir's first segment that has lost its
+/// header. Run on a scan before its torn tail is cut.
 pub fn check_wal_end(dir: &Path, scan: &WalScan, meta: &Meta) -> Result<()> {
+    // A blank or short header reads as a torn tail of nothing: what a power loss leaves of
+    // a segment created after the dir. Not of the dir's first segment (LSN 1): that one is
+    // synced before the identity is written (`Store::open_with_identity`), so in a dir with
+    // an identity it was damaged afterwards, and cutting it would drop every record it held.
+    if let Some(torn) = &scan.torn {
+        if torn.valid_len == 0 && torn.lsn == 1 && meta.node_id.is_some() {
+            return Err(Error::Corrupt {
+                data_dir: dir.to_path_buf(),
+                file: torn.path.clone(),
+                offset: 0,
+                lsn: 1,
+                reason: format!(
+                    "the dir's first segment {}, but {}, and that segment is synced before \
+                     that: it was overwritten or cut afterwards, and the records it held are \
+                     lost",
+                    if torn.file_len < super::segment::HEADER_LEN as u64 {
+                        format!("is cut short to {} bytes", torn.file_len)
+                    } else {
+                        format!("is blank ({} bytes of zeros)", torn.file_len)
+                    },
+                    created_evidence(meta)
+                ),
+            });
+        }
+    }
     let end = scan.end_lsn();
     let need = must_reach(meta);
     if end >= need {
