@@ -823,6 +823,10 @@ pub(crate) struct Driver {
 /// Least time between two warnings about the same unreachable seed.
 const SEED_WARN_EVERY: Duration = Duration::from_secs(30);
 
+/// The longest wait before an address that failed to dial is dialed again (jittered down to
+/// half). A seed back after a long absence is reached within it.
+const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
 /// Most addresses kept in backoff before expired ones are dropped.
 const MAX_BACKOFF_ENTRIES: usize = 4096;
 
@@ -1039,7 +1043,7 @@ impl Driver {
             .backoff
             .get(addr)
             .map_or(Duration::from_millis(200), |(_, d)| {
-                (*d * 2).min(Duration::from_secs(10))
+                (*d * 2).min(DIAL_BACKOFF_MAX)
             });
         let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
         self.backoff

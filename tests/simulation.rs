@@ -1987,7 +1987,7 @@ fn detection_table() {
 /// 22 chains of nodes started at once, node k seeded with node k - 1).
 #[test]
 fn a_node_that_joined_while_its_seed_was_down_still_reaches_its_seed() {
-    for seed in 0..5 {
+    for seed in 0..20 {
         // Slot 0: the seed, started later, alone. Slot 1 seeded with it, slot 2 with slot 1.
         let mut sim = Sim::with_absent(3, 0, seed, 0.0);
         sim.slots[1].seeds = vec![addr(0)];
@@ -2004,13 +2004,11 @@ fn a_node_that_joined_while_its_seed_was_down_still_reaches_its_seed() {
                     .is_some_and(|p| p.machine.roster().num_members() == 3)
             })
         };
+        // Within one seed check (2 s, +25%) and the exchange it opens. It was one
+        // anti-entropy round in 16: 1.5 to 12 s here, and 20 s in a black-box trial.
         assert!(
-            sim.run_until(t0 + 120_000, one_cluster),
-            "seed {seed}: still two clusters after 120 s"
-        );
-        eprintln!(
-            "seed {seed}: one cluster {} ms after the seed started",
-            sim.now - t0
+            sim.run_until(t0 + 3_000, one_cluster),
+            "seed {seed}: still two clusters 3 s after the seed started"
         );
     }
 }

@@ -169,6 +169,12 @@ const MAX_HEARD: usize = 1 << 20;
 const RECONNECT_ADDRS_MAX: usize = 64;
 /// How long a reaped member's address is tried.
 const RECONNECT_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// How often a joined node tries a seed that no member of its roster lives at (see
+/// [`Machine::unmet_seed`]). It was one anti-entropy round in 16 (every 8 s on average, and
+/// over 20 s one time in 13: black-box trial); a timer bounds the wait. Such seeds are rare
+/// (a seed that was down, or a DNS name in front of the members): 12 bytes each time.
+const SEED_CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// A join retries its seeds no less often than this.
 const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
 const JOIN_RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -214,6 +220,8 @@ pub struct Machine {
     /// An extra anti-entropy round when news of members has been still until then (see
     /// [`Machine::anti_entropy_soon`]).
     follow_up_round: Option<Duration>,
+    /// When a seed no member of our roster lives at is next tried ([`Machine::unmet_seed`]).
+    next_seed_check: Duration,
     /// Earliest time of the next gossip round (rounds are spaced by the window).
     next_round: Duration,
     /// When each member last sent us anything: a claim on a live id is refused.
@@ -336,6 +344,7 @@ impl Machine {
             join_delay: JOIN_RETRY_FIRST,
             next_anti_entropy: now + config.gossip.anti_entropy_interval,
             follow_up_round: None,
+            next_seed_check: Duration::ZERO,
             next_round: now,
             last_heard: FastMap::default(),
             reaped: VecDeque::new(),
@@ -509,6 +518,7 @@ impl Machine {
         self.ttl_tick();
         self.join_tick();
         self.anti_entropy_tick();
+        self.seed_check_tick();
         self.flush();
     }
 
@@ -1654,35 +1664,52 @@ impl Machine {
         let member = |(id, addr): (NodeId, String)| Dest::member(&id, &addr);
         let reconnect = if self.rng.gen_ratio(1, gossip::RECONNECT_ONE_IN) {
             let dead = self.pick(1, |s| s == MemberState::Dead).pop();
-            dead.or_else(|| self.reconnect_target())
-                .map(member)
-                .or_else(|| self.unmet_seed().map(|addr| Dest::addr(&addr)))
+            dead.or_else(|| self.reconnect_target()).map(member)
         } else {
             None
         };
         let target = reconnect.or_else(|| self.gossip_targets(1).pop().map(member));
         if let Some(dest) = target {
-            // In sync, a round costs a fingerprint whatever the cluster size; the peer opens
-            // a digest exchange only if its roster differs. Auditing our own record (after a
-            // start, or a peer showed a newer one) needs all the peer holds of it: an audit.
-            let frame = if self.own.auditing() {
-                self.audit_frame()
-            } else {
-                Frame::Fingerprint(self.roster.digest_fingerprint())
-            };
-            self.send(dest, encode(&frame), false);
+            self.send_round(dest);
         }
     }
 
-    /// A seed at whose address no record of ours lives, one reconnect slot in
-    /// [`gossip::RECONNECT_ONE_IN`]. A node whose seeds were down at its start and that
+    /// One anti-entropy round to `dest`. In sync, it costs a fingerprint whatever the
+    /// cluster size; the peer opens a digest exchange only if its roster differs. Auditing
+    /// our own record (after a start, or a peer showed a newer one) needs all the peer holds
+    /// of it: an audit.
+    fn send_round(&mut self, dest: Dest) {
+        let frame = if self.own.auditing() {
+            self.audit_frame()
+        } else {
+            Frame::Fingerprint(self.roster.digest_fingerprint())
+        };
+        self.send(dest, encode(&frame), false);
+    }
+
+    /// Every [`SEED_CHECK_EVERY`] (+-25%), once joined: a round to a seed no member of our
+    /// roster lives at, if there is one.
+    fn seed_check_tick(&mut self) {
+        if self.now < self.next_seed_check {
+            return;
+        }
+        self.next_seed_check = self.now + SEED_CHECK_EVERY.mul_f64(self.rng.gen_range(0.75..1.25));
+        if !self.joined || self.left {
+            return;
+        }
+        if let Some(addr) = self.unmet_seed() {
+            self.send_round(Dest::addr(&addr));
+        }
+    }
+
+    /// A seed at whose address no record of ours lives. A node whose seeds were down at its start and that
     /// another new node dialed meanwhile is joined (with that node) and stops the join
     /// retries; without this it would never reach its seeds once they are up, and stay a
     /// cluster apart for good (black-box trial, 2026-12-02). A seed in our cluster answers
     /// an equal fingerprint with nothing; one in another cluster opens the digest exchange
     /// that merges the two.
     fn unmet_seed(&mut self) -> Option<String> {
-        if self.seeds.is_empty() || !self.rng.gen_ratio(1, gossip::RECONNECT_ONE_IN) {
+        if self.seeds.is_empty() {
             return None;
         }
         let roster = &self.roster;
