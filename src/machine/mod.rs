@@ -1702,12 +1702,12 @@ impl Machine {
         }
     }
 
-    /// A seed at whose address no record of ours lives. A node whose seeds were down at its start and that
-    /// another new node dialed meanwhile is joined (with that node) and stops the join
-    /// retries; without this it would never reach its seeds once they are up, and stay a
-    /// cluster apart for good (black-box trial, 2026-12-02). A seed in our cluster answers
-    /// an equal fingerprint with nothing; one in another cluster opens the digest exchange
-    /// that merges the two.
+    /// A seed at whose address no record of ours lives. A node whose seeds were down at its
+    /// start and that another new node dialed meanwhile is joined (with that node) and stops
+    /// the join retries; without this it would never reach its seeds once they are up, and
+    /// stay a cluster apart for good (black-box trial, 2026-12-02). A seed in our cluster
+    /// answers an equal fingerprint with nothing; one in another cluster opens the digest
+    /// exchange that merges the two.
     fn unmet_seed(&mut self) -> Option<String> {
         if self.seeds.is_empty() {
             return None;
