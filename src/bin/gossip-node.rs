@@ -809,12 +809,12 @@ async fn admin_command(cmd: Command) -> Result<()> {
             json,
         } => {
             let req = AdminRequest::Locate {
-                actor,
+                actor: actor.clone(),
                 tags,
                 include_critical,
             };
             match ask(&conn, req).await? {
-                AdminReply::Located(m) => members::print(&m, json, false),
+                AdminReply::Located(m) => members::print_focused(&m, json, false, Some(&actor)),
                 other => unexpected(other),
             }
         }
