@@ -862,7 +862,7 @@ mod tests {
     /// the confirmations which shorten it come within a probe interval; not all of them (a
     /// member that is merely slow would get N pings at once).
     #[test]
-    fn about_k_members_that_hear_of_a_suspicion_probe_the_suspect_next() {
+    fn about_2k_members_that_hear_of_a_suspicion_probe_the_suspect_next() {
         let next_probe_is = |n: usize, seed: u64| {
             let mut s = swim_of(n, seed);
             let suspect = id("m2");
