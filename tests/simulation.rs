@@ -1885,14 +1885,18 @@ fn cold_start_run(n: usize, seed: u64) -> Option<u64> {
         .then(|| sim.now - t0)
 }
 
+/// The `q` quantile of sorted simulated times (nearest rank, the largest at most).
+fn at(sorted: &[u64], q: f64) -> u64 {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
 /// (median, 90th percentile, max) of `runs` cold starts of `n` nodes, in simulated ms.
 fn cold_start_spread(n: usize, runs: u64) -> (u64, u64, u64) {
     let mut ms: Vec<u64> = (0..runs)
         .map(|seed| cold_start_run(n, seed).unwrap_or_else(|| panic!("seed {seed}: never")))
         .collect();
     ms.sort();
-    let at = |q: f64| ms[((ms.len() as f64 * q) as usize).min(ms.len() - 1)];
-    (at(0.5), at(0.9), *ms.last().unwrap())
+    (at(&ms, 0.5), at(&ms, 0.9), *ms.last().unwrap())
 }
 
 /// Nodes started together learn of each other through gossip and the seed's syncs; one that
@@ -1969,14 +1973,9 @@ fn detection_table() {
     for n in [5, 20, 50, 200] {
         for freeze in [false, true] {
             let ms = detection_spread(n, runs, freeze);
-            let at = |q: f64| ms[((ms.len() as f64 * q) as usize).min(ms.len() - 1)];
             let how = if freeze { "freeze" } else { "crash" };
-            println!(
-                "| {n} | {how} | {} | {} | {} |",
-                at(0.5),
-                at(0.9),
-                ms[ms.len() - 1]
-            );
+            let (median, p90) = (at(&ms, 0.5), at(&ms, 0.9));
+            println!("| {n} | {how} | {median} | {p90} | {} |", ms[ms.len() - 1]);
         }
     }
 }
