@@ -274,6 +274,7 @@ impl Node {
             recovered.repaired.is_some(),
         );
         let started = Instant::now();
+        let clock_origin = Duration::from_millis(crate::store::wal::unix_ms());
         let machine = Machine::new(
             MachineConfig {
                 identity: identity.clone(),
@@ -292,7 +293,7 @@ impl Node {
             recovered.roster,
             recovered.last_lsn,
             rand::random(),
-            Duration::ZERO,
+            clock_origin,
         )?;
         // The machine may run under a newer generation than the stored one (taken back from
         // another claimant and logged before it was stored): it says which.
@@ -348,6 +349,7 @@ impl Node {
             down: down_tx,
             stopped: stopped_tx,
             started,
+            clock_origin,
             config: config.clone(),
         };
         ctx.tasks.spawn(durability_loop(ctx.clone(), durability_rx));
@@ -817,6 +819,10 @@ pub(crate) struct Driver {
     down: watch::Sender<Option<String>>,
     stopped: watch::Sender<Option<StopReason>>,
     started: Instant,
+    /// The machine's time is `clock_origin + started.elapsed()`: the UNIX time at start,
+    /// then the monotonic clock. Members whose clocks agree then share the probe schedule
+    /// (see `Swim::scheduled_target`); a wall-clock step later does not move ours.
+    clock_origin: Duration,
     config: NodeConfig,
 }
 
@@ -832,7 +838,7 @@ const MAX_BACKOFF_ENTRIES: usize = 4096;
 
 impl Driver {
     fn now(&self) -> Duration {
-        self.started.elapsed()
+        self.clock_origin + self.started.elapsed()
     }
 
     fn input(&mut self, input: Input) {
@@ -1159,10 +1165,9 @@ async fn drive(mut d: Driver, mut control: mpsc::Receiver<Input>, mut data: mpsc
     let first = d.machine.take_ready();
     d.execute(first);
     loop {
-        let wake = d
-            .machine
-            .next_deadline()
-            .map(|at| tokio::time::Instant::from_std(d.started + at));
+        let wake = d.machine.next_deadline().map(|at| {
+            tokio::time::Instant::from_std(d.started + at.saturating_sub(d.clock_origin))
+        });
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,

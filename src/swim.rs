@@ -2,9 +2,13 @@
 //! machine. Time (`now`, a `Duration` since any fixed origin) and randomness (a seeded rng)
 //! come in; messages to send and verdicts come out as [`Output`]s. No clock, no socket.
 //!
-//! * Every `probe_interval` one member is probed (round-robin over a shuffled order; a
-//!   closed connection, or news that someone suspects it (for about 2k of the members that
-//!   hear it), moves a member to the front: a hint, never a verdict). No ack within
+//! * Every `probe_interval` one member is probed, on a schedule all members share (see
+//!   [`Swim::scheduled_target`]): in each interval every member is probed by exactly one
+//!   other, so a member that stops answering is probed within one interval, not whenever
+//!   someone's random round-robin comes to it. A closed connection, or news that someone
+//!   suspects it (for about 2k of the members that hear it), makes a member the next probe:
+//!   a hint, never a verdict. A member whose own health is poor (see below), or whose
+//!   scheduled target is gone, goes round its own order instead. No ack within
 //!   `probe_timeout` → `k` others are asked to probe it (ping-req). Nothing by the end of the
 //!   interval → suspect.
 //! * A suspicion times out after `max` (no confirmations) down to `min` (k independent
@@ -187,8 +191,14 @@ pub struct Swim {
     live: usize,
     /// Dead and left members, waiting for their TTL; the reaper looks at these only.
     tombstones: BTreeSet<NodeId>,
+    /// Our own shuffled round-robin, for when the shared schedule does not serve.
     order: Vec<NodeId>,
     next: usize,
+    /// Members to probe before the schedule (hints: a closed connection, a suspicion), the
+    /// latest last.
+    urgent: Vec<NodeId>,
+    /// The schedule's round of our last scheduled probe.
+    round: u64,
     probe: Option<Probe>,
     /// The target of our last failed probe: its suspicion is our own verdict, not news.
     last_failed: Option<NodeId>,
@@ -214,6 +224,8 @@ impl Swim {
             tombstones: BTreeSet::new(),
             order: Vec::new(),
             next: 0,
+            urgent: Vec::new(),
+            round: 0,
             probe: None,
             last_failed: None,
             next_probe_at: Duration::ZERO,
@@ -448,6 +460,7 @@ impl Swim {
             self.note_state(id, Some(m.state), None);
         }
         self.order.retain(|x| x != id);
+        self.urgent.retain(|x| x != id);
         self.suspicions.remove(id);
     }
 
@@ -462,10 +475,9 @@ impl Swim {
 
     /// The connection to `peer` closed: probe it next (a hint, not a verdict).
     pub fn handle_closed(&mut self, peer: &NodeId) {
-        if let Some(pos) = self.order.iter().position(|x| x == peer) {
-            let id = self.order.remove(pos);
-            let at = self.next.min(self.order.len());
-            self.order.insert(at, id);
+        if self.members.contains_key(peer) {
+            self.urgent.retain(|x| x != peer);
+            self.urgent.push(peer.clone());
         }
     }
 
@@ -594,7 +606,7 @@ impl Swim {
 
         // A new probe each interval.
         if self.probe.is_none() && now >= self.next_probe_at {
-            if let Some(target) = self.next_target() {
+            if let Some(target) = self.next_target(now) {
                 self.seq += 1;
                 self.stats.started += 1;
                 self.probe = Some(Probe {
@@ -608,7 +620,8 @@ impl Swim {
                     msg: SwimMsg::Ping { seq: self.seq },
                 });
             }
-            self.next_probe_at = now + self.scaled(self.config.probe_interval);
+            let interval = self.config.probe_interval;
+            self.next_probe_at = self.next_slot(now + self.scaled(interval) - interval / 2);
         }
 
         // Suspicions that ran out.
@@ -643,8 +656,86 @@ impl Swim {
         out
     }
 
-    /// Next probe target: alive or suspect members in a shuffled round-robin.
-    fn next_target(&mut self) -> Option<NodeId> {
+    /// Next probe target: a hinted member, else the schedule's, else our round-robin's.
+    fn next_target(&mut self, now: Duration) -> Option<NodeId> {
+        while let Some(id) = self.urgent.pop() {
+            if self.is_live(&id) {
+                return Some(id);
+            }
+        }
+        self.scheduled_target(now)
+            .or_else(|| self.round_robin_target())
+    }
+
+    fn is_live(&self, id: &NodeId) -> bool {
+        self.members
+            .get(id)
+            .is_some_and(|m| !m.state.is_tombstone())
+    }
+
+    /// Our place in the schedule: our rank among all members by id (us included; the gone
+    /// too, so that every member counts the same ranks) and how many there are.
+    fn rank(&self) -> (u64, u64) {
+        let i = self.members.find_index(&self.me).unwrap_or_else(|i| i);
+        (i as u64, self.members.len() as u64 + 1)
+    }
+
+    /// Our probes fall at `phase + p * interval` of the shared clock, with the phases spread
+    /// evenly by rank (`interval * rank / n`): no burst of probes at one instant.
+    fn phase_ns(&self) -> u128 {
+        let (i, n) = self.rank();
+        self.config.probe_interval.as_nanos() * u128::from(i) / u128::from(n)
+    }
+
+    /// The first of our probe slots at or after `at`.
+    fn next_slot(&self, at: Duration) -> Duration {
+        let interval = self.config.probe_interval.as_nanos();
+        if interval == 0 {
+            return at;
+        }
+        let phase = self.phase_ns();
+        let p = at.as_nanos().saturating_sub(phase).div_ceil(interval);
+        let ns = phase + p * interval;
+        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
+
+    /// The slot nearest `now`: the schedule's round.
+    fn slot_round(&self, now: Duration) -> u64 {
+        let interval = self.config.probe_interval.as_nanos().max(1);
+        let since = (now.as_nanos() + interval / 2).saturating_sub(self.phase_ns());
+        u64::try_from(since / interval).unwrap_or(u64::MAX)
+    }
+
+    /// The shared schedule: in round `p` the member of rank `i` probes the one of rank
+    /// `i - 1 - p mod (n - 1)` (mod n). For each round that maps ranks one to one and never
+    /// to themselves, so every member is probed once a round, and each prober goes round all
+    /// others in n - 1 rounds. With the phases above, the member probing a given one moves up
+    /// a rank each round, so its probes come `interval * (1 + 1/n)` apart (at most
+    /// `1 + 2/n`), where a random round-robin leaves a member unprobed for a whole interval
+    /// more than a third of the time. It needs what members usually have: the same list
+    /// and clocks that agree to a few milliseconds (the node counts from the UNIX epoch);
+    /// where they do not, it is as good as a random order. While our own health is poor
+    /// (we probe less often) we take the next round instead of the clock's, so that we
+    /// still go round everyone.
+    fn scheduled_target(&mut self, now: Duration) -> Option<NodeId> {
+        let (i, n) = self.rank();
+        if n < 2 {
+            return None;
+        }
+        self.round = if self.awareness == 0 {
+            self.slot_round(now)
+        } else {
+            self.round.wrapping_add(1)
+        };
+        let offset = 1 + self.round % (n - 1);
+        let rank = (i + n - offset) % n;
+        let index = if rank < i { rank } else { rank - 1 };
+        let (id, m) = self.members.get_indexed(index as usize)?;
+        (!m.state.is_tombstone()).then(|| id.clone())
+    }
+
+    /// Our own round-robin over a shuffled order of the live members.
+    fn round_robin_target(&mut self) -> Option<NodeId> {
         for _ in 0..self.order.len() {
             if self.next >= self.order.len() {
                 self.next = 0;
@@ -946,6 +1037,58 @@ mod tests {
             "{out:?}"
         );
         assert!(s.awareness() > 0);
+    }
+
+    /// Members that share a clock and a member list probe on one schedule: every member is
+    /// probed about once an interval, never left unprobed for much longer (a shuffled
+    /// round-robin each leaves a member of 50 unprobed for 2-3 intervals now and then, and
+    /// a frozen member waits that long before anyone notices).
+    #[test]
+    fn on_the_shared_schedule_every_member_is_probed_once_an_interval() {
+        for n in [2usize, 5, 50] {
+            let all = names(n);
+            let mut nodes: Vec<Swim> = all
+                .iter()
+                .enumerate()
+                .map(|(i, me)| {
+                    let mut s = Swim::new(id(me), SwimConfig::default(), i as u64);
+                    for m in &all {
+                        s.update_member(&id(m), 1, 0, MemberState::Alive, ms(0));
+                    }
+                    s
+                })
+                .collect();
+            // Each node ticks every 10 ms from its own start, as drivers do.
+            let mut probed: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
+            for t in (0..30_000).step_by(10) {
+                for (i, node) in nodes.iter_mut().enumerate() {
+                    let now = ms(t + (i as u64 * 7) % 10);
+                    for (to, msg) in sends(&node.tick(now)) {
+                        if let SwimMsg::Ping { seq } = msg {
+                            probed.entry(to.clone()).or_default().push(t);
+                            node.handle_message(&to, SwimMsg::Ack { seq }, now);
+                        }
+                    }
+                }
+            }
+            let interval = 300;
+            for (member, at) in &probed {
+                // After the first second (the first probes go out at start, off the schedule).
+                let at: Vec<u64> = at.iter().copied().filter(|t| *t >= 1_000).collect();
+                let widest = at.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+                let bound = interval + 2 * interval / n as u64 + 10;
+                assert!(
+                    widest <= bound,
+                    "n={n}: {member:?} unprobed for {widest} ms"
+                );
+                assert!(
+                    at.len() as u64 >= 29_000 / bound,
+                    "n={n}: {member:?} probed {} times",
+                    at.len()
+                );
+            }
+            assert_eq!(probed.len(), n);
+        }
     }
 
     #[test]

@@ -1932,7 +1932,9 @@ fn detection_spread(n: usize, runs: u64, freeze: bool) -> Vec<u64> {
     let mut ms: Vec<u64> = (0..runs)
         .map(|seed| {
             let mut sim = Sim::new(n, seed, 0.01);
-            sim.run_until(3_000, |_| false);
+            // At a random moment of the probe interval: failures do not wait for a schedule.
+            let at = 3_000 + StdRng::seed_from_u64(seed).gen_range(0..300);
+            sim.run_until(at, |_| false);
             let report = if freeze {
                 sim.measure_freeze(n / 2)
             } else {
@@ -1952,15 +1954,18 @@ fn detection_spread(n: usize, runs: u64, freeze: bool) -> Vec<u64> {
     ms
 }
 
-/// A frozen member of fifty: the first failed probe, then the suspicion's minimum once about
-/// k others, told to probe it next, have confirmed. Before, the minimum grew with log10 N past
-/// 20 members (1.53 s at 50) and confirmations came when each prober's round-robin reached
-/// the suspect: median 1,853 ms, 90th percentile 2,425 ms over 50 seeds.
+/// A frozen member of fifty: probed within an interval (the shared schedule), then the
+/// suspicion's minimum once about k others, told to probe it next, have confirmed. Before,
+/// the minimum grew with log10 N past 20 members (1.53 s at 50) and confirmations came when
+/// each prober's round-robin reached the suspect: median 1,853 ms, 90th percentile 2,425 ms
+/// over 50 seeds. Then, with each member's own shuffled round-robin, the first probe could
+/// be two or three intervals away: 90th percentile 2,185 ms, max 2,647.
 #[test]
 fn a_frozen_member_of_fifty_is_declared_dead_in_under_two_seconds() {
     let ms = detection_spread(50, 20, true);
     let median = ms[ms.len() / 2];
     assert!(median < 1_700, "median {median} ms of {ms:?}");
+    assert!(ms[ms.len() - 1] < 2_000, "max over 2 s: {ms:?}");
 }
 
 /// Detection in the simulation (`SIM_SEEDS` runs per size, default 50).
