@@ -182,6 +182,18 @@ struct Shared {
     stopped: watch::Receiver<Option<StopReason>>,
 }
 
+/// A listen address names its port: `127.0.0.1` alone would otherwise fail as an "invalid
+/// socket address", which does not say what is missing.
+fn check_port(what: &str, addr: &str) -> Result<()> {
+    let port = addr.rsplit_once(':').map(|(_, port)| port);
+    if port.is_some_and(|p| p.parse::<u16>().is_ok()) {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{what} address {addr:?} has no port: give HOST:PORT (port 0 picks a free one)"
+    )))
+}
+
 impl Node {
     /// Binds the listener, opens (or creates) the data dir, recovers the roster, brings our
     /// own record up to date (durably), and starts gossiping. Must be called inside a tokio
@@ -211,6 +223,10 @@ impl Node {
                 Seed::Address(a) => literal_seeds.push(a),
                 named => named_seeds.push(named),
             }
+        }
+        check_port("listen", &config.listen)?;
+        if let Some(at) = &config.http_listen {
+            check_port("http listen", at)?;
         }
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await

@@ -51,6 +51,31 @@ fn advertise_and_seed_take_host_port_alike_and_refuse_other_schemes() {
     }
 }
 
+/// `--listen 127.0.0.1` said "invalid socket address" (black-box trial): it names the
+/// missing port now, for both listeners, and touches no data dir.
+#[test]
+fn a_listen_address_without_a_port_says_so() {
+    for (listen, http) in [("127.0.0.1", None), ("127.0.0.1:0", Some("localhost"))] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut args = vec!["--data-dir", data.to_str().unwrap(), "--listen", listen];
+        if let Some(http) = http {
+            args.extend(["--http-listen", http]);
+        }
+        let out = node_bin(&args);
+        assert!(!out.status.success(), "{args:?} accepted");
+        let err = stderr(&out);
+        assert!(
+            err.contains("has no port") && err.contains("HOST:PORT"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !data.exists(),
+            "{args:?}: refused before creating the data dir"
+        );
+    }
+}
+
 #[test]
 fn sizes_and_counts_out_of_range_are_refused() {
     for (flag, value) in [
