@@ -709,9 +709,19 @@ async fn run(args: RunArgs) -> Result<()> {
         ..NodeConfig::default()
     };
     let fsync = config.store.wal.policy;
-    let (node, info) = Node::start(config)
-        .await
-        .with_context(|| format!("cannot start on data dir {}", data_dir.display()))?;
+    let (node, info) = Node::start(config).await.map_err(|e| {
+        // A bad setting or a busy port is not about the data dir: name it only when it is.
+        let about_settings = matches!(
+            e,
+            gossip_roster::Error::Config(_) | gossip_roster::Error::Listen { .. }
+        );
+        let e = anyhow::Error::new(e);
+        if about_settings {
+            e.context("cannot start")
+        } else {
+            e.context(format!("cannot start on data dir {}", data_dir.display()))
+        }
+    })?;
     tracing::info!(
         node = %info.identity.id,
         generation = info.identity.generation,
