@@ -183,14 +183,18 @@ struct Shared {
 }
 
 /// A listen address names its port: `127.0.0.1` alone would otherwise fail as an "invalid
-/// socket address", which does not say what is missing.
+/// socket address", which does not say what is wrong.
 fn check_port(what: &str, addr: &str) -> Result<()> {
-    let port = addr.rsplit_once(':').map(|(_, port)| port);
-    if port.is_some_and(|p| p.parse::<u16>().is_ok()) {
-        return Ok(());
-    }
+    let problem = match addr.rsplit_once(':').map(|(_, port)| port) {
+        None | Some("") => "has no port".to_owned(),
+        Some(p) if !p.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("has no port ({p:?} is not a number)")
+        }
+        Some(p) if p.parse::<u16>().is_err() => format!("has port {p}, above 65535"),
+        Some(_) => return Ok(()),
+    };
     Err(Error::Config(format!(
-        "{what} address {addr:?} has no port: give HOST:PORT (port 0 picks a free one)"
+        "{what} address {addr:?} {problem}: give HOST:PORT (port 0 picks a free one)"
     )))
 }
 
@@ -227,6 +231,11 @@ impl Node {
         check_port("listen", &config.listen)?;
         if let Some(at) = &config.http_listen {
             check_port("http listen", at)?;
+            if *at == config.listen && !at.ends_with(":0") {
+                return Err(Error::Config(format!(
+                    "the http listen address is the listen address ({at}): give each its own port"
+                )));
+            }
         }
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
