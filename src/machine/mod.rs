@@ -174,6 +174,10 @@ const RECONNECT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// over 20 s one time in 13: black-box trial); a timer bounds the wait. Such seeds are rare
 /// (a seed that was down, or a DNS name in front of the members): 12 bytes each time.
 const SEED_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// The first seed check after joining; each check that finds a seed unmet doubles the wait
+/// up to [`SEED_CHECK_EVERY`]: a seed that was a moment late (nodes started at once) is met
+/// within a few hundred ms, one that stays away costs a round every 2 s as before.
+const SEED_CHECK_FIRST: Duration = Duration::from_millis(200);
 
 /// A join retries its seeds no less often than this.
 const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -222,6 +226,8 @@ pub struct Machine {
     follow_up_round: Option<Duration>,
     /// When a seed no member of our roster lives at is next tried ([`Machine::unmet_seed`]).
     next_seed_check: Duration,
+    /// Seed checks so far that found a seed unmet (the wait doubles with each).
+    seed_checks: u32,
     /// Earliest time of the next gossip round (rounds are spaced by the window).
     next_round: Duration,
     /// When each member last sent us anything: a claim on a live id is refused.
@@ -345,6 +351,7 @@ impl Machine {
             next_anti_entropy: now + config.gossip.anti_entropy_interval,
             follow_up_round: None,
             next_seed_check: Duration::ZERO,
+            seed_checks: 0,
             next_round: now,
             last_heard: FastMap::default(),
             reaped: VecDeque::new(),
@@ -1687,17 +1694,19 @@ impl Machine {
         self.send(dest, encode(&frame), false);
     }
 
-    /// Every [`SEED_CHECK_EVERY`] (+-25%), once joined: a round to a seed no member of our
-    /// roster lives at, if there is one.
+    /// Once joined, from [`SEED_CHECK_FIRST`] doubling to [`SEED_CHECK_EVERY`] (+-25%): a
+    /// round to a seed no member of our roster lives at, if there is one.
     fn seed_check_tick(&mut self) {
         if self.now < self.next_seed_check {
             return;
         }
-        self.next_seed_check = self.now + SEED_CHECK_EVERY.mul_f64(self.rng.gen_range(0.75..1.25));
+        let every = (SEED_CHECK_FIRST * (1 << self.seed_checks.min(8))).min(SEED_CHECK_EVERY);
+        self.next_seed_check = self.now + every.mul_f64(self.rng.gen_range(0.75..1.25));
         if !self.joined || self.left {
             return;
         }
         if let Some(addr) = self.unmet_seed() {
+            self.seed_checks += 1;
             self.send_round(Dest::addr(&addr));
         }
     }
