@@ -1039,12 +1039,10 @@ mod tests {
         assert!(s.awareness() > 0);
     }
 
-    /// Share of (member, interval) pairs in which nobody probed the member, for `n` members
-    /// whose clocks read `offset(i)` ahead of the true time, over a minute.
-    fn unprobed_share(n: usize, offset: impl Fn(usize) -> u64) -> f64 {
+    /// The detectors of `n` members that all know each other, alive.
+    fn cluster(n: usize) -> Vec<Swim> {
         let all = names(n);
-        let mut nodes: Vec<Swim> = all
-            .iter()
+        all.iter()
             .enumerate()
             .map(|(i, me)| {
                 let mut s = Swim::new(id(me), SwimConfig::default(), i as u64);
@@ -1053,7 +1051,13 @@ mod tests {
                 }
                 s
             })
-            .collect();
+            .collect()
+    }
+
+    /// Share of (member, interval) pairs in which nobody probed the member, for `n` members
+    /// whose clocks read `offset(i)` ahead of the true time, over a minute.
+    fn unprobed_share(n: usize, offset: impl Fn(usize) -> u64) -> f64 {
+        let mut nodes = cluster(n);
         let (start, end, interval) = (2_000, 62_000, 300);
         let mut probed: BTreeSet<(NodeId, u64)> = BTreeSet::new();
         for t in (0..end).step_by(10) {
@@ -1100,18 +1104,7 @@ mod tests {
     #[test]
     fn on_the_shared_schedule_every_member_is_probed_once_an_interval() {
         for n in [2usize, 5, 50] {
-            let all = names(n);
-            let mut nodes: Vec<Swim> = all
-                .iter()
-                .enumerate()
-                .map(|(i, me)| {
-                    let mut s = Swim::new(id(me), SwimConfig::default(), i as u64);
-                    for m in &all {
-                        s.update_member(&id(m), 1, 0, MemberState::Alive, ms(0));
-                    }
-                    s
-                })
-                .collect();
+            let mut nodes = cluster(n);
             // Each node ticks every 10 ms from its own start, as drivers do.
             let mut probed: BTreeMap<NodeId, Vec<u64>> = BTreeMap::new();
             for t in (0..30_000).step_by(10) {

@@ -1992,26 +1992,31 @@ fn detection_table() {
 #[test]
 fn a_chain_started_at_once_is_one_cluster_soon_after_its_seed_is_up() {
     for seed in 0..20 {
-        let mut sim = Sim::with_absent(3, 0, seed, 0.0);
-        sim.slots[1].seeds = vec![addr(0)];
-        sim.start(1);
-        sim.slots[2].seeds = vec![addr(1)];
-        sim.start(2);
-        sim.run_until(200, |_| false);
-        sim.start(0);
-        let t0 = sim.now;
-        let one_cluster = |s: &Sim| {
-            s.slots.iter().all(|slot| {
-                slot.proc
-                    .as_ref()
-                    .is_some_and(|p| p.machine.roster().num_members() == 3)
-            })
-        };
         assert!(
-            sim.run_until(t0 + 1_000, one_cluster),
+            chain_is_one_cluster(seed, 200, 1_000),
             "seed {seed}: still two clusters 1 s after the seed started"
         );
     }
+}
+
+/// Slot 1 seeded with slot 0, slot 2 with slot 1, started at once; slot 0 (the seed) starts
+/// `seed_late` ms later, alone. Whether all three are one cluster within `within` ms of it.
+fn chain_is_one_cluster(seed: u64, seed_late: u64, within: u64) -> bool {
+    let mut sim = Sim::with_absent(3, 0, seed, 0.0);
+    sim.slots[1].seeds = vec![addr(0)];
+    sim.start(1);
+    sim.slots[2].seeds = vec![addr(1)];
+    sim.start(2);
+    sim.run_until(seed_late, |_| false);
+    sim.start(0);
+    let t0 = sim.now;
+    sim.run_until(t0 + within, |s: &Sim| {
+        s.slots.iter().all(|slot| {
+            slot.proc
+                .as_ref()
+                .is_some_and(|p| p.machine.roster().num_members() == 3)
+        })
+    })
 }
 
 /// A node whose seed is down at its start, dialed meanwhile by another new node, joins with
@@ -2021,26 +2026,10 @@ fn a_chain_started_at_once_is_one_cluster_soon_after_its_seed_is_up() {
 #[test]
 fn a_node_that_joined_while_its_seed_was_down_still_reaches_its_seed() {
     for seed in 0..20 {
-        // Slot 0: the seed, started later, alone. Slot 1 seeded with it, slot 2 with slot 1.
-        let mut sim = Sim::with_absent(3, 0, seed, 0.0);
-        sim.slots[1].seeds = vec![addr(0)];
-        sim.start(1);
-        sim.slots[2].seeds = vec![addr(1)];
-        sim.start(2);
-        sim.run_until(3_000, |_| false);
-        sim.start(0);
-        let t0 = sim.now;
-        let one_cluster = |s: &Sim| {
-            s.slots.iter().all(|slot| {
-                slot.proc
-                    .as_ref()
-                    .is_some_and(|p| p.machine.roster().num_members() == 3)
-            })
-        };
         // Within one seed check (2 s, +25%) and the exchange it opens. It was one
         // anti-entropy round in 16: 1.5 to 12 s here, and 20 s in a black-box trial.
         assert!(
-            sim.run_until(t0 + 3_000, one_cluster),
+            chain_is_one_cluster(seed, 3_000, 3_000),
             "seed {seed}: still two clusters 3 s after the seed started"
         );
     }
