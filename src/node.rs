@@ -1208,6 +1208,14 @@ async fn drive(mut d: Driver, mut control: mpsc::Receiver<Input>, mut data: mpsc
             _ = std::future::ready(()), if !d.backlog.is_empty() => d.next_slice(),
             Some(input) = data.recv() => d.input(input),
         }
+        // What else is already waiting joins this turn (probe traffic first), so that one
+        // gossip round answers a burst of frames.
+        for _ in 0..TURN_INPUTS {
+            match control.try_recv().or_else(|_| data.try_recv()) {
+                Ok(input) => d.input(input),
+                Err(_) => break,
+            }
+        }
         let ready = d.machine.take_ready();
         d.execute(ready);
     }
@@ -1218,6 +1226,9 @@ async fn drive(mut d: Driver, mut control: mpsc::Receiver<Input>, mut data: mpsc
         d.stopped.send_replace(Some(StopReason::Shutdown));
     }
 }
+
+/// Inputs handled per driver turn at most, besides the one that woke it.
+const TURN_INPUTS: usize = 32;
 
 /// Events applied per driver turn at most.
 const SLICE_EVENTS: usize = 512;

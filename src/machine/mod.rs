@@ -507,8 +507,11 @@ impl Machine {
         (!self.queue.is_empty()).then_some(self.next_round.max(self.now))
     }
 
-    /// Takes everything the inputs so far produced.
+    /// Takes everything the inputs so far produced, with a gossip round if one is due: once
+    /// per batch of inputs, however many frames of news the batch held (a node that hears
+    /// of ten joins in ten frames sends one round, not ten).
     pub fn take_ready(&mut self) -> Ready {
+        self.flush();
         std::mem::take(&mut self.out)
     }
 
@@ -526,7 +529,6 @@ impl Machine {
         self.join_tick();
         self.anti_entropy_tick();
         self.seed_check_tick();
-        self.flush();
     }
 
     /// The WAL is durable up to `lsn`: what waited for it goes out.
@@ -571,7 +573,6 @@ impl Machine {
                 }
             }
         }
-        self.flush();
     }
 
     /// A local command; its reply comes once what it changed is durable.
@@ -875,7 +876,6 @@ impl Machine {
                 ))
             }
         }
-        self.flush();
         Ok(())
     }
 
