@@ -224,6 +224,9 @@ pub struct Machine {
     /// An extra anti-entropy round when news of members has been still until then (see
     /// [`Machine::anti_entropy_soon`]).
     follow_up_round: Option<Duration>,
+    /// The member whose answer made us joined (a seed, usually): it answered everyone who
+    /// joined through it, so a follow-up round goes to it.
+    joined_via: Option<NodeId>,
     /// When a seed no member of our roster lives at is next tried ([`Machine::unmet_seed`]).
     next_seed_check: Duration,
     /// Seed checks so far that found a seed unmet (the wait doubles with each).
@@ -350,6 +353,7 @@ impl Machine {
             join_delay: JOIN_RETRY_FIRST,
             next_anti_entropy: now + config.gossip.anti_entropy_interval,
             follow_up_round: None,
+            joined_via: None,
             next_seed_check: Duration::ZERO,
             seed_checks: 0,
             next_round: now,
@@ -796,6 +800,7 @@ impl Machine {
         if !self.joined {
             self.joined = true;
             self.joined_at = Some(self.now);
+            self.joined_via = Some(from.clone());
             tracing::info!(peer = %from, alive = self.roster.count_by_state()[0], "joined the cluster");
             self.queue.raise_to(self.budget());
         }
@@ -1665,10 +1670,25 @@ impl Machine {
         if !self.joined || self.left {
             return;
         }
+        let member = |(id, addr): (NodeId, String)| Dest::member(&id, &addr);
+        // A follow-up goes to the member we joined through: a random one may have joined
+        // in the same burst and lack just what we lack (equal fingerprints, nothing
+        // learned, and a wait for the next regular round: 1 to 3 cold starts of 5 nodes in
+        // 1,000 in the simulation).
+        if follow_up {
+            let via = self.joined_via.clone().and_then(|id| {
+                let r = self.roster.record(&id)?;
+                let ok = r.is_announced() && !r.liveness.state.is_tombstone();
+                ok.then(|| (id.clone(), r.addr.clone()))
+            });
+            if let Some(dest) = via.or_else(|| self.gossip_targets(1).pop()).map(member) {
+                self.send_round(dest);
+            }
+            return;
+        }
         // The reconnect slot falls back to a live member: with nobody dead or reaped it
         // would skip the round (a quarter of all rounds, measured as cold starts stalling
         // for two intervals).
-        let member = |(id, addr): (NodeId, String)| Dest::member(&id, &addr);
         let reconnect = if self.rng.gen_ratio(1, gossip::RECONNECT_ONE_IN) {
             let dead = self.pick(1, |s| s == MemberState::Dead).pop();
             dead.or_else(|| self.reconnect_target()).map(member)
