@@ -494,11 +494,17 @@ impl Machine {
     /// in the roster, so the snapshot claims no more than it holds. Replay is idempotent, so a
     /// roster holding more than the LSN says is fine.
     pub fn snapshot_point(&self) -> (Roster, Lsn) {
+        // A batch is held under the LSN of its last record: the snapshot stops below its
+        // first.
         let covers = self
             .held
             .iter()
-            .find(|(_, h)| matches!(h, Held::Own { .. } | Held::Leave(..)))
-            .map_or(self.last_lsn, |(lsn, _)| lsn - 1);
+            .find_map(|(lsn, h)| match h {
+                Held::Own { events, .. } => Some(lsn - events.len() as Lsn),
+                Held::Leave(..) => Some(lsn - 1),
+                _ => None,
+            })
+            .unwrap_or(self.last_lsn);
         (self.roster.clone(), covers)
     }
 
