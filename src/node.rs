@@ -1209,11 +1209,17 @@ async fn drive(mut d: Driver, mut control: mpsc::Receiver<Input>, mut data: mpsc
             Some(input) = data.recv() => d.input(input),
         }
         // What else is already waiting joins this turn (probe traffic first), so that one
-        // gossip round answers a burst of frames.
+        // gossip round answers a burst of frames. Data never overtakes the slices of an
+        // earlier frame: they apply in order (a Sync's coverage comes with its last slice).
         for _ in 0..TURN_INPUTS {
-            match control.try_recv().or_else(|_| data.try_recv()) {
-                Ok(input) => d.input(input),
-                Err(_) => break,
+            let next = match control.try_recv() {
+                Ok(input) => Some(input),
+                Err(_) if d.backlog.is_empty() => data.try_recv().ok(),
+                Err(_) => None,
+            };
+            match next {
+                Some(input) => d.input(input),
+                None => break,
             }
         }
         let ready = d.machine.take_ready();
