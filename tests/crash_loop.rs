@@ -1,5 +1,5 @@
-//! Crash loop: a real `gossip-node` takes a stream of actor adds and removes through its admin
-//! port while being killed with SIGKILL at random instants (small segments and a low
+//! Crash loop: a real `gossip-node` takes a stream of actor adds and removes (one to eight
+//! names a request, so several records a batch) through its admin port while being killed with SIGKILL at random instants (small segments and a low
 //! compaction threshold make rollovers and compactions frequent, so kills land in them too).
 //! An oracle records what was acknowledged; after every restart each acknowledged change must
 //! be there, and the data dir must open. At the end `gossip-log verify` must be clean.
@@ -123,25 +123,39 @@ fn acknowledged_changes_survive_kill_9_at_random_instants() {
         let mut adds_this_cycle = 0u64;
         let failure = rt.block_on(async {
             loop {
-                let actor = format!("a{}", rng.gen_range(0..60));
-                let add = !oracle.get(&actor).is_some_and(|k| k.present) || rng.gen_bool(0.2);
+                // One to eight names per request: a request of several is one batch of
+                // records in the WAL, and a compaction may run while it waits for its fsync.
+                let k = rng.gen_range(1..=8);
+                let mut names: Vec<String> = Vec::with_capacity(k);
+                while names.len() < k {
+                    let actor = format!("a{}", rng.gen_range(0..60));
+                    if !names.contains(&actor) {
+                        names.push(actor);
+                    }
+                }
+                let add = names
+                    .iter()
+                    .any(|a| !oracle.get(a).is_some_and(|k| k.present))
+                    || rng.gen_bool(0.2);
                 let req = if add {
                     AdminRequest::AddActors {
-                        actors: vec![actor.clone()],
+                        actors: names.clone(),
                     }
                 } else {
                     AdminRequest::RemoveActors {
-                        actors: vec![actor.clone()],
+                        actors: names.clone(),
                     }
                 };
-                let entry = oracle.entry(actor.clone()).or_default();
+                let actor = names.join(",");
                 match admin::request(&addr, None, None, req).await {
                     Ok(AdminReply::ActorsChanged { .. }) => {
-                        *entry = Known {
-                            present: add,
-                            uncertain: false,
-                        };
-                        acked += 1;
+                        for name in &names {
+                            *oracle.entry(name.clone()).or_default() = Known {
+                                present: add,
+                                uncertain: false,
+                            };
+                        }
+                        acked += names.len() as u64;
                         if add {
                             adds_this_cycle += 1;
                             let _ = first_ack.send(());
@@ -156,7 +170,9 @@ fn acknowledged_changes_survive_kill_9_at_random_instants() {
                             TransportError::Io(_) | TransportError::Ws(_) | TransportError::Closed
                         ) =>
                     {
-                        entry.uncertain = true;
+                        for name in &names {
+                            oracle.entry(name.clone()).or_default().uncertain = true;
+                        }
                         lost_in_flight += 1;
                         break format!("{actor}: {t}");
                     }
