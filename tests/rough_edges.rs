@@ -145,6 +145,14 @@ fn actors_add_of_a_name_twice_adds_it_once() {
     assert_eq!(stdout(&out), "unchanged x (already hosted)\n");
 }
 
+/// `actors add --connect URL - < names` registered one actor named "-" and read nothing.
+#[test]
+fn a_bare_dash_among_actor_names_points_to_file_dash() {
+    let out = node_bin(&["actors", "add", "--connect", "ws://127.0.0.1:9", "a", "-"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("give --file -"), "{}", stderr(&out));
+}
+
 /// A data dir with a WAL of several records (three runs, each an announcement and a leave).
 fn data_dir_with_records() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -408,6 +408,12 @@ struct Names {
 impl Names {
     /// The names, in order, each once.
     fn load(self) -> Result<Vec<String>> {
+        // `actors add -` read as a name registered an actor called "-" (black-box trial).
+        if self.names.iter().any(|n| n == "-") {
+            anyhow::bail!(
+                "\"-\" as a name: to read names from standard input, give --file - (one a line)"
+            );
+        }
         let mut all = self.names;
         if let Some(path) = self.file {
             let text = if path.as_os_str() == "-" {
