@@ -1210,17 +1210,20 @@ async fn drive(mut d: Driver, mut control: mpsc::Receiver<Input>, mut data: mpsc
         }
         // What else is already waiting joins this turn (probe traffic first), so that one
         // gossip round answers a burst of frames. Data never overtakes the slices of an
-        // earlier frame: they apply in order (a Sync's coverage comes with its last slice).
+        // earlier frame (they apply in order: a Sync's coverage comes with its last slice),
+        // and a turn takes in at most a slice's worth of events (acks go out at its end).
+        let mut events = 0;
         for _ in 0..TURN_INPUTS {
             let next = match control.try_recv() {
                 Ok(input) => Some(input),
-                Err(_) if d.backlog.is_empty() => data.try_recv().ok(),
+                Err(_) if d.backlog.is_empty() && events < SLICE_EVENTS => data.try_recv().ok(),
                 Err(_) => None,
             };
-            match next {
-                Some(input) => d.input(input),
-                None => break,
+            let Some(input) = next else { break };
+            if let Input::Frame { frame, .. } = &input {
+                events += events_in(frame);
             }
+            d.input(input);
         }
         let ready = d.machine.take_ready();
         d.execute(ready);
@@ -1238,6 +1241,17 @@ const TURN_INPUTS: usize = 32;
 
 /// Events applied per driver turn at most.
 const SLICE_EVENTS: usize = 512;
+
+/// How many events `frame` carries (what applying it costs).
+fn events_in(frame: &Frame) -> usize {
+    match frame {
+        Frame::Events(events) => events.len(),
+        Frame::Delta(delta) | Frame::Sync { delta, .. } | Frame::Audited { delta, .. } => {
+            delta.events.len()
+        }
+        _ => 1,
+    }
+}
 
 /// Splits a frame carrying many events into frames of at most [`SLICE_EVENTS`] that mean
 /// the same when applied in order: events first, then coverage (and a `Sync`'s digest)
