@@ -881,20 +881,24 @@ impl Driver {
                     }
                 }
             }
-            Input::Hello {
-                id,
-                generation,
-                addr,
-                answer,
-            } => {
-                let _ = answer.send(self.machine.admit(&id, generation, &addr));
-            }
             Input::Up {
                 peer,
                 conn,
                 dialed_addr,
+                admit,
                 kept,
-            } => self.connection_up(peer, conn, dialed_addr, kept),
+            } => {
+                let admitted = match admit {
+                    Some((generation, addr)) => self.machine.admit(&peer, generation, &addr),
+                    None => Ok(()),
+                };
+                match admitted {
+                    Ok(()) => self.connection_up(peer, conn, dialed_addr, kept),
+                    Err(reason) => {
+                        let _ = kept.send(Err(reason));
+                    }
+                }
+            }
             Input::Down {
                 peer,
                 conn_id,
@@ -1089,7 +1093,7 @@ impl Driver {
         peer: NodeId,
         conn: Conn,
         dialed_addr: Option<String>,
-        kept: oneshot::Sender<bool>,
+        kept: oneshot::Sender<Result<bool, String>>,
     ) {
         let waiting = dialed_addr
             .as_ref()
@@ -1103,12 +1107,18 @@ impl Driver {
             .conns
             .get(&peer)
             .is_some_and(|e| e.dialer == preferred && conn.dialer != preferred);
-        if keep_existing || kept.send(true).is_err() {
+        if keep_existing {
             tracing::debug!(%peer, "keeping the other connection to this peer");
             let existing = &self.conns[&peer];
             for o in waiting {
                 existing.push(o.wire, o.probe);
             }
+            let _ = kept.send(Ok(false));
+            return;
+        }
+        if kept.send(Ok(true)).is_err() {
+            // The connection's task is gone (shutting down): what waited for it is gossip,
+            // which anti-entropy repairs.
             return;
         }
         for o in waiting {

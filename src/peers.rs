@@ -45,19 +45,17 @@ pub(crate) enum Input {
         from: NodeId,
         frame: Frame,
     },
-    /// A member's handshake: may it connect?
-    Hello {
-        id: NodeId,
-        generation: Generation,
-        addr: String,
-        answer: oneshot::Sender<Result<(), String>>,
-    },
-    /// A member connection is ready; `kept` says whether the driver uses it.
+    /// A member connection is ready; `kept` says whether the driver uses it (`Ok(false)`:
+    /// it keeps another one to that peer) or refuses the peer (`Err(reason)`).
     Up {
         peer: NodeId,
         conn: Conn,
+        /// Where we dialed it; `None` for a connection the peer opened.
         dialed_addr: Option<String>,
-        kept: oneshot::Sender<bool>,
+        /// For a connection the peer opened: the generation and address its handshake
+        /// presented, which the driver admits or refuses (an id in use) in the same turn.
+        admit: Option<(Generation, String)>,
+        kept: oneshot::Sender<Result<bool, String>>,
     },
     /// A member connection closed; `hint`: unexpectedly (probe that member soon).
     Down {
@@ -258,26 +256,8 @@ pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: tokio::net::TcpListener
             };
             match result {
                 Ok((ws, Role::Admin)) => crate::admin_server::serve(ctx2, ws).await,
-                Ok((mut ws, Role::Member { id, generation, addr })) => {
-                    let (answer, verdict) = oneshot::channel();
-                    let hello = Input::Hello {
-                        id: id.clone(),
-                        generation,
-                        addr: addr.clone(),
-                        answer,
-                    };
-                    if ctx2.control.send(hello).await.is_err() {
-                        return;
-                    }
-                    match verdict.await {
-                        Ok(Ok(())) => run_member(ctx2, ws, id, None, false).await,
-                        Ok(Err(reason)) => {
-                            tracing::warn!(peer = %id, %addr, %reason, "refused a member");
-                            let _ = transport::send(&mut ws, &Frame::Reject { reason }).await;
-                            let _ = ws.close(None).await;
-                        }
-                        Err(_) => {}
-                    }
+                Ok((ws, Role::Member { id, generation, addr })) => {
+                    run_member(ctx2, ws, id, None, Some((generation, addr))).await
                 }
                 Err(e) => {
                     // A flood of bad connections must not become a flood of log lines.
@@ -307,7 +287,7 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
     };
     match result {
         Ok((ws, Role::Member { id, .. })) if id != *ctx.me() => {
-            run_member(ctx, ws, id, Some(addr), true).await
+            run_member(ctx, ws, id, Some(addr), None).await
         }
         Ok((_, role)) => {
             let refused = match role {
@@ -389,14 +369,17 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
     }
 }
 
-/// Serves one member connection after its handshake, until either side closes it.
+/// Serves one member connection after its handshake, until either side closes it: one we
+/// dialed at `dialed_addr`, or one the peer opened presenting `admit` (its generation and
+/// address).
 async fn run_member(
     ctx: Arc<Ctx>,
-    ws: Ws,
+    mut ws: Ws,
     peer: NodeId,
     dialed_addr: Option<String>,
-    dialed_by_me: bool,
+    admit: Option<(Generation, String)>,
 ) {
+    let dialed_by_me = dialed_addr.is_some();
     let (tx, mut rx) = mpsc::channel::<Wire>(PEER_QUEUE);
     let (probe_tx, mut probe_rx) = mpsc::channel::<Wire>(PROBE_QUEUE);
     let close = CancellationToken::new();
@@ -418,10 +401,22 @@ async fn run_member(
             ctx: ctx.clone(),
         },
         dialed_addr: dialed_addr.clone(),
+        admit: admit.clone(),
         kept: kept_tx,
     };
-    if ctx.control.send(up).await.is_err() || !kept.await.unwrap_or(false) {
+    if ctx.control.send(up).await.is_err() {
         return;
+    }
+    match kept.await {
+        Ok(Ok(true)) => {}
+        Ok(Err(reason)) => {
+            let addr = admit.map(|(_, addr)| addr).unwrap_or_default();
+            tracing::warn!(%peer, %addr, %reason, "refused a member");
+            let _ = transport::send(&mut ws, &Frame::Reject { reason }).await;
+            let _ = ws.close(None).await;
+            return;
+        }
+        Ok(Ok(false)) | Err(_) => return,
     }
     tracing::debug!(%peer, dialed_by_me, "connected");
     let (mut sink, mut stream) = ws.split();
