@@ -329,6 +329,15 @@ fn add_record_delta(
             // may still move their watermark. Otherwise everything above it.
             let same = d.sum != 0 && d.sum == rec.fingerprint();
             if rec.version <= d.known || (same && rec.known <= d.known) {
+                // The same watermark, nothing of ours above it, and yet other content: a
+                // hole below the watermark on one side (a lost middle frame of a delta whose
+                // last frame, with the coverage, arrived). Only the whole record fills it;
+                // the peer keeps what it holds. (A peer that is ahead has a higher
+                // watermark, and a settled pair has the same sums: neither pays this.)
+                let other = d.sum != 0 && !same;
+                if other && d.known == rec.known && rec.version <= rec.known {
+                    delta.events.extend(roster.events_since(id, None));
+                }
                 return;
             }
             if !same {
@@ -545,6 +554,50 @@ mod tests {
         let frame = crate::message::Frame::Events(events.clone()).encode().len();
         let bound: usize = events.iter().map(encoded_len).sum::<usize>() + FRAME_OVERHEAD;
         assert!(frame <= bound, "{frame} > {bound}");
+    }
+
+    /// A delta too big for one frame travels in several; when a middle one is lost and the
+    /// last (with the coverage) arrives, the peer claims the whole record while entries are
+    /// missing. The next exchange must still bring them.
+    #[test]
+    fn a_lost_middle_frame_of_a_delta_is_repaired_by_the_next_exchange() {
+        let owner = NodeId::new("owner");
+        let mut a = Roster::new();
+        a.apply(&ClusterEvent::NewNode {
+            node: owner.clone(),
+            generation: 1,
+            version: 1,
+            addr: "ws://h:1".into(),
+            actors: Default::default(),
+        });
+        for version in 2..=301 {
+            a.apply(&ClusterEvent::ActorAdded {
+                node: owner.clone(),
+                generation: 1,
+                version,
+                actor: format!("actor{version}"),
+            });
+        }
+        let Delta { events, covers } = delta_for(&a, &BTreeMap::new());
+        let mut frames = chunks(events, 4096);
+        assert!(frames.len() >= 3, "{} frames", frames.len());
+        frames.remove(1);
+        let mut b = Roster::new();
+        Delta {
+            events: frames.concat(),
+            covers,
+        }
+        .apply_to(&mut b);
+        let known = |r: &Roster| r.record(&owner).unwrap().known;
+        assert_eq!(known(&b), known(&a), "the coverage arrived");
+        assert_ne!(b, a, "entries are missing");
+        let to_b = delta_for(&a, &b.digest());
+        let to_a = delta_for(&b, &a.digest());
+        to_b.apply_to(&mut b);
+        to_a.apply_to(&mut a);
+        assert_eq!(a, b);
+        assert!(delta_for(&a, &b.digest()).is_empty());
+        assert!(delta_for(&b, &a.digest()).is_empty());
     }
 
     proptest! {
