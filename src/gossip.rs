@@ -291,21 +291,35 @@ impl Delta {
 
 /// Brings a peer whose digest is `theirs` up to our roster: every entry above its watermark,
 /// our liveness where it takes precedence, and coverage so its watermark can advance.
-pub fn delta_for(roster: &Roster, theirs: &BTreeMap<NodeId, NodeDigest>) -> Delta {
+///
+/// `own` is the node whose roster this is: its own record it holds complete, which lets it
+/// fill a hole in a peer's copy (see `add_record_delta`).
+pub fn delta_for(
+    roster: &Roster,
+    theirs: &BTreeMap<NodeId, NodeDigest>,
+    own: Option<&NodeId>,
+) -> Delta {
     let mut delta = Delta::default();
     // In id order (the roster's), so the same rosters always give the same delta.
     for (id, rec) in roster.iter_records() {
-        add_record_delta(&mut delta, roster, id, rec, theirs.get(id));
+        let complete = own == Some(id);
+        add_record_delta(&mut delta, roster, id, rec, theirs.get(id), complete);
     }
     delta
 }
 
 /// [`delta_for`] of one record only: brings a peer whose digest entry for `id` is `theirs`
 /// (`None`: it holds no record) up to ours. Answers an audit of `id`'s own record.
-pub fn delta_for_record(roster: &Roster, id: &NodeId, theirs: Option<&NodeDigest>) -> Delta {
+/// `complete`: the record is our own (see [`delta_for`]).
+pub fn delta_for_record(
+    roster: &Roster,
+    id: &NodeId,
+    theirs: Option<&NodeDigest>,
+    complete: bool,
+) -> Delta {
     let mut delta = Delta::default();
     if let Some(rec) = roster.record(id) {
-        add_record_delta(&mut delta, roster, id, rec, theirs);
+        add_record_delta(&mut delta, roster, id, rec, theirs, complete);
     }
     delta
 }
@@ -316,6 +330,7 @@ fn add_record_delta(
     id: &NodeId,
     rec: &NodeRecord,
     theirs: Option<&NodeDigest>,
+    complete: bool,
 ) {
     let since = match theirs {
         Some(d) if d.generation > rec.generation => return,
@@ -329,13 +344,14 @@ fn add_record_delta(
             // may still move their watermark. Otherwise everything above it.
             let same = d.sum != 0 && d.sum == rec.fingerprint();
             if rec.version <= d.known || (same && rec.known <= d.known) {
-                // The same watermark, nothing of ours above it, and yet other content: a
-                // hole below the watermark on one side (a lost middle frame of a delta whose
-                // last frame, with the coverage, arrived). Only the whole record fills it;
-                // the peer keeps what it holds. (A peer that is ahead has a higher
-                // watermark, and a settled pair has the same sums: neither pays this.)
+                // Our own record, complete, and a peer at its watermark with other content:
+                // the peer has a hole below the watermark (a lost middle frame of a delta
+                // whose last frame, with the coverage, arrived), which no watermark shows.
+                // Only the whole record fills it; the peer keeps what it holds. Only the
+                // owner can tell: elsewhere the same digests also mean "the peer holds
+                // entries above the watermark that we lack", which it sends us itself.
                 let other = d.sum != 0 && !same;
-                if other && d.known == rec.known && rec.version <= rec.known {
+                if complete && other && d.known == rec.known && rec.version <= rec.known {
                     delta.events.extend(roster.events_since(id, None));
                 }
                 return;
@@ -578,7 +594,7 @@ mod tests {
                 actor: format!("actor{version}"),
             });
         }
-        let Delta { events, covers } = delta_for(&a, &BTreeMap::new());
+        let Delta { events, covers } = delta_for(&a, &BTreeMap::new(), Some(&owner));
         let mut frames = chunks(events, 4096);
         assert!(frames.len() >= 3, "{} frames", frames.len());
         frames.remove(1);
@@ -591,13 +607,17 @@ mod tests {
         let known = |r: &Roster| r.record(&owner).unwrap().known;
         assert_eq!(known(&b), known(&a), "the coverage arrived");
         assert_ne!(b, a, "entries are missing");
-        let to_b = delta_for(&a, &b.digest());
-        let to_a = delta_for(&b, &a.digest());
+        // A member that is not the owner cannot tell a hole from entries above the
+        // watermark, so it sends nothing: a non-owner holding a's content.
+        assert!(delta_for(&a, &b.digest(), None).is_empty());
+        // The owner (a is the owner's roster here) fills it.
+        let to_b = delta_for(&a, &b.digest(), Some(&owner));
+        let to_a = delta_for(&b, &a.digest(), None);
         to_b.apply_to(&mut b);
         to_a.apply_to(&mut a);
         assert_eq!(a, b);
-        assert!(delta_for(&a, &b.digest()).is_empty());
-        assert!(delta_for(&b, &a.digest()).is_empty());
+        assert!(delta_for(&a, &b.digest(), Some(&owner)).is_empty());
+        assert!(delta_for(&b, &a.digest(), None).is_empty());
     }
 
     proptest! {
@@ -624,14 +644,14 @@ mod tests {
             // Versions are derived from s, so one owner never writes two values at one version.
             let mut a = mk(&a_events);
             let mut b = mk(&b_events);
-            let to_b = delta_for(&a, &b.digest());
-            let to_a = delta_for(&b, &a.digest());
+            let to_b = delta_for(&a, &b.digest(), None);
+            let to_a = delta_for(&b, &a.digest(), None);
             to_b.apply_to(&mut b);
             to_a.apply_to(&mut a);
             prop_assert_eq!(&a, &b);
             // And once equal, another round changes nothing. (Entries above a watermark are
             // resent until someone complete, such as the owner, closes the gap.)
-            prop_assert!(delta_for(&a, &b.digest()).apply_to(&mut b).is_empty());
+            prop_assert!(delta_for(&a, &b.digest(), None).apply_to(&mut b).is_empty());
         }
     }
 }

@@ -838,7 +838,7 @@ impl Machine {
                 self.mark_joined(from);
                 if rest == self.roster.fingerprint_without(from) {
                     // Equal but for the auditor's record: that record is all it lacks.
-                    let delta = gossip::delta_for_record(&self.roster, from, own.as_ref());
+                    let delta = gossip::delta_for_record(&self.roster, from, own.as_ref(), false);
                     let view = self.roster.record(from).map(NodeRecord::digest);
                     self.send_delta(from, delta, |d| Frame::Audited { delta: d, view });
                 } else {
@@ -853,7 +853,7 @@ impl Machine {
                 // Their rest equals ours: they know whom we know.
                 let knows_others = self.roster.num_records() > 1;
                 self.check_view_of_us(from, view, knows_others);
-                let back = gossip::delta_for_record(&self.roster, &self.me.id, view.as_ref());
+                let back = gossip::delta_for_record(&self.roster, &self.me.id, view.as_ref(), true);
                 if !back.is_empty() {
                     self.send_delta(from, back, Frame::Delta);
                 }
@@ -1925,7 +1925,7 @@ impl Machine {
 
     fn delta_for(&self, theirs: Vec<(NodeId, NodeDigest)>) -> Delta {
         let theirs: BTreeMap<NodeId, NodeDigest> = theirs.into_iter().collect();
-        gossip::delta_for(&self.roster, &theirs)
+        gossip::delta_for(&self.roster, &theirs, Some(&self.me.id))
     }
 
     /// Sends a delta back to `to` split into frames under the size cap; the last one is
