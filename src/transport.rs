@@ -299,21 +299,29 @@ async fn unexpected(
     }
 }
 
-/// Admin clients need not know the cluster name (the secret still applies to them).
+/// The checks of the other side's Hello, where `role` is the side that needs them: admin
+/// clients need not know the cluster name (the secret still applies to them); a member must
+/// present a node id and an address that a node would accept as its own.
 fn check_hello(
     cfg: &TransportConfig,
     protocol: u32,
     cluster: &str,
-    admin: bool,
+    role: &Role,
 ) -> Result<(), String> {
     if protocol != PROTOCOL_VERSION {
         return Err(format!(
             "protocol version {protocol} is not ours ({PROTOCOL_VERSION})"
         ));
     }
-    if !admin && cluster != cfg.cluster {
+    let Role::Member { id, addr, .. } = role else {
+        return Ok(());
+    };
+    if cluster != cfg.cluster {
         return Err(cluster_mismatch(&cfg.cluster, cluster));
     }
+    crate::names::validate_node_id(id.as_str())
+        .map_err(|e| format!("the peer's node id is not valid: {e}"))?;
+    host_port(addr).map_err(|e| format!("the peer's address is not valid: {e}"))?;
     Ok(())
 }
 
@@ -492,13 +500,7 @@ impl Hello {
 
 /// Checks the dialer's Hello and makes ours.
 fn answer_hello(cfg: &TransportConfig, creds: &Credentials, me: &Role, theirs: Hello) -> Answer {
-    let refusal = check_hello(
-        cfg,
-        theirs.protocol,
-        &theirs.cluster,
-        theirs.role == Role::Admin,
-    )
-    .err();
+    let refusal = check_hello(cfg, theirs.protocol, &theirs.cluster, &theirs.role).err();
     let my_nonce = nonce();
     let proof = match refusal {
         None => listener_proofs(creds, &theirs.nonce, &my_nonce),
@@ -529,11 +531,12 @@ fn hello_header(hello: &Frame) -> (HeaderValue, usize) {
 
 /// The frame in a [`HELLO_HEADER`] (base64), and its size.
 fn frame_from_header(value: &HeaderValue) -> Result<(Frame, usize), String> {
+    let undecodable =
+        |e: String| format!("the {HELLO_HEADER} header is not a Hello frame in base64 ({e})");
     let bytes = BASE64
         .decode(value.as_bytes())
-        .map_err(|e| format!("undecodable {HELLO_HEADER} header: {e}"))?;
-    let frame =
-        Frame::decode(&bytes).map_err(|e| format!("undecodable {HELLO_HEADER} header: {e}"))?;
+        .map_err(|e| undecodable(e.to_string()))?;
+    let frame = Frame::decode(&bytes).map_err(undecodable)?;
     Ok((frame, bytes.len()))
 }
 
@@ -615,7 +618,9 @@ pub async fn dial_named(
                 nonce: their_nonce,
                 proof,
             }) => {
-                if let Err(reason) = check_hello(cfg, protocol, &cluster, *me == Role::Admin) {
+                // An admin client may ask a node of any cluster: it skips the member checks.
+                let checked = if *me == Role::Admin { me } else { &role };
+                if let Err(reason) = check_hello(cfg, protocol, &cluster, checked) {
                     return Err(reject(&mut ws, cfg, reason).await);
                 }
                 let Some(proof) = dialer_answer(&creds, &my_nonce, &their_nonce, &proof) else {
@@ -667,7 +672,7 @@ mod tests {
         Role::Member {
             id: NodeId::new(id),
             generation: 1,
-            addr: format!("ws://{id}"),
+            addr: format!("ws://{id}:1"),
         }
     }
 
@@ -687,6 +692,15 @@ mod tests {
         server: TransportConfig,
         client: TransportConfig,
     ) -> (Result<Role, String>, Result<Role, String>) {
+        handshake_as(server, client, member("client")).await
+    }
+
+    /// [`handshake`] with the dialer presenting `me`.
+    async fn handshake_as(
+        server: TransportConfig,
+        client: TransportConfig,
+        me: Role,
+    ) -> (Result<Role, String>, Result<Role, String>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("ws://{}", listener.local_addr().unwrap());
         let srv = tokio::spawn(async move {
@@ -698,7 +712,7 @@ mod tests {
             })
             .map_err(|e| e.to_string())
         });
-        let c = dial(&addr, &member("client"), &client)
+        let c = dial(&addr, &me, &client)
             .await
             .map(|(_, role)| role)
             .map_err(|e| e.to_string());
@@ -726,6 +740,32 @@ mod tests {
             c.contains(r#"cluster mismatch: we are in cluster "b", the peer says "a""#),
             "dialer: {c}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_member_presenting_an_invalid_id_or_address_is_refused() {
+        let long = "x".repeat(257);
+        for (id, addr, why) in [
+            ("a b", "ws://h:1", "node id is not valid"),
+            ("", "ws://h:1", "node id is not valid"),
+            ("evil\u{202e}id", "ws://h:1", "node id is not valid"),
+            (long.as_str(), "ws://h:1", "node id is not valid"),
+            ("ok", "http://h:1", "address is not valid"),
+            ("ok", "ws://nohost", "address is not valid"),
+        ] {
+            let me = Role::Member {
+                id: NodeId::new(id),
+                generation: 1,
+                addr: addr.into(),
+            };
+            let (s, c) = handshake_as(cfg("a", None), cfg("a", None), me).await;
+            let s = s.unwrap_err();
+            assert!(s.contains(why), "{id:?} {addr:?}: {s}");
+            // The dialer learns of the refusal at once or on its next read.
+            if let Err(c) = c {
+                assert!(c.contains(why), "{id:?} {addr:?}: {c}");
+            }
+        }
     }
 
     #[tokio::test]
@@ -974,9 +1014,15 @@ mod tests {
     #[tokio::test]
     async fn a_bad_hello_header_is_refused_with_the_reason() {
         let e = listener_error_for_header("not base64!").await;
-        assert!(e.contains("undecodable x-gossip-hello header"), "{e}");
+        assert!(
+            e.contains("the x-gossip-hello header is not a Hello frame in base64"),
+            "{e}"
+        );
         let e = listener_error_for_header(&BASE64.encode(b"\x01\x02")).await;
-        assert!(e.contains("undecodable x-gossip-hello header"), "{e}");
+        assert!(
+            e.contains("the x-gossip-hello header is not a Hello frame in base64"),
+            "{e}"
+        );
         let proof = Frame::Proof { proof: Vec::new() }.encode();
         let e = listener_error_for_header(&BASE64.encode(proof)).await;
         assert!(

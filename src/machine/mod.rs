@@ -815,6 +815,7 @@ impl Machine {
     /// One frame from a member. An error means the frame has no place on a member
     /// connection (the caller closes it); the machine is unchanged then.
     pub fn handle_frame(&mut self, from: &NodeId, frame: Frame) -> Result<(), String> {
+        check_node_ids(&frame)?;
         self.heard(from);
         match frame {
             Frame::Events(events) => self.receive(from, events, true),
@@ -2132,6 +2133,27 @@ pub struct Sizes {
 /// The generation we run as: never below what our own record says (the WAL is the truth:
 /// a generation taken back from another claimant is logged before it is stored), and a new
 /// one if that record says we left (`left` is final for a generation).
+/// Events about a node id that no node could have (a forged or broken peer): the frame is
+/// refused whole, as a frame out of place is, before anything of it is applied.
+fn check_node_ids(frame: &Frame) -> Result<(), String> {
+    let events = match frame {
+        Frame::Events(events) => events,
+        Frame::Delta(delta) | Frame::Sync { delta, .. } | Frame::Audited { delta, .. } => {
+            &delta.events
+        }
+        _ => return Ok(()),
+    };
+    for e in events {
+        crate::names::validate_node_id(e.node().as_str()).map_err(|err| {
+            format!(
+                "a frame ({}) names an invalid node id: {err}",
+                frame.kind().as_str()
+            )
+        })?;
+    }
+    Ok(())
+}
+
 fn effective_identity(given: &Identity, roster: &Roster) -> Identity {
     let mut me = given.clone();
     if let Some(rec) = roster.record(&me.id) {

@@ -278,6 +278,19 @@ fn bad_names_are_refused_and_nothing_is_logged() {
 }
 
 #[test]
+fn a_frame_naming_an_invalid_node_id_is_refused_whole() {
+    let mut m = machine("a");
+    settle(&mut m);
+    let members = m.roster().num_records();
+    for bad in ["evil\u{202e}id", "a b", ""] {
+        let frame = Frame::Events(vec![peer_announcement("b"), peer_announcement(bad)]);
+        let err = m.handle_frame(&id("b"), frame).unwrap_err();
+        assert!(err.contains("invalid node id"), "{bad:?}: {err}");
+        assert_eq!(m.roster().num_records(), members, "nothing of it applied");
+    }
+}
+
+#[test]
 fn the_broadcast_queue_is_dropped_when_there_is_nobody_to_tell() {
     let mut m = machine("a");
     settle(&mut m);
