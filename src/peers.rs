@@ -153,27 +153,29 @@ impl Ctx {
         (ctx, control_rx, data_rx)
     }
 
+    /// Whether `key` was not said in the last [`REFUSAL_WARN_EVERY`] (and is now).
+    fn fresh(&self, key: (String, String)) -> bool {
+        let now = std::time::Instant::now();
+        let mut said = self
+            .refusals_warned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if said.len() > 1024 {
+            said.retain(|_, at| now.duration_since(*at) < REFUSAL_WARN_EVERY);
+        }
+        match said.get(&key) {
+            Some(at) if now.duration_since(*at) < REFUSAL_WARN_EVERY => false,
+            _ => {
+                said.insert(key, now);
+                true
+            }
+        }
+    }
+
     /// A refused handshake, at WARN once per address and reason per [`REFUSAL_WARN_EVERY`],
     /// else at DEBUG.
     fn warn_refusal(&self, addr: &str, error: &TransportError, what: &'static str) {
-        let now = std::time::Instant::now();
-        let key = (addr.to_owned(), error.to_string());
-        let fresh = {
-            let mut warned = self
-                .refusals_warned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if warned.len() > 1024 {
-                warned.retain(|_, at| now.duration_since(*at) < REFUSAL_WARN_EVERY);
-            }
-            match warned.get(&key) {
-                Some(at) if now.duration_since(*at) < REFUSAL_WARN_EVERY => false,
-                _ => {
-                    warned.insert(key, now);
-                    true
-                }
-            }
-        };
+        let fresh = self.fresh((addr.to_owned(), error.to_string()));
         if fresh {
             tracing::warn!(%addr, %error, "{what} (said once per 30 s per peer and reason)");
         } else {
@@ -260,17 +262,37 @@ pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: tokio::net::TcpListener
                     run_member(ctx2, ws, id, None, Some((generation, addr))).await
                 }
                 Err(e) => {
-                    // A flood of bad connections must not become a flood of log lines.
+                    // A flood of bad connections must not become a flood of log lines, nor
+                    // hide a later peer's failure of another kind: once per 30 s per remote
+                    // host and kind of failure.
                     ctx2.metrics.handshake_failures.inc();
                     let n = ctx2.metrics.handshake_failures.get();
-                    if n <= 10 || n.is_multiple_of(1000) {
-                        tracing::info!(%remote, error = %e, failures_so_far = n, "handshake failed");
+                    let key = (format!("inbound {}", remote.ip()), failure_kind(&e).to_owned());
+                    if ctx2.fresh(key) {
+                        tracing::info!(%remote, error = %e, failures_so_far = n, "handshake failed (said once per 30 s per host and kind of failure)");
                     } else {
                         tracing::debug!(%remote, error = %e, "handshake failed");
                     }
                 }
             }
         });
+    }
+}
+
+/// What kind of failure a handshake error is, for grouping log lines (never the peer's own
+/// words: they could make every line new).
+fn failure_kind(e: &TransportError) -> &'static str {
+    match e {
+        TransportError::Io(_) => "io",
+        TransportError::Ws(_) => "websocket",
+        TransportError::Timeout(_) => "timeout",
+        TransportError::Rejected(_) => "rejected",
+        TransportError::Refused(_) => "refused",
+        TransportError::Protocol(_) => "protocol",
+        TransportError::Auth(_) => "authentication",
+        TransportError::Closed => "closed",
+        TransportError::BadAddress(_) => "address",
+        TransportError::Tls(_) => "tls",
     }
 }
 
@@ -333,12 +355,13 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
                     ctx.warn_refusal(&addr, &e, "peer refused the connection");
                     Some(reason.clone())
                 }
-                TransportError::Refused(_) => {
+                // A dialer's Auth error is its own check of the listener's proof failing.
+                TransportError::Refused(_) | TransportError::Auth(_) => {
                     ctx.warn_refusal(&addr, &e, "refused the peer");
                     None
                 }
-                TransportError::Auth(_) | TransportError::Tls(_) => {
-                    ctx.warn_refusal(&addr, &e, "peer refused the connection");
+                TransportError::Tls(_) => {
+                    ctx.warn_refusal(&addr, &e, "TLS with the peer failed");
                     None
                 }
                 _ => {
