@@ -57,6 +57,8 @@ pub const MIN_FRAME_BYTES: usize = 64 * 1024;
 /// The start of a `Reject` reason that means "your node id is held by a live member": the
 /// dialer stops instead of retrying.
 pub const ID_IN_USE: &str = "node id in use: ";
+/// How often dropped events naming invalid node ids are reported at INFO.
+const INVALID_IDS_SAID_EVERY: Duration = Duration::from_secs(30);
 
 /// Dissemination knobs. Defaults are tuned for a LAN.
 #[derive(Clone, Debug)]
@@ -227,6 +229,8 @@ pub struct Machine {
     /// The member whose answer made us joined (a seed, usually): it answered everyone who
     /// joined through it, so a follow-up round goes to it.
     joined_via: Option<NodeId>,
+    /// When events naming invalid node ids were last reported (once per 30 s).
+    invalid_ids_said: Option<Duration>,
     /// When a seed no member of our roster lives at is next tried ([`Machine::unmet_seed`]).
     next_seed_check: Duration,
     /// Seed checks so far that found a seed unmet (the wait doubles with each).
@@ -354,6 +358,7 @@ impl Machine {
             next_anti_entropy: now + config.gossip.anti_entropy_interval,
             follow_up_round: None,
             joined_via: None,
+            invalid_ids_said: None,
             next_seed_check: Duration::ZERO,
             seed_checks: 0,
             next_round: now,
@@ -815,7 +820,7 @@ impl Machine {
     /// One frame from a member. An error means the frame has no place on a member
     /// connection (the caller closes it); the machine is unchanged then.
     pub fn handle_frame(&mut self, from: &NodeId, frame: Frame) -> Result<(), String> {
-        check_node_ids(&frame)?;
+        let frame = self.drop_invalid_node_ids(from, frame);
         self.heard(from);
         match frame {
             Frame::Events(events) => self.receive(from, events, true),
@@ -895,6 +900,43 @@ impl Machine {
 
     /// Start-up: the announcement (or re-announcement after a leave), start-up actors, and
     /// an incarnation above anything said of us before.
+    /// Drops events about a node id that no node could have (a forged peer, or a release
+    /// before the check that let one in); the rest of the frame applies as ever. Closing the
+    /// connection instead would bring the same record back with the next round.
+    fn drop_invalid_node_ids(&mut self, from: &NodeId, mut frame: Frame) -> Frame {
+        let events = match &mut frame {
+            Frame::Events(events) => events,
+            Frame::Delta(delta) | Frame::Sync { delta, .. } | Frame::Audited { delta, .. } => {
+                &mut delta.events
+            }
+            _ => return frame,
+        };
+        let before = events.len();
+        let mut example = None;
+        events.retain(
+            |e| match crate::names::validate_node_id(e.node().as_str()) {
+                Ok(()) => true,
+                Err(err) => {
+                    example.get_or_insert(err);
+                    false
+                }
+            },
+        );
+        if let Some(err) = example {
+            let dropped = before - events.len();
+            let quiet = self
+                .invalid_ids_said
+                .is_some_and(|t| self.now < t + INVALID_IDS_SAID_EVERY);
+            if quiet {
+                tracing::debug!(peer = %from, dropped, %err, "dropped events naming invalid node ids");
+            } else {
+                self.invalid_ids_said = Some(self.now);
+                tracing::info!(peer = %from, dropped, %err, "dropped events naming invalid node ids (said once per 30 s)");
+            }
+        }
+        frame
+    }
+
     fn start_own_record(&mut self) {
         let (data, liveness) = self
             .own
@@ -2133,27 +2175,6 @@ pub struct Sizes {
 /// The generation we run as: never below what our own record says (the WAL is the truth:
 /// a generation taken back from another claimant is logged before it is stored), and a new
 /// one if that record says we left (`left` is final for a generation).
-/// Events about a node id that no node could have (a forged or broken peer): the frame is
-/// refused whole, as a frame out of place is, before anything of it is applied.
-fn check_node_ids(frame: &Frame) -> Result<(), String> {
-    let events = match frame {
-        Frame::Events(events) => events,
-        Frame::Delta(delta) | Frame::Sync { delta, .. } | Frame::Audited { delta, .. } => {
-            &delta.events
-        }
-        _ => return Ok(()),
-    };
-    for e in events {
-        crate::names::validate_node_id(e.node().as_str()).map_err(|err| {
-            format!(
-                "a frame ({}) names an invalid node id: {err}",
-                frame.kind().as_str()
-            )
-        })?;
-    }
-    Ok(())
-}
-
 fn effective_identity(given: &Identity, roster: &Roster) -> Identity {
     let mut me = given.clone();
     if let Some(rec) = roster.record(&me.id) {
