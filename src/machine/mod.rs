@@ -898,8 +898,6 @@ impl Machine {
 
     // ---- our own record ----
 
-    /// Start-up: the announcement (or re-announcement after a leave), start-up actors, and
-    /// an incarnation above anything said of us before.
     /// Drops events about a node id that no node could have (a forged peer, or a release
     /// before the check that let one in); the rest of the frame applies as ever. Closing the
     /// connection instead would bring the same record back with the next round.
@@ -937,6 +935,8 @@ impl Machine {
         frame
     }
 
+    /// Start-up: the announcement (or re-announcement after a leave), start-up actors, and
+    /// an incarnation above anything said of us before.
     fn start_own_record(&mut self) {
         let (data, liveness) = self
             .own
