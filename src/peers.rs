@@ -165,6 +165,9 @@ impl Ctx {
         }
         match said.get(&key) {
             Some(at) if now.duration_since(*at) < REFUSAL_WARN_EVERY => false,
+            // Over a thousand keys said within the window (a flood from many hosts): the
+            // map stays bounded and the rest goes to DEBUG.
+            None if said.len() > 1024 => false,
             _ => {
                 said.insert(key, now);
                 true
