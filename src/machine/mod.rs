@@ -186,6 +186,10 @@ const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
 const JOIN_RETRY_FIRST: Duration = Duration::from_millis(100);
 /// Most configured or discovered seeds one join attempt sends to (a random sample beyond).
 const JOIN_SEEDS_MAX: usize = 32;
+/// A join sends our record ahead of its digest only up to this many entries (actors,
+/// tags, health) and bytes; see [`Machine::own_record_for_join`].
+const JOIN_RECORD_ENTRIES: usize = 64;
+const JOIN_RECORD_BYTES: usize = 16 * 1024;
 /// Most other addresses of our own remembered.
 const MAX_OWN_ADDRS: usize = 16;
 /// Most peers of the data dir's roster kept as join candidates: a random sample. A join
@@ -270,6 +274,8 @@ pub struct Machine {
     /// (and so its list of actors) is gone.
     owned_by: FastMap<NodeId, BTreeSet<String>>,
     owners_announced: bool,
+    /// A join is due but waits for our announcement to be durable.
+    join_waits_for_own: bool,
     out: Ready,
 }
 
@@ -380,6 +386,7 @@ impl Machine {
             owners: FastMap::default(),
             owned_by: FastMap::default(),
             owners_announced: false,
+            join_waits_for_own: false,
             out: Ready::default(),
             config,
         };
@@ -588,6 +595,14 @@ impl Machine {
                 }
             }
         }
+        if self.join_waits_for_own && self.roster.record(&self.me.id).is_some() {
+            self.join_tick();
+        }
+    }
+
+    /// Whether a change of our own record waits for durability.
+    fn own_change_held(&self) -> bool {
+        self.held.iter().any(|(_, h)| matches!(h, Held::Own { .. }))
     }
 
     /// A local command; its reply comes once what it changed is durable.
@@ -1839,6 +1854,14 @@ impl Machine {
         if self.now < self.next_join || self.left || !self.needs_seeds() {
             return;
         }
+        // A new node's announcement is on its way to disk (a moment under `--fsync batch`):
+        // the join waits for it, so that the record goes with it (see
+        // [`Machine::own_record_for_join`]); `handle_durable` sends it then.
+        if self.roster.record(&self.me.id).is_none() && self.own_change_held() {
+            self.join_waits_for_own = true;
+            return;
+        }
+        self.join_waits_for_own = false;
         // Every seed (they are few: configured, or one DNS name's addresses), and a few of
         // the remembered peers: a node rejoining a cluster of 1,000 must not send 999
         // digests (of 1,000 entries each) per attempt.
@@ -1850,6 +1873,7 @@ impl Machine {
             Frame::Digest(self.digest())
         };
         let wire = encode(&frame);
+        let own = self.own_record_for_join();
         let k = self.config.gossip.fanout.max(1);
         let mut chosen = if self.seeds.len() <= JOIN_SEEDS_MAX {
             self.seeds.clone()
@@ -1864,11 +1888,32 @@ impl Machine {
         chosen.sort();
         chosen.dedup();
         for seed in chosen {
+            if let Some(own) = &own {
+                self.send(Dest::addr(&seed), own.clone(), false);
+            }
             self.send(Dest::addr(&seed), wire.clone(), false);
         }
         let wait = self.join_delay.mul_f64(self.rng.gen_range(0.8..1.2));
         self.next_join = self.now + wait;
         self.join_delay = (self.join_delay * 2).min(JOIN_RETRY_MAX);
+    }
+
+    /// Our whole record as a delta, to go ahead of a join's digest when it is small (a new
+    /// node's is its announcement): the seed learns of us from our first frame and spreads
+    /// the news at once, where the digest exchange would bring it our record only in its
+    /// third leg (digest, sync, then our delta), a round trip later. A large record (a
+    /// restart with many actors) waits for that exchange, which sends it once.
+    fn own_record_for_join(&self) -> Option<Wire> {
+        let rec = self.roster.record(&self.me.id)?;
+        if rec.actors.len() + rec.tags.len() + rec.health.len() > JOIN_RECORD_ENTRIES {
+            return None;
+        }
+        let delta = gossip::delta_for_record(&self.roster, &self.me.id, None, true);
+        if delta.events.is_empty() {
+            return None;
+        }
+        let wire = encode(&Frame::Delta(delta));
+        (wire.len() <= JOIN_RECORD_BYTES.min(self.config.max_frame_bytes)).then_some(wire)
     }
 
     /// Members we may gossip to: announced, not dead or gone, not us. Random, at most `n`.

@@ -400,10 +400,11 @@ fn every_frame_stays_under_the_cap_even_for_a_huge_record() {
 }
 
 /// The addresses the Ready sends join digests to, sorted.
+/// Where a join's digest (or audit, for a node holding a roster) went.
 fn digests_to(ready: &Ready) -> Vec<String> {
     let mut to: Vec<String> = frames(ready)
         .into_iter()
-        .filter(|(_, f)| matches!(f, Frame::Digest(_)))
+        .filter(|(_, f)| matches!(f, Frame::Digest(_) | Frame::Audit { .. }))
         .filter_map(|(d, _)| d.addr)
         .collect();
     to.sort();
@@ -1229,4 +1230,69 @@ fn an_audit_to_a_peer_out_of_sync_opens_a_digest_exchange() {
             .any(|(d, f)| d.id.as_ref() == Some(&id("a")) && matches!(f, Frame::Digest(_))),
         "{answers:?}"
     );
+}
+
+/// The frames a join sent to `seed`, in order.
+fn join_frames(r: &Ready, seed: &str) -> Vec<Frame> {
+    frames(r)
+        .into_iter()
+        .filter(|(to, _)| to.addr.as_deref() == Some(seed))
+        .map(|(_, f)| f)
+        .collect()
+}
+
+#[test]
+fn a_join_carries_the_new_nodes_record_ahead_of_its_digest() {
+    // Before, a seed learnt of a joiner only in the third leg of the digest exchange
+    // (digest, sync, then the joiner's delta): a round trip later than its first frame.
+    let mut a = Machine::new(config("a", &["sim://s"]), Roster::new(), 0, 7, ms(0)).unwrap();
+    // The first tick comes before our announcement is durable: the join waits for it.
+    a.handle_tick(ms(0));
+    let early = a.take_ready();
+    assert!(
+        join_frames(&early, "sim://s").is_empty(),
+        "{:?}",
+        frames(&early)
+    );
+    let r = settle(&mut a);
+    let sent = join_frames(&r, "sim://s");
+    assert!(
+        matches!(sent.as_slice(), [Frame::Delta(d), Frame::Digest(_)]
+            if d.events.iter().any(|e| matches!(e, ClusterEvent::NewNode { node, .. } if *node == id("a")))
+            && d.covers.iter().any(|c| c.node == id("a"))),
+        "{sent:?}"
+    );
+    // The seed spreads the joiner at once, before any digest exchange.
+    let mut s = machine("s");
+    settle(&mut s);
+    for p in ["b", "c"] {
+        s.handle_frame(&id(p), Frame::Events(vec![peer_announcement(p)]))
+            .unwrap();
+    }
+    s.handle_tick(ms(1_000));
+    settle(&mut s);
+    s.handle_frame(&id("a"), sent[0].clone()).unwrap();
+    let spread = settle(&mut s);
+    assert!(s
+        .roster()
+        .record(&id("a"))
+        .is_some_and(|r| r.is_announced()));
+    let gossiped = frames(&spread).iter().any(|(to, f)| {
+        to.id.as_ref() != Some(&id("a"))
+            && matches!(f, Frame::Events(ev) if ev.iter().any(|e| *e.node() == id("a")))
+    });
+    assert!(gossiped, "{:?}", frames(&spread));
+}
+
+#[test]
+fn a_join_leaves_a_large_record_to_the_digest_exchange() {
+    let mut cfg = config("a", &["sim://s"]);
+    cfg.actors = (0..=JOIN_RECORD_ENTRIES)
+        .map(|i| format!("actor-{i}"))
+        .collect();
+    let mut a = Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap();
+    a.handle_tick(ms(0));
+    let r = settle(&mut a);
+    let sent = join_frames(&r, "sim://s");
+    assert!(matches!(sent.as_slice(), [Frame::Digest(_)]), "{sent:?}");
 }
