@@ -116,6 +116,17 @@ pub struct MachineConfig {
     pub downing: downing::DowningConfig,
 }
 
+/// Whether a member announced at `addr` could be dialed by a node at `ours`: on WebSockets,
+/// `ws://` or `wss://` with a host and a port (what a Hello must carry); the simulation's
+/// addresses need only be non-empty.
+fn dialable(ours: &str, addr: &str) -> bool {
+    if ours.starts_with("ws://") || ours.starts_with("wss://") {
+        crate::transport::host_port(addr).is_ok()
+    } else {
+        !addr.is_empty()
+    }
+}
+
 /// The version floor at wall-clock time `unix_ms`: 2^20 versions per millisecond, more than
 /// a process can write (a life that started at T wrote fewer than (now - T) * 2^20), with
 /// room in a u64 for centuries.
@@ -913,9 +924,10 @@ impl Machine {
 
     // ---- our own record ----
 
-    /// Drops events about a node id that no node could have (a forged peer, or a release
-    /// before the check that let one in); the rest of the frame applies as ever. Closing the
-    /// connection instead would bring the same record back with the next round.
+    /// Drops events about a node id that no node could have, and announcements of an address
+    /// no node could be dialed at (a forged peer, or a release before these checks that let
+    /// one in); the rest of the frame applies as ever. Closing the connection instead would
+    /// bring the same record back with the next round.
     fn drop_invalid_node_ids(&mut self, from: &NodeId, mut frame: Frame) -> Frame {
         let events = match &mut frame {
             Frame::Events(events) => events,
@@ -925,26 +937,34 @@ impl Machine {
             _ => return frame,
         };
         let before = events.len();
-        let mut example = None;
-        events.retain(
-            |e| match crate::names::validate_node_id(e.node().as_str()) {
-                Ok(()) => true,
-                Err(err) => {
-                    example.get_or_insert(err);
+        let mut example: Option<String> = None;
+        let dialable = |addr: &str| dialable(&self.addr, addr);
+        events.retain(|e| {
+            if let Err(err) = crate::names::validate_node_id(e.node().as_str()) {
+                example.get_or_insert(err.to_string());
+                return false;
+            }
+            match e {
+                ClusterEvent::NewNode { addr, .. } if !dialable(addr) => {
+                    example.get_or_insert(format!(
+                        "{} announced at {addr:?}, not a ws:// or wss:// host:port",
+                        e.node()
+                    ));
                     false
                 }
-            },
-        );
+                _ => true,
+            }
+        });
         if let Some(err) = example {
             let dropped = before - events.len();
             let quiet = self
                 .invalid_ids_said
                 .is_some_and(|t| self.now < t + INVALID_IDS_SAID_EVERY);
             if quiet {
-                tracing::debug!(peer = %from, dropped, %err, "dropped events naming invalid node ids");
+                tracing::debug!(peer = %from, dropped, %err, "dropped events naming invalid node ids or addresses");
             } else {
                 self.invalid_ids_said = Some(self.now);
-                tracing::info!(peer = %from, dropped, %err, "dropped events naming invalid node ids (said once per 30 s)");
+                tracing::info!(peer = %from, dropped, %err, "dropped events naming invalid node ids or addresses (said once per 30 s)");
             }
         }
         frame

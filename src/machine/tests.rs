@@ -290,6 +290,37 @@ fn events_naming_an_invalid_node_id_are_dropped_and_the_rest_applied() {
 }
 
 #[test]
+fn announcements_of_an_address_no_node_could_dial_are_dropped_and_the_rest_applied() {
+    // A trial injected a valid id announced at `http://...` and at "": every member listed it.
+    let mut cfg = config("a", &[]);
+    cfg.addr = "ws://127.0.0.1:7000".into();
+    let mut m = Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap();
+    settle(&mut m);
+    let at = |name: &str, addr: &str| ClusterEvent::NewNode {
+        node: id(name),
+        generation: 1,
+        version: 1,
+        addr: addr.into(),
+        actors: Default::default(),
+    };
+    for bad in ["", "http://127.0.0.1:7001", "ws://nohost", "sim://x"] {
+        let frame = Frame::Events(vec![at("x", bad), at("b", "wss://b.example:7002")]);
+        m.handle_frame(&id("b"), frame).unwrap();
+        assert!(m.roster().record(&id("x")).is_none(), "{bad:?} was applied");
+        assert!(m.roster().record(&id("b")).is_some());
+    }
+    let frame = Frame::Delta(Delta {
+        events: vec![at("y", "ws://10.0.0.9:7003")],
+        covers: Vec::new(),
+    });
+    m.handle_frame(&id("b"), frame).unwrap();
+    assert!(m
+        .roster()
+        .record(&id("y"))
+        .is_some_and(|r| r.is_announced()));
+}
+
+#[test]
 fn the_broadcast_queue_is_dropped_when_there_is_nobody_to_tell() {
     let mut m = machine("a");
     settle(&mut m);
