@@ -846,7 +846,7 @@ impl Machine {
     /// One frame from a member. An error means the frame has no place on a member
     /// connection (the caller closes it); the machine is unchanged then.
     pub fn handle_frame(&mut self, from: &NodeId, frame: Frame) -> Result<(), String> {
-        let frame = self.drop_invalid_node_ids(from, frame);
+        let frame = self.drop_invalid_events(from, frame);
         self.heard(from);
         match frame {
             Frame::Events(events) => self.receive(from, events, true),
@@ -928,7 +928,7 @@ impl Machine {
     /// no node could be dialed at (a forged peer, or a release before these checks that let
     /// one in); the rest of the frame applies as ever. Closing the connection instead would
     /// bring the same record back with the next round.
-    fn drop_invalid_node_ids(&mut self, from: &NodeId, mut frame: Frame) -> Frame {
+    fn drop_invalid_events(&mut self, from: &NodeId, mut frame: Frame) -> Frame {
         let events = match &mut frame {
             Frame::Events(events) => events,
             Frame::Delta(delta) | Frame::Sync { delta, .. } | Frame::Audited { delta, .. } => {
@@ -938,14 +938,14 @@ impl Machine {
         };
         let before = events.len();
         let mut example: Option<String> = None;
-        let dialable = |addr: &str| dialable(&self.addr, addr);
+        let ours = &self.addr;
         events.retain(|e| {
             if let Err(err) = crate::names::validate_node_id(e.node().as_str()) {
                 example.get_or_insert(err.to_string());
                 return false;
             }
             match e {
-                ClusterEvent::NewNode { addr, .. } if !dialable(addr) => {
+                ClusterEvent::NewNode { addr, .. } if !dialable(ours, addr) => {
                     example.get_or_insert(format!(
                         "{} announced at {addr:?}, not a ws:// or wss:// host:port",
                         e.node()

@@ -430,8 +430,8 @@ fn every_frame_stays_under_the_cap_even_for_a_huge_record() {
     }
 }
 
-/// The addresses the Ready sends join digests to, sorted.
-/// Where a join's digest (or audit, for a node holding a roster) went.
+/// The addresses the Ready sends a join's digest (or audit, for a node holding a roster)
+/// to, sorted.
 fn digests_to(ready: &Ready) -> Vec<String> {
     let mut to: Vec<String> = frames(ready)
         .into_iter()
