@@ -1327,3 +1327,58 @@ fn a_join_leaves_a_large_record_to_the_digest_exchange() {
     let sent = join_frames(&r, "sim://s");
     assert!(matches!(sent.as_slice(), [Frame::Digest(_)]), "{sent:?}");
 }
+
+/// `b`'s record of `generation` announced in chunks of `chunk` of `names`, one frame each.
+fn announce_in_chunks(m: &mut Machine, generation: Generation, names: &[String], chunk: usize) {
+    for (i, part) in names.chunks(chunk).enumerate() {
+        let event = ClusterEvent::NewNode {
+            node: id("b"),
+            generation,
+            version: i as u64 + 1,
+            addr: "sim://b".into(),
+            actors: part.iter().cloned().collect(),
+        };
+        m.handle_frame(&id("b"), Frame::Events(vec![event]))
+            .unwrap();
+        settle(m);
+        m.handle_tick(ms(10 * (i as u64 + 1)));
+        m.take_ready();
+        for actor in names {
+            assert_eq!(
+                m.tracked_owner(actor),
+                crate::owner::owner(m.roster(), actor).as_ref(),
+                "{actor} after chunk {i} of generation {generation}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_record_announced_in_chunks_costs_each_actor_one_owner_lookup_and_hands_over_the_old_generations(
+) {
+    // a and b host the same 2,000 actors; b comes back as a new generation (a new data dir,
+    // or after a leave) and announces them 100 at a time, as a restart with many actors does.
+    let names: Vec<String> = (0..2_000).map(|i| format!("x{i}")).collect();
+    let mut cfg = config("a", &[]);
+    cfg.actors = names.clone();
+    let mut m = Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap();
+    settle(&mut m);
+    announce_in_chunks(&mut m, 1, &names, 2_000);
+    let b_owns = names
+        .iter()
+        .filter(|a| m.tracked_owner(a) == Some(&id("b")))
+        .count();
+    assert!(b_owns > 500, "b owns {b_owns} of 2,000");
+    let before = m.counters().owner_recomputations;
+    // After the first chunk of generation 2, what generation 1 owned and generation 2 has
+    // not announced yet is a's (checked after every chunk).
+    announce_in_chunks(&mut m, 2, &names, 100);
+    let lookups = m.counters().owner_recomputations - before;
+    // Each chunk its own 100, and the first one also what b owned (before: every chunk
+    // looked up the whole record so far, 21,000 lookups for these 20 chunks).
+    assert!(
+        lookups <= names.len() as u64 + b_owns as u64 + 100,
+        "{lookups} owner lookups for {} actors",
+        names.len()
+    );
+}
