@@ -60,6 +60,20 @@ pub fn settle_time(window: Duration, n: usize) -> Duration {
 /// must not hold 100,000 events per node in memory until their budgets are spent.
 pub const MAX_QUEUED: usize = 16_384;
 
+/// Data news (records' content, not liveness: a suspicion and its refutation must be
+/// pushed) a node queues for gossip at most at once, and per second after that; beyond, it
+/// is not queued at all and anti-entropy alone carries it. Push costs every node
+/// `budget x size` of sends (and its peers as much decoding): a restart with 100,000 actors,
+/// about 2 MB of announcements, cost each of 4 nodes 20 to 40 MB and seconds of work, enough
+/// to starve probes into false suspicions. A cap on the queue alone was not enough (the
+/// record arrives frame by frame and each refilled it), nor was one round per event (each
+/// node missed some of them, and the repair of a hole sends everything above the peer's
+/// watermark). A digest exchange sends a peer what it lacks once, with the coverage that
+/// ends the repair.
+pub const DATA_NEWS_BURST: usize = 64 * 1024;
+/// See [`DATA_NEWS_BURST`].
+pub const DATA_NEWS_PER_S: usize = 64 * 1024;
+
 /// Framing overhead allowed for per frame on top of the encoded events.
 pub const FRAME_OVERHEAD: usize = 64;
 
@@ -107,13 +121,29 @@ struct Queued {
 ///
 /// Bounded ([`MAX_QUEUED`]) with `O(log n)` push and per-event take: an ordered index by
 /// sends left (most first, then oldest first) beside a map from event to its slot.
-#[derive(Default)]
 pub struct Broadcasts {
     slots: crate::roster::FastMap<Arc<ClusterEvent>, Queued>,
     order: BTreeMap<(Reverse<u32>, u64), Arc<ClusterEvent>>,
     next_seq: u64,
     /// Queued events never sent yet (news: they go out without waiting for a round).
     fresh: usize,
+    /// Bytes of data news (by [`encoded_len`]) it may still take: a token bucket of
+    /// [`DATA_NEWS_BURST`], refilled at [`DATA_NEWS_PER_S`].
+    allowance: usize,
+    refilled_at: Option<Duration>,
+}
+
+impl Default for Broadcasts {
+    fn default() -> Self {
+        Broadcasts {
+            slots: Default::default(),
+            order: BTreeMap::new(),
+            next_seq: 0,
+            fresh: 0,
+            allowance: DATA_NEWS_BURST,
+            refilled_at: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Broadcasts {
@@ -125,6 +155,18 @@ impl std::fmt::Debug for Broadcasts {
 }
 
 impl Broadcasts {
+    /// Earns data news allowance for the time since the last call (see [`DATA_NEWS_BURST`]).
+    pub fn refill(&mut self, now: Duration) {
+        let last = *self.refilled_at.get_or_insert(now);
+        let earned = (now.saturating_sub(last).as_secs_f64() * DATA_NEWS_PER_S as f64) as usize;
+        if earned > 0 {
+            self.allowance = (self.allowance + earned).min(DATA_NEWS_BURST);
+            self.refilled_at = Some(now);
+        }
+    }
+
+    /// Queues `event` for `budget` sends, unless it is data beyond the allowance (then
+    /// anti-entropy carries it; see [`DATA_NEWS_BURST`]).
     pub fn push(&mut self, event: ClusterEvent, budget: u32) {
         if budget == 0 {
             return;
@@ -155,9 +197,15 @@ impl Broadcasts {
                 self.fresh -= 1;
             }
         }
+        let bytes = encoded_len(&event);
+        if event.is_data() {
+            if bytes > self.allowance {
+                return;
+            }
+            self.allowance -= bytes;
+        }
         self.next_seq += 1;
         let seq = self.next_seq;
-        let bytes = encoded_len(&event);
         let shared = Arc::new(event);
         self.order.insert((Reverse(budget), seq), shared.clone());
         self.slots.insert(
@@ -490,6 +538,52 @@ mod tests {
             vec![ev(1), ev(2)],
             "raised to 6 sends: two rounds of 3"
         );
+    }
+
+    #[test]
+    fn data_news_beyond_its_allowance_is_left_to_anti_entropy_liveness_never() {
+        let added = |i: usize| ClusterEvent::ActorAdded {
+            node: NodeId::new("a"),
+            generation: 1,
+            version: i as u64,
+            actor: format!("{i:0>1000}"),
+        };
+        let each = encoded_len(&added(0));
+        let fit = DATA_NEWS_BURST / each;
+        let mut q = Broadcasts::default();
+        q.refill(Duration::ZERO);
+        for i in 0..2 * fit {
+            q.push(added(i), 9);
+        }
+        assert_eq!(
+            q.len(),
+            fit,
+            "a burst's worth queued, the rest left to anti-entropy"
+        );
+        // Those go out with their whole budget: three rounds of three.
+        for _ in 0..3 {
+            assert_eq!(
+                q.take_round(usize::MAX, 3),
+                (0..fit).map(added).collect::<Vec<_>>()
+            );
+        }
+        assert!(q.is_empty());
+        // Sending does not earn allowance back; time does, at its rate.
+        q.push(added(100_000), 9);
+        assert!(q.is_empty());
+        q.refill(Duration::from_millis(500));
+        for i in 0..fit {
+            q.push(added(200_000 + i), 9);
+        }
+        let half = DATA_NEWS_PER_S / 2 / each;
+        assert!(
+            (half..=half + 1).contains(&q.len()),
+            "{} after half a second",
+            q.len()
+        );
+        // Liveness is always queued.
+        q.push(ev(1), 9);
+        assert_eq!(q.slots[&ev(1)].left, 9);
     }
 
     #[test]

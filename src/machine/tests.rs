@@ -1382,3 +1382,49 @@ fn a_record_announced_in_chunks_costs_each_actor_one_owner_lookup_and_hands_over
         names.len()
     );
 }
+
+#[test]
+fn news_is_topped_up_only_by_a_delta_that_teaches_members() {
+    let mut m = machine("a");
+    settle(&mut m);
+    for peer in ["b", "c"] {
+        m.handle_frame(&id(peer), Frame::Events(vec![peer_announcement(peer)]))
+            .unwrap();
+    }
+    settle(&mut m);
+    let x = ClusterEvent::ActorAdded {
+        node: id("b"),
+        generation: 1,
+        version: 2,
+        actor: "x".into(),
+    };
+    m.handle_frame(&id("b"), Frame::Events(vec![x.clone()]))
+        .unwrap();
+    // Repair from c after every round: it changes the roster (c's actors), not who is in it.
+    let mut sends = 0;
+    for t in 1..=40u64 {
+        settle(&mut m);
+        m.handle_tick(ms(5 * t));
+        for (_, f) in frames(&m.take_ready()) {
+            if matches!(&f, Frame::Events(e) if e.contains(&x)) {
+                sends += 1;
+            }
+        }
+        let repair = ClusterEvent::ActorAdded {
+            node: id("c"),
+            generation: 1,
+            version: 1 + t,
+            actor: format!("y{t}"),
+        };
+        m.handle_frame(
+            &id("c"),
+            Frame::Delta(Delta {
+                events: vec![repair],
+                covers: Vec::new(),
+            }),
+        )
+        .unwrap();
+    }
+    // 3 members: a budget of 3 * ceil(log2(4)) = 6 sends (before: topped up by every delta).
+    assert!((1..=6).contains(&sends), "x sent {sends} times");
+}
