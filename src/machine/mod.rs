@@ -57,6 +57,10 @@ pub const MIN_FRAME_BYTES: usize = 64 * 1024;
 /// The start of a `Reject` reason that means "your node id is held by a live member": the
 /// dialer stops instead of retrying.
 pub const ID_IN_USE: &str = "node id in use: ";
+/// How long a large part of a record sent to a peer is not sent to it again (unless the
+/// record changed): see [`Machine::skip_recent_resends`].
+const RESEND_AFTER: Duration = Duration::from_secs(2);
+
 /// How often dropped events naming invalid node ids are reported at INFO.
 const INVALID_IDS_SAID_EVERY: Duration = Duration::from_secs(30);
 
@@ -259,6 +263,9 @@ pub struct Machine {
     last_heard: FastMap<NodeId, Duration>,
     /// Reaped members, oldest first: forgotten for good one more TTL later.
     reaped: VecDeque<(Duration, NodeId)>,
+    /// Large parts of records sent to a peer lately, by (peer, record): the generation and
+    /// version sent up to, and when (see [`Machine::skip_recent_resends`]).
+    sent_lately: FastMap<(NodeId, NodeId), (Generation, Version, Duration)>,
     /// Members reaped while dead, newest last, with their address: tried now and then
     /// for [`RECONNECT_WINDOW`], in case they were only on the other side of a partition.
     reconnect: VecDeque<(Duration, NodeId, String)>,
@@ -388,6 +395,7 @@ impl Machine {
             next_round: now,
             last_heard: FastMap::default(),
             reaped: VecDeque::new(),
+            sent_lately: FastMap::default(),
             reconnect: VecDeque::new(),
             left: false,
             ttls: BTreeMap::new(),
@@ -2051,7 +2059,8 @@ impl Machine {
 
     /// Sends a delta back to `to` split into frames under the size cap; the last one is
     /// built by `last` (and carries the coverage, which holds only once all events arrived).
-    fn send_delta(&mut self, to: &NodeId, delta: Delta, last: impl FnOnce(Delta) -> Frame) {
+    fn send_delta(&mut self, to: &NodeId, mut delta: Delta, last: impl FnOnce(Delta) -> Frame) {
+        self.skip_recent_resends(to, &mut delta);
         let mut chunks = gossip::chunks(delta.events, self.config.max_frame_bytes);
         let tail = chunks.pop().unwrap_or_default();
         for events in chunks {
@@ -2078,6 +2087,47 @@ impl Machine {
             covers,
         }));
         self.send(Dest::back(to), wire, false);
+    }
+
+    /// Takes out of `delta` the large parts of records (at least [`gossip::DATA_NEWS_BURST`]
+    /// bytes) that went to `to` less than [`RESEND_AFTER`] ago and have not changed since:
+    /// a peer answers again before it has taken in a large delta (2 MB of a restart with
+    /// 100,000 actors is a second's work on a busy node), and its watermark, which only the
+    /// delta's last frame moves, still asks for all of it. A restarted node sent its record
+    /// to each peer 4 to 6 times over. Small parts always go (cheap, and a lost delta is
+    /// repaired by the next exchange); a lost large one by the first after the wait.
+    fn skip_recent_resends(&mut self, to: &NodeId, delta: &mut Delta) {
+        let now = self.now;
+        self.sent_lately
+            .retain(|_, (_, _, at)| now.saturating_sub(*at) < RESEND_AFTER);
+        let mut bytes: BTreeMap<&NodeId, usize> = BTreeMap::new();
+        for e in &delta.events {
+            *bytes.entry(e.node()).or_default() += gossip::encoded_len(e);
+        }
+        let mut skip = BTreeSet::new();
+        for (node, b) in bytes {
+            let Some(rec) = self.roster.record(node) else {
+                continue;
+            };
+            if b < gossip::DATA_NEWS_BURST {
+                continue;
+            }
+            let key = (to.clone(), node.clone());
+            match self.sent_lately.get(&key) {
+                Some(&(g, v, _)) if g == rec.generation && v >= rec.version => {
+                    skip.insert(node.clone());
+                }
+                _ => {
+                    self.sent_lately
+                        .insert(key, (rec.generation, rec.version, now));
+                }
+            }
+        }
+        if !skip.is_empty() {
+            tracing::debug!(peer = %to, records = skip.len(), "a large delta sent lately: not again yet");
+            delta.events.retain(|e| !skip.contains(e.node()));
+            delta.covers.retain(|c| !skip.contains(&c.node));
+        }
     }
 
     fn send(&mut self, to: Dest, wire: Wire, probe: bool) {

@@ -1428,3 +1428,59 @@ fn news_is_topped_up_only_by_a_delta_that_teaches_members() {
     // 3 members: a budget of 3 * ceil(log2(4)) = 6 sends (before: topped up by every delta).
     assert!((1..=6).contains(&sends), "x sent {sends} times");
 }
+
+#[test]
+fn a_large_record_sent_to_a_peer_is_not_sent_to_it_again_for_a_while() {
+    // 5,000 actors: a record of about 190 KB, above the large-part threshold.
+    let mut cfg = config("a", &[]);
+    cfg.actors = (0..5_000)
+        .map(|i| format!("actor-{i:05}-of-a-large-record"))
+        .collect();
+    let mut m = Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap();
+    settle(&mut m);
+    m.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
+        .unwrap();
+    settle(&mut m);
+    // b asks with a digest that holds only itself, three times; c once.
+    let b_digest = || {
+        let mut r = Roster::new();
+        r.apply(&peer_announcement("b"));
+        Frame::Digest(r.digest().into_iter().collect())
+    };
+    let ask = |m: &mut Machine, who: &str, at: u64| -> usize {
+        m.handle_tick(ms(at));
+        m.take_ready();
+        m.handle_frame(&id(who), b_digest()).unwrap();
+        frames(&m.take_ready())
+            .iter()
+            .map(|(_, f)| match f {
+                Frame::Sync { delta, .. } | Frame::Delta(delta) => delta
+                    .events
+                    .iter()
+                    .filter(|e| e.node() == &id("a") && e.is_data())
+                    .count(),
+                _ => 0,
+            })
+            .sum()
+    };
+    let first = ask(&mut m, "b", 100);
+    assert!(first > 0, "the record goes to b");
+    assert_eq!(
+        ask(&mut m, "b", 600),
+        0,
+        "not again to b half a second later"
+    );
+    assert_eq!(ask(&mut m, "c", 700), first, "to another peer at once");
+    assert_eq!(
+        ask(&mut m, "b", 2_200),
+        first,
+        "again to b once the wait is over"
+    );
+    // A change of the record sends it at once.
+    m.handle_command(1, Command::AddActors(vec!["new".into()]));
+    settle(&mut m);
+    assert!(
+        ask(&mut m, "b", 2_300) > first,
+        "a changed record goes at once"
+    );
+}
