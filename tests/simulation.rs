@@ -830,6 +830,19 @@ impl Sim {
         self.carry_out(i);
     }
 
+    /// `calls` registrations of `per_call` actors each on slot `i` (`PREFIX-CALL-K`), 20 ms
+    /// apart, as a bulk load sends them.
+    fn register_in_calls(&mut self, i: usize, prefix: &str, calls: usize, per_call: usize) {
+        for call in 0..calls {
+            let names = (0..per_call)
+                .map(|k| format!("{prefix}-{call}-{k}"))
+                .collect();
+            self.command(i, names, true);
+            let t = self.now + 20;
+            self.run_until(t, |_| false);
+        }
+    }
+
     /// A tag or health command; tag changes are tracked until acknowledged.
     fn data_command(&mut self, i: usize, cmd: Command) {
         let Some(p) = self.slots[i].proc.as_mut() else {
@@ -1716,12 +1729,7 @@ fn bulk_registration_of_twenty_thousand_actors_while_probes_run_accuses_nobody()
         s.disk.latency_ms = 20;
     }
     sim.run_until(2_000, |_| false);
-    for chunk in 0..20 {
-        let names = (0..1_000).map(|k| format!("bulk-{chunk}-{k}")).collect();
-        sim.command(1, names, true);
-        let t = sim.now + 20;
-        sim.run_until(t, |_| false);
-    }
+    sim.register_in_calls(1, "bulk", 20, 1_000);
     let t = sim.now + 15_000;
     sim.run_until(t, |_| false);
     let report = sim.report(None, 0);
@@ -1745,12 +1753,7 @@ fn a_graceful_restart_with_many_actors_costs_each_node_a_few_copies_of_its_recor
     let n = 5;
     let mut sim = Sim::new(n, env_number("SIM_SEED", 11), 0.0);
     sim.run_until(2_000, |_| false);
-    for chunk in 0..20 {
-        let names = (0..1_000).map(|k| format!("actor-{chunk}-{k}")).collect();
-        sim.command(1, names, true);
-        let t = sim.now + 20;
-        sim.run_until(t, |_| false);
-    }
+    sim.register_in_calls(1, "actor", 20, 1_000);
     sim.run_until_quiet();
     let sent = |sim: &Sim| -> Vec<u64> { sim.slots.iter().map(|s| s.bytes_sent).collect() };
     let before = sent(&sim);
