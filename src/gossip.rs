@@ -74,6 +74,10 @@ pub const DATA_NEWS_BURST: usize = 64 * 1024;
 /// See [`DATA_NEWS_BURST`].
 pub const DATA_NEWS_PER_S: usize = 64 * 1024;
 
+/// Largest announcement a seed tells every member at once (`Machine::note_join`): an
+/// address and a few actors.
+pub const JOIN_TO_ALL_MAX_BYTES: usize = 1024;
+
 /// Framing overhead allowed for per frame on top of the encoded events.
 pub const FRAME_OVERHEAD: usize = 64;
 

@@ -78,6 +78,9 @@ pub struct GossipConfig {
     /// clusters of up to 32; one more interval per doubling beyond
     /// ([`gossip::anti_entropy_interval`]).
     pub anti_entropy_interval: Duration,
+    /// In a cluster of up to this many live members, a member that a joiner announces
+    /// itself to tells every other at once (`Machine::note_join`); 0: never.
+    pub join_to_all_upto: usize,
 }
 
 impl Default for GossipConfig {
@@ -87,6 +90,7 @@ impl Default for GossipConfig {
             fanout: 3,
             retransmit_mult: 3,
             anti_entropy_interval: Duration::from_millis(500),
+            join_to_all_upto: 64,
         }
     }
 }
@@ -248,6 +252,8 @@ pub struct Machine {
     /// An extra anti-entropy round when news of members has been still until then (see
     /// [`Machine::anti_entropy_soon`]).
     follow_up_round: Option<Duration>,
+    /// Announcements of joiners to tell every member with this batch's round.
+    joins_to_tell: Vec<ClusterEvent>,
     /// The member whose answer made us joined (a seed, usually): it answered everyone who
     /// joined through it, so a follow-up round goes to it.
     joined_via: Option<NodeId>,
@@ -388,6 +394,7 @@ impl Machine {
             join_delay: JOIN_RETRY_FIRST,
             next_anti_entropy: now + config.gossip.anti_entropy_interval,
             follow_up_round: None,
+            joins_to_tell: Vec::new(),
             joined_via: None,
             invalid_ids_said: None,
             next_seed_check: Duration::ZERO,
@@ -560,6 +567,7 @@ impl Machine {
     /// per batch of inputs, however many frames of news the batch held (a node that hears
     /// of ten joins in ten frames sends one round, not ten).
     pub fn take_ready(&mut self) -> Ready {
+        self.tell_joins();
         self.flush();
         std::mem::take(&mut self.out)
     }
@@ -1362,8 +1370,58 @@ impl Machine {
                 self.queue.push(e.clone(), budget);
             }
         }
+        self.note_join(from, &changed);
         self.record_changes(changed);
         self.refute_if_accused();
+    }
+
+    /// A member that announces itself to us (we are its seed, or the first it synced with)
+    /// is told to every live member at once, in a cluster of up to
+    /// [`GossipConfig::join_to_all_upto`]: one hop instead of `log N` rounds of gossip, over
+    /// connections the joiners opened to us. Members that join together then learn of each
+    /// other from the seed alone: those it knew before a joiner come in its sync, those after
+    /// in this (a connection delivers in order, and a joiner's record goes ahead of its
+    /// digest). Only a small announcement (a node starting with thousands of actors is left
+    /// to gossip and anti-entropy); it is queued as news all the same, for what this misses.
+    /// Sent with the batch's gossip round ([`Machine::tell_joins`]).
+    fn note_join(&mut self, from: &NodeId, changed: &[ClusterEvent]) {
+        if self.roster.count_by_state()[0] > self.config.gossip.join_to_all_upto {
+            return;
+        }
+        self.joins_to_tell.extend(
+            changed
+                .iter()
+                .filter(|e| {
+                    e.node() == from
+                        && matches!(e, ClusterEvent::NewNode { .. })
+                        && gossip::encoded_len(e) <= gossip::JOIN_TO_ALL_MAX_BYTES
+                })
+                .cloned(),
+        );
+    }
+
+    /// The joins noted in this batch of inputs, in one frame to every live member (a joiner
+    /// gets the others).
+    fn tell_joins(&mut self) {
+        if self.joins_to_tell.is_empty() {
+            return;
+        }
+        let joins = std::mem::take(&mut self.joins_to_tell);
+        let alive = self.roster.count_by_state()[0];
+        let all = encode(&Frame::Events(joins.clone()));
+        for (id, addr) in self.pick(alive, |s| s == MemberState::Alive) {
+            let wire = if joins.iter().any(|e| *e.node() == id) {
+                let others: Vec<ClusterEvent> =
+                    joins.iter().filter(|e| *e.node() != id).cloned().collect();
+                if others.is_empty() {
+                    continue;
+                }
+                encode(&Frame::Events(others))
+            } else {
+                all.clone()
+            };
+            self.send(Dest::member(&id, &addr), wire, false);
+        }
     }
 
     fn receive_delta(&mut self, from: &NodeId, delta: Delta) {

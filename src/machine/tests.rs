@@ -1484,3 +1484,103 @@ fn a_large_record_sent_to_a_peer_is_not_sent_to_it_again_for_a_while() {
         "a changed record goes at once"
     );
 }
+
+/// A seed's news of a joiner went to 3 random members (fanout) and spread from them in
+/// `log N` rounds: 16 simulated ms for a cold start of 20 nodes, 18 of 50, where one hop
+/// takes 1 to 5. Now every live member hears of it from the seed in the batch that learnt of
+/// it: joiners of that batch get the others' announcements, not their own.
+#[test]
+fn a_seed_tells_every_member_of_the_joiners_of_one_batch_in_one_frame() {
+    let mut s = machine("s");
+    settle(&mut s);
+    let members = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"];
+    for p in members {
+        s.handle_frame(&id(p), Frame::Events(vec![peer_announcement(p)]))
+            .unwrap();
+    }
+    s.handle_tick(ms(1_000));
+    settle(&mut s);
+    for j in ["j1", "j2"] {
+        let delta = Delta {
+            events: vec![peer_announcement(j)],
+            covers: Vec::new(),
+        };
+        s.handle_frame(&id(j), Frame::Delta(delta)).unwrap();
+    }
+    let told = |r: &Ready, to: &str| -> Vec<NodeId> {
+        frames(r)
+            .into_iter()
+            .filter(|(d, f)| d.id.as_ref() == Some(&id(to)) && matches!(f, Frame::Events(_)))
+            .flat_map(|(_, f)| match f {
+                Frame::Events(ev) => ev
+                    .iter()
+                    .filter(|e| matches!(e, ClusterEvent::NewNode { .. }))
+                    .map(|e| e.node().clone())
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    let r = s.take_ready();
+    for m in members {
+        let heard = told(&r, m);
+        assert!(
+            heard.contains(&id("j1")) && heard.contains(&id("j2")),
+            "{m} heard {heard:?}"
+        );
+    }
+    assert!(told(&r, "j1").contains(&id("j2")), "{:?}", told(&r, "j1"));
+    assert!(told(&r, "j2").contains(&id("j1")), "{:?}", told(&r, "j2"));
+
+    // A relayed announcement (not from the joiner itself) is gossip as ever: fanout peers.
+    s.handle_tick(ms(2_000));
+    settle(&mut s);
+    s.handle_frame(&id("m1"), Frame::Events(vec![peer_announcement("j3")]))
+        .unwrap();
+    let r = s.take_ready();
+    let reached = members
+        .iter()
+        .filter(|m| told(&r, m).contains(&id("j3")))
+        .count();
+    assert!(reached <= 3, "a relay reached {reached} members");
+}
+
+/// Beyond `join_to_all_upto` live members, or for a large announcement, a join is gossip.
+#[test]
+fn a_large_announcement_or_cluster_leaves_a_join_to_gossip() {
+    for (upto, actors) in [(4, 0), (64, 200)] {
+        let mut cfg = config("s", &[]);
+        cfg.gossip.join_to_all_upto = upto;
+        let mut s = Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap();
+        settle(&mut s);
+        for p in ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"] {
+            s.handle_frame(&id(p), Frame::Events(vec![peer_announcement(p)]))
+                .unwrap();
+        }
+        s.handle_tick(ms(1_000));
+        settle(&mut s);
+        let joiner = ClusterEvent::NewNode {
+            node: id("j"),
+            generation: 1,
+            version: 1,
+            addr: "sim://j".into(),
+            actors: (0..actors).map(|k| format!("actor-{k}")).collect(),
+        };
+        let delta = Delta {
+            events: vec![joiner],
+            covers: Vec::new(),
+        };
+        s.handle_frame(&id("j"), Frame::Delta(delta)).unwrap();
+        let r = s.take_ready();
+        let reached = frames(&r)
+            .iter()
+            .filter(
+                |(_, f)| matches!(f, Frame::Events(ev) if ev.iter().any(|e| *e.node() == id("j"))),
+            )
+            .count();
+        assert!(
+            reached <= 3,
+            "upto {upto}, {actors} actors: {reached} frames"
+        );
+    }
+}
