@@ -259,3 +259,103 @@ fn a_peer_claiming_our_id_is_closed_and_changes_nothing() {
     assert_healthy(&node.addr);
     assert_eq!(wal_records(&node), before);
 }
+
+/// `(state, generation, actors)` of member `id` as the node at `addr` lists it.
+fn member_view(addr: &str, id: &str) -> Option<(String, u64, serde_json::Value)> {
+    let roster = members(addr, &[])?;
+    let m = roster.as_array()?.iter().find(|m| m["id"] == id)?.clone();
+    Some((
+        m["state"].as_str()?.to_owned(),
+        m["generation"].as_u64()?,
+        m["actors"].clone(),
+    ))
+}
+
+/// Found by a black-box trial: one frame from anyone who could connect (no secret set), with
+/// numbers at `u64::MAX`, made a live node dead for good (its refutation wrapped to 0), took
+/// another's id (generation) or its address and actors (version). Such numbers are dropped;
+/// the highest accepted incarnation moves the accused node to a new generation, alive.
+#[test]
+fn forged_numbers_no_node_can_reach_change_nothing_and_the_highest_accepted_are_outgrown() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = NodeProc::start_net(da.path(), &["--node-id", "a", "--actor", "billing"]).unwrap();
+    let b = NodeProc::start_net(db.path(), &["--node-id", "b", "--seed", &a.addr]).unwrap();
+    eventually("b lists a alive", || {
+        member_view(&b.addr, "a").is_some_and(|(s, _, _)| s == "alive")
+    });
+    let (_, gen_a, _) = member_view(&b.addr, "a").unwrap();
+    let send = |events: Vec<ClusterEvent>| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let (mut ws, _) = transport::dial(&b.addr, &intruder(), &TransportConfig::default())
+                .await
+                .unwrap();
+            transport::send(&mut ws, &Frame::Events(events))
+                .await
+                .unwrap();
+            // Give the node the frame before the connection goes.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        });
+    };
+    send(vec![
+        ClusterEvent::NodeDead {
+            node: NodeId::new("a"),
+            generation: gen_a,
+            incarnation: u64::MAX,
+        },
+        ClusterEvent::NewNode {
+            node: NodeId::new("g"),
+            generation: u64::MAX,
+            version: 1,
+            addr: "ws://127.0.0.1:9".into(),
+            actors: ["fake".to_string()].into(),
+        },
+        ClusterEvent::ActorAdded {
+            node: NodeId::new("a"),
+            generation: gen_a,
+            version: u64::MAX,
+            actor: "stolen".into(),
+        },
+    ]);
+    for at in [&a.addr, &b.addr] {
+        let (state, generation, actors) = member_view(at, "a").unwrap();
+        assert_eq!((state.as_str(), generation), ("alive", gen_a), "{at}");
+        assert_eq!(actors, serde_json::json!(["billing"]), "{at}");
+        assert!(member_view(at, "g").is_none(), "{at}");
+    }
+    // The highest incarnation a peer accepts: a cannot say alive above it, so it goes on
+    // under a new generation, alive on both, with its actor.
+    send(vec![ClusterEvent::NodeDead {
+        node: NodeId::new("a"),
+        generation: gen_a,
+        incarnation: gossip_roster::machine::plausible::MAX_INCARNATION,
+    }]);
+    eventually("a alive again under a new generation on both", || {
+        [&a.addr, &b.addr].iter().all(|at| {
+            member_view(at, "a").is_some_and(|(s, g, actors)| {
+                s == "alive" && g > gen_a && actors == serde_json::json!(["billing"])
+            })
+        })
+    });
+}
+
+/// Found by a trial: 200 idle connections to a node with a cap of 16 wrote 185 warnings.
+#[test]
+fn connections_over_the_cap_are_warned_of_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProc::start_net(dir.path(), &["--max-connections", "16"]).unwrap();
+    let at = node.addr.trim_start_matches("ws://").to_owned();
+    let held: Vec<std::net::TcpStream> = (0..60)
+        .filter_map(|_| std::net::TcpStream::connect(&at).ok())
+        .collect();
+    assert!(held.len() > 16);
+    node.wait_for("connection cap").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let warned = node
+        .log_so_far()
+        .iter()
+        .filter(|l| l.contains("connection cap") && l.contains("WARN"))
+        .count();
+    assert_eq!(warned, 1);
+    drop(held);
+}

@@ -96,6 +96,16 @@ fn sizes_and_counts_out_of_range_are_refused() {
         ("--tombstone-ttl-s", "0"),
         ("--fsync-interval-ms", "0"),
         ("--indirect-checks", "100"),
+        // Found by a trial: accepted, then a panic at the first suspicion (interval x mult
+        // x max-mult overflowed a Duration).
+        ("--probe-interval-ms", "18446744073709551615"),
+        ("--probe-timeout-ms", "18446744073709551615"),
+        ("--anti-entropy-ms", "18446744073709551615"),
+        ("--tombstone-ttl-s", "18446744073709551615"),
+        ("--stable-after-s", "18446744073709551615"),
+        ("--check-interval", "18446744073709551615"),
+        ("--downing-stable-after-s", "18446744073709551615"),
+        ("--segment-bytes", "18446744073709551615"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let out = node_bin(&[

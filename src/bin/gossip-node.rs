@@ -86,7 +86,7 @@ struct RunArgs {
     downing: gossip_roster::machine::downing::Strategy,
     /// How long (seconds) the set of reachable members must hold still before a side is
     /// judged (also spelt --downing-stable-after).
-    #[arg(long, alias = "downing-stable-after", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, alias = "downing-stable-after", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=DAY_S))]
     downing_stable_after_s: u64,
     /// Address others dial, HOST:PORT or ws://HOST:PORT (wss:// with TLS). Default: the
     /// listen address; for 0.0.0.0 or [::], the address of the interface that routes out.
@@ -120,10 +120,10 @@ struct RunArgs {
     #[arg(long = "check", value_name = "ACTOR=COMMAND")]
     checks: Vec<String>,
     /// Seconds between runs of each --check.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=DAY_S))]
     check_interval: u64,
     /// Seconds a --check may run before it counts as critical.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=DAY_S))]
     check_timeout: u64,
     /// Cluster name: peers of another cluster are refused.
     #[arg(long, default_value = "default")]
@@ -150,13 +150,13 @@ struct RunArgs {
     fanout: u32,
     /// Interval of anti-entropy (digest exchange with one random peer) up to 32 members;
     /// one interval more per doubling of the cluster beyond.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=HOUR_MS))]
     anti_entropy_ms: u64,
     /// Failure detection: one member is probed this often.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=MINUTE_MS))]
     probe_interval_ms: u64,
     /// Wait for a direct ack before asking others to probe (ping-req).
-    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(1..=MINUTE_MS))]
     probe_timeout_ms: u64,
     /// Members asked to probe on our behalf.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=32))]
@@ -169,10 +169,10 @@ struct RunArgs {
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=1000))]
     suspicion_max_mult: u32,
     /// Dead and left members are forgotten after this many seconds (at least 10).
-    #[arg(long, default_value_t = 3600, value_parser = at_least(10))]
+    #[arg(long, default_value_t = 3600, value_parser = within(10, YEAR_S))]
     tombstone_ttl_s: u64,
     /// A member alive this long without a flip counts as stable.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=YEAR_S))]
     stable_after_s: u64,
     /// Largest frame accepted (and sent), in bytes; at least 65536. Larger gossip, deltas
     /// and admin answers are split to fit.
@@ -182,14 +182,14 @@ struct RunArgs {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     max_connections: u32,
     /// Start a new WAL segment past this many bytes (at least 65536).
-    #[arg(long, default_value_t = 64 << 20, value_parser = at_least(65536))]
+    #[arg(long, default_value_t = 64 << 20, value_parser = within(65536, 1 << 40))]
     segment_bytes: u64,
     /// Compact once this many records were logged since the last snapshot (at least 1000).
-    #[arg(long, default_value_t = 100_000, value_parser = at_least(1000))]
+    #[arg(long, default_value_t = 100_000, value_parser = within(1000, 1 << 40))]
     compact_records: u64,
     /// Compact once this many WAL bytes were written since the last snapshot (at least
     /// 65536).
-    #[arg(long, default_value_t = 64 << 20, value_parser = at_least(65536))]
+    #[arg(long, default_value_t = 64 << 20, value_parser = within(65536, 1 << 40))]
     compact_bytes: u64,
 }
 
@@ -443,7 +443,18 @@ fn one_line(e: &anyhow::Error) -> String {
 const TEST_LIMITS_ENV: &str = "GOSSIP_ROSTER_TEST_LIMITS";
 
 /// A number of at least `min` (at least 1 under [`TEST_LIMITS_ENV`]).
-fn at_least(min: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+/// Upper bounds of the time flags: far beyond any useful setting, low enough that the
+/// timeouts computed from them (a suspicion is interval x mult x max-mult) cannot overflow.
+const MINUTE_MS: u64 = 60_000;
+const HOUR_MS: u64 = 3_600_000;
+const DAY_S: u64 = 86_400;
+const YEAR_S: u64 = 366 * DAY_S;
+
+/// A number in `min..=max`; the minimum is 1 under the test limits.
+fn within(
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
     move |s| {
         let n: u64 = s
             .parse()
@@ -455,6 +466,9 @@ fn at_least(min: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + S
         };
         if n < floor {
             return Err(format!("{n} is below the minimum of {floor}"));
+        }
+        if n > max {
+            return Err(format!("{n} is above the maximum of {max}"));
         }
         Ok(n)
     }

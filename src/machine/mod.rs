@@ -33,6 +33,7 @@
 
 pub mod downing;
 mod own;
+pub mod plausible;
 pub mod ready;
 
 pub use ready::{Command, Dest, MembershipChange, Outgoing, Ready, Reply, Stop, Token, Wire};
@@ -132,6 +133,50 @@ fn dialable(ours: &str, addr: &str) -> bool {
         crate::transport::host_port(addr).is_ok()
     } else {
         !addr.is_empty()
+    }
+}
+
+/// Refuses timings whose products overflow a `Duration` (a suspicion lasts up to probe
+/// interval x mult x max-mult): far beyond any useful setting, and a panic at the first
+/// suspicion otherwise.
+fn check_timing(config: &MachineConfig) -> Result<(), crate::Error> {
+    const HOUR: Duration = Duration::from_secs(3600);
+    let swim = &config.swim;
+    let gossip = &config.gossip;
+    let bad = [
+        (
+            swim.probe_interval > HOUR,
+            "the probe interval is over an hour",
+        ),
+        (
+            swim.probe_timeout > HOUR,
+            "the probe timeout is over an hour",
+        ),
+        (
+            swim.suspicion_mult > 1_000,
+            "the suspicion multiplier is over 1,000",
+        ),
+        (
+            swim.suspicion_max_mult > 10_000,
+            "the longest suspicion is over 10,000 times the shortest",
+        ),
+        (gossip.window > HOUR, "the gossip window is over an hour"),
+        (
+            gossip.anti_entropy_interval > 24 * HOUR,
+            "the anti-entropy interval is over a day",
+        ),
+        (
+            swim.tombstone_ttl > 3660 * 24 * HOUR,
+            "the tombstone lifetime is over ten years",
+        ),
+        (
+            swim.stable_after > 3660 * 24 * HOUR,
+            "the stability period is over ten years",
+        ),
+    ];
+    match bad.iter().find(|(b, _)| *b) {
+        Some((_, what)) => Err(crate::Error::Config(what.to_string())),
+        None => Ok(()),
     }
 }
 
@@ -329,6 +374,7 @@ impl Machine {
             crate::tags::validate_value(k, v)?;
         }
         crate::tags::check_totals(config.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        check_timing(&config)?;
         let me = effective_identity(&config.identity, &roster);
         let mut swim = Swim::new(me.id.clone(), config.swim.clone(), seed);
         swim.add_members(
@@ -757,6 +803,9 @@ impl Machine {
     /// we heard from recently (a second process started with `--node-id` of a live one).
     /// The reason starts with [`ID_IN_USE`] for the latter.
     pub fn admit(&mut self, id: &NodeId, generation: u64, addr: &str) -> Result<(), String> {
+        self.bounds()
+            .check_generation(generation)
+            .map_err(|err| format!("{id}: {err}"))?;
         if *id == self.me.id {
             return Err(format!(
                 "{ID_IN_USE}{id} is this node's own id (held by {}, generation {})",
@@ -954,45 +1003,77 @@ impl Machine {
     /// one in); the rest of the frame applies as ever. Closing the connection instead would
     /// bring the same record back with the next round.
     fn drop_invalid_events(&mut self, from: &NodeId, mut frame: Frame) -> Frame {
-        let events = match &mut frame {
-            Frame::Events(events) => events,
-            Frame::Delta(delta) | Frame::Sync { delta, .. } | Frame::Audited { delta, .. } => {
-                &mut delta.events
-            }
-            _ => return frame,
-        };
-        let before = events.len();
+        let bounds = self.bounds();
+        let mut dropped = 0;
         let mut example: Option<String> = None;
+        let mut note = |err: String| {
+            dropped += 1;
+            example.get_or_insert(err);
+        };
         let ours = &self.addr;
-        events.retain(|e| {
-            if let Err(err) = crate::names::validate_node_id(e.node().as_str()) {
-                example.get_or_insert(err.to_string());
-                return false;
+        let mut keep_events = |events: &mut Vec<ClusterEvent>| {
+            events.retain(|e| {
+                let checked = crate::names::validate_node_id(e.node().as_str())
+                    .map_err(|err| err.to_string())
+                    .and_then(|()| match e {
+                        ClusterEvent::NewNode { addr, .. } if !dialable(ours, addr) => {
+                            Err(format!(
+                                "{} announced at {addr:?}, not a ws:// or wss:// host:port",
+                                e.node()
+                            ))
+                        }
+                        _ => bounds
+                            .check_event(e)
+                            .map_err(|err| format!("{}: {err}", e.node())),
+                    });
+                checked.map_err(&mut note).is_ok()
+            });
+        };
+        match &mut frame {
+            Frame::Events(events) => keep_events(events),
+            Frame::Delta(delta) | Frame::Sync { delta, .. } | Frame::Audited { delta, .. } => {
+                keep_events(&mut delta.events);
+                delta.covers.retain(|c| {
+                    bounds
+                        .check_coverage(c)
+                        .map_err(|err| note(format!("coverage of {}: {err}", c.node)))
+                        .is_ok()
+                });
             }
-            match e {
-                ClusterEvent::NewNode { addr, .. } if !dialable(ours, addr) => {
-                    example.get_or_insert(format!(
-                        "{} announced at {addr:?}, not a ws:// or wss:// host:port",
-                        e.node()
-                    ));
-                    false
+            _ => {}
+        }
+        match &mut frame {
+            Frame::Digest(digest) | Frame::Sync { digest, .. } => digest.retain(|(id, d)| {
+                bounds
+                    .check_digest(d)
+                    .map_err(|err| note(format!("digest entry of {id}: {err}")))
+                    .is_ok()
+            }),
+            Frame::Audited { view: d, .. } | Frame::Audit { own: d, .. } => {
+                if let Some(err) = d.as_ref().and_then(|d| bounds.check_digest(d).err()) {
+                    note(format!("a digest entry: {err}"));
+                    *d = None;
                 }
-                _ => true,
             }
-        });
+            _ => {}
+        }
         if let Some(err) = example {
-            let dropped = before - events.len();
             let quiet = self
                 .invalid_ids_said
                 .is_some_and(|t| self.now < t + INVALID_IDS_SAID_EVERY);
             if quiet {
-                tracing::debug!(peer = %from, dropped, %err, "dropped events naming invalid node ids or addresses");
+                tracing::debug!(peer = %from, dropped, %err, "dropped events naming invalid node ids, addresses or numbers");
             } else {
                 self.invalid_ids_said = Some(self.now);
-                tracing::info!(peer = %from, dropped, %err, "dropped events naming invalid node ids or addresses (said once per 30 s)");
+                tracing::warn!(peer = %from, dropped, %err, "dropped events naming invalid node ids, addresses or numbers no node can reach (said once per 30 s)");
             }
         }
         frame
+    }
+
+    /// What a peer may state, as of now (our time is the UNIX time in the node).
+    fn bounds(&self) -> plausible::Bounds {
+        plausible::Bounds::at(self.now.as_millis() as u64)
     }
 
     /// Start-up: the announcement (or re-announcement after a leave), start-up actors, and
@@ -1024,19 +1105,51 @@ impl Machine {
             return;
         }
         self.last_reclaim = Some(self.now);
-        let content = self.own.content(&self.me, &self.roster);
-        let generation = theirs + 1;
+        let generation = theirs.saturating_add(1);
         if theirs == self.me.generation {
             // Our own generation marked left while we run: `remove --force` by an operator.
             tracing::warn!(peer = %from, generation, "peers hold this running node as left (removed by an operator with --force?); rejoining under a new generation");
         } else {
             tracing::warn!(peer = %from, theirs, ours = self.me.generation, generation, "peers hold our id under a newer generation (another process with our id?); taking our record back under a newer one");
         }
+        self.renew(generation);
+    }
+
+    /// Peers hold our record at a number we cannot count past ([`plausible`]: forged, or
+    /// corrupt): we go on under the next generation, whose numbers start afresh. At most once
+    /// per suspicion timeout, as [`Machine::reclaim`].
+    fn outgrow(&mut self, what: &str) {
+        let quiet = self.swim.suspicion_timeout(0);
+        if self
+            .last_reclaim
+            .is_some_and(|t| self.now.saturating_sub(t) < quiet)
+        {
+            return;
+        }
+        self.last_reclaim = Some(self.now);
+        let generation = self.me.generation.saturating_add(1);
+        tracing::warn!(what, generation, "peers hold our record at a number no real node reaches (forged?), which we cannot answer from above; going on under a new generation");
+        self.renew(generation);
+    }
+
+    /// Our record again, with our address and actors, under `generation`.
+    fn renew(&mut self, generation: Generation) {
+        let content = self.own.content(&self.me, &self.roster);
         self.counters.reclaims += 1;
         self.me.generation = generation;
         self.out.identity = Some(self.me.clone());
         let events = self.own.announce_content(&self.me, &self.addr, content);
         self.commit_own(events, None);
+    }
+
+    /// The incarnation to say alive at, above `above`; `None` (and a new generation) when
+    /// `above` is as high as peers accept.
+    fn alive_above(&mut self, above: Incarnation) -> Option<Incarnation> {
+        if above >= plausible::MAX_INCARNATION {
+            self.outgrow("incarnation");
+            return None;
+        }
+        Some(above + 1)
     }
 
     fn change_actors(&mut self, token: Token, names: Vec<String>, add: bool) {
@@ -1206,10 +1319,14 @@ impl Machine {
         {
             return;
         }
+        let above = rec.liveness.incarnation;
+        let Some(incarnation) = self.alive_above(above) else {
+            return;
+        };
         let event = ClusterEvent::NodeAlive {
             node: self.me.id.clone(),
             generation: self.me.generation,
-            incarnation: rec.liveness.incarnation + 1,
+            incarnation,
         };
         tracing::info!(event = %event, "refuting a suspicion about us");
         self.counters.refutations += 1;
@@ -1281,10 +1398,13 @@ impl Machine {
                 if self.own.note_unknown_to(from) {
                     tracing::warn!(peer = %from, "a peer does not know this node (reaped while we were away?); announcing ourselves again");
                 }
+                let Some(incarnation) = self.alive_above(self.incarnation()) else {
+                    return;
+                };
                 let e = ClusterEvent::NodeAlive {
                     node: self.me.id.clone(),
                     generation: self.me.generation,
-                    incarnation: self.incarnation() + 1,
+                    incarnation,
                 };
                 self.apply_local_liveness(vec![e]);
             }
@@ -1306,6 +1426,10 @@ impl Machine {
         let conflict = self.own.conflicts(&self.me, &self.roster, events);
         if let Some(conflict) = conflict {
             let above = conflict.above;
+            if above > plausible::MAX_VERSION - plausible::REASSERT_ROOM {
+                self.outgrow("version");
+                return;
+            }
             let events = self
                 .own
                 .reassert(&self.me, &self.roster, &self.addr, conflict);

@@ -368,10 +368,16 @@ impl OwnRecord {
                 }
                 // Every restart says alive one higher: above anything said of us meanwhile,
                 // and above the incarnation a peer that reaped us saw us die at.
+                // At most the highest peers accept: accused there, the node then outgrows
+                // this generation (`Machine::outgrow`).
                 let liveness = vec![ClusterEvent::NodeAlive {
                     node: me.id.clone(),
                     generation: me.generation,
-                    incarnation: rec.liveness.incarnation + 1,
+                    incarnation: rec
+                        .liveness
+                        .incarnation
+                        .saturating_add(1)
+                        .min(super::plausible::MAX_INCARNATION),
                 }];
                 (data, liveness)
             }

@@ -1584,3 +1584,101 @@ fn a_large_announcement_or_cluster_leaves_a_join_to_gossip() {
         );
     }
 }
+
+/// A black-box trial forged numbers at `u64::MAX` (anyone can connect without a secret): a
+/// death no refutation could beat (it wrapped to 0), a generation that took a node's id, a
+/// version that took its address and actors. Such numbers are dropped at the door, and
+/// the highest ones accepted are answered from a new generation.
+#[test]
+fn numbers_no_node_can_reach_are_dropped_at_the_door() {
+    let mut s = machine("s");
+    settle(&mut s);
+    s.handle_frame(&id("c"), Frame::Events(vec![peer_announcement("c")]))
+        .unwrap();
+    settle(&mut s);
+    let forged = vec![
+        ClusterEvent::NodeDead {
+            node: id("c"),
+            generation: 1,
+            incarnation: u64::MAX,
+        },
+        ClusterEvent::NewNode {
+            node: id("g"),
+            generation: u64::MAX,
+            version: 1,
+            addr: "ws://127.0.0.1:9".into(),
+            actors: ["fake".to_string()].into(),
+        },
+        ClusterEvent::ActorAdded {
+            node: id("c"),
+            generation: 1,
+            version: u64::MAX,
+            actor: "stolen".into(),
+        },
+    ];
+    s.handle_frame(&id("evil"), Frame::Events(forged)).unwrap();
+    settle(&mut s);
+    let c = s.roster().record(&id("c")).unwrap();
+    assert_eq!(c.liveness.state, MemberState::Alive);
+    assert!(!c.actors.contains_key("stolen"));
+    assert!(s.roster().record(&id("g")).is_none());
+    // A digest entry of ours from the far future claims nothing either.
+    let far = NodeDigest {
+        generation: u64::MAX,
+        known: 1,
+        liveness: crate::roster::Liveness::INITIAL,
+        sum: 0,
+    };
+    s.handle_frame(&id("evil"), Frame::Digest(vec![(id("s"), far)]))
+        .unwrap();
+    settle(&mut s);
+    assert_eq!(s.identity().generation, 1);
+    // Nor does a handshake.
+    assert!(s.admit(&id("g"), u64::MAX, "ws://127.0.0.1:9").is_err());
+}
+
+#[test]
+fn accused_at_the_highest_incarnation_a_node_goes_on_under_a_new_generation() {
+    let mut a = machine("a");
+    settle(&mut a);
+    a.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
+        .unwrap();
+    settle(&mut a);
+    let dead = ClusterEvent::NodeDead {
+        node: id("a"),
+        generation: 1,
+        incarnation: plausible::MAX_INCARNATION,
+    };
+    a.handle_frame(&id("b"), Frame::Events(vec![dead])).unwrap();
+    let r = settle(&mut a);
+    assert_eq!(a.identity().generation, 2);
+    let me = a.roster().record(&id("a")).unwrap();
+    assert_eq!((me.generation, me.liveness.state), (2, MemberState::Alive));
+    let announced = r.append.iter().any(
+        |e| matches!(e, ClusterEvent::NewNode { node, generation: 2, .. } if *node == id("a")),
+    );
+    assert!(announced, "{:?}", r.append);
+}
+
+#[test]
+fn a_claim_on_our_record_at_the_highest_version_is_answered_from_a_new_generation() {
+    let mut a = machine("a");
+    settle(&mut a);
+    a.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
+        .unwrap();
+    settle(&mut a);
+    let stolen = ClusterEvent::NewNode {
+        node: id("a"),
+        generation: 1,
+        version: plausible::MAX_VERSION,
+        addr: "ws://127.0.0.1:9".into(),
+        actors: ["stolen".to_string()].into(),
+    };
+    a.handle_frame(&id("b"), Frame::Events(vec![stolen]))
+        .unwrap();
+    settle(&mut a);
+    assert_eq!(a.identity().generation, 2);
+    let me = a.roster().record(&id("a")).unwrap();
+    assert_eq!(me.addr, "sim://a");
+    assert!(!me.actors.contains_key("stolen"));
+}

@@ -120,6 +120,12 @@ impl NodeProc {
         }
     }
 
+    /// Every stderr line logged so far (waits 200 ms for more).
+    pub fn log_so_far(&mut self) -> &[String] {
+        self.drain();
+        &self.lines
+    }
+
     fn drain(&mut self) {
         while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
             self.lines.push(line);
