@@ -215,8 +215,18 @@ impl Node {
             )));
         }
         if let Some(addr) = &config.advertise {
-            crate::transport::host_port(addr)
+            let at = crate::transport::host_port(addr)
                 .map_err(|e| Error::Config(format!("advertise address: {e}")))?;
+            if at.rsplit_once(':').is_some_and(|(_, port)| port == "0") {
+                return Err(Error::Config(format!(
+                    "advertise address {addr} has port 0, which no peer can dial: give the port others reach this node at"
+                )));
+            }
+        }
+        if config.transport.cluster.is_empty() {
+            return Err(Error::Config(
+                "the cluster name is empty: give one (default: \"default\")".into(),
+            ));
         }
         let tls = config.transport.credentials.current().tls.is_some();
         let mut literal_seeds = Vec::new();

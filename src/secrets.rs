@@ -37,6 +37,9 @@ pub enum SecretsError {
     Empty,
     #[error("{0} secrets listed; at most {MAX_SECRETS} are allowed")]
     TooMany(usize),
+    /// The file could not be read (missing, a directory, no permission).
+    #[error("cannot read it: {0}")]
+    Unreadable(String),
 }
 
 /// A non-empty list of cluster secrets, the first the one we prove with. Never printed.
@@ -79,11 +82,13 @@ impl Secrets {
 
     /// Reads a secret file (format in the module doc).
     pub fn read_file(path: &std::path::Path) -> crate::Result<Secrets> {
-        let bytes = std::fs::read(path).map_err(crate::Error::io(path))?;
-        Secrets::parse(&bytes).map_err(|reason| crate::Error::SecretFile {
+        let secret_file = |reason| crate::Error::SecretFile {
             path: path.to_path_buf(),
             reason,
-        })
+        };
+        let bytes = std::fs::read(path)
+            .map_err(|e| secret_file(SecretsError::Unreadable(e.to_string())))?;
+        Secrets::parse(&bytes).map_err(secret_file)
     }
 
     /// How many secrets are listed.

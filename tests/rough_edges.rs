@@ -500,3 +500,36 @@ fn a_peer_refusing_us_is_warned_about_once_per_while() {
     );
     drop(a);
 }
+
+/// Found by a trial: accepted without a word, each a node no peer could reach or a dump of
+/// nothing that exited 0.
+#[test]
+fn settings_that_cannot_work_are_refused_with_their_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let data = data.to_str().unwrap();
+    for (extra, want) in [
+        (
+            vec!["--advertise", "ws://127.0.0.1:0"],
+            "advertise address ws://127.0.0.1:0 has port 0",
+        ),
+        (vec!["--cluster", ""], "the cluster name is empty"),
+        (
+            vec!["--secret-file", "/nonexistent/secret"],
+            "secret file /nonexistent/secret: cannot read it",
+        ),
+    ] {
+        let mut args = vec!["--data-dir", data, "--listen", "127.0.0.1:0"];
+        args.extend(&extra);
+        let out = node_bin(&args);
+        assert!(!out.status.success(), "{extra:?} accepted");
+        assert!(stderr(&out).contains(want), "{extra:?}: {}", stderr(&out));
+    }
+    let out = gossip_log(&["dump", "--from", "10", "--to", "5"], dir.path());
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--from 10 is after --to 5"),
+        "{}",
+        stderr(&out)
+    );
+}

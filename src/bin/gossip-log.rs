@@ -182,9 +182,12 @@ fn cannot(what: &str, dir: &Path, e: Error) -> anyhow::Error {
 }
 
 fn dump(dir: &Path, json: bool, from: Option<Lsn>, to: Option<Lsn>) -> Result<ExitCode> {
-    let offline = open_offline(dir).map_err(|e| cannot_read(dir, e))?;
     let from = from.unwrap_or(0);
     let to = to.unwrap_or(Lsn::MAX);
+    if from > to {
+        anyhow::bail!("--from {from} is after --to {to}: nothing to dump");
+    }
+    let offline = open_offline(dir).map_err(|e| cannot_read(dir, e))?;
     let bar = progress(offline.wal_bytes(), "reading WAL");
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
