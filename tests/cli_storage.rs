@@ -622,6 +622,13 @@ fn a_deleted_snapshot_is_refused_not_rebuilt_with_a_new_identity() {
     std::fs::remove_dir_all(&snap).unwrap();
     assert_refused_everywhere(dir.path(), &format!("{} is missing", snap.display()), &[]);
     assert!(!snap.exists(), "the refusal created nothing");
+    // A file in its place is named as such (a trial was told "missing").
+    std::fs::write(&snap, b"").unwrap();
+    assert_refused_everywhere(
+        dir.path(),
+        &format!("{} is not a directory", snap.display()),
+        &[],
+    );
 }
 
 /// B3: where the data dir proves the WAL reached an LSN (the snapshot's, after `gossip-log

@@ -24,6 +24,8 @@ pub struct Offline {
 impl Offline {
     pub fn open(dir: &Path) -> Result<Offline> {
         super::existing_dir(dir)?;
+        // An unreadable dir is not "not a data dir": say why it cannot be read.
+        std::fs::read_dir(dir).map_err(Error::io(dir))?;
         if !dir.join("wal").is_dir() && !dir.join("snapshot").is_dir() {
             return Err(Error::BadDataDir {
                 dir: dir.to_path_buf(),

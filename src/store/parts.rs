@@ -163,13 +163,23 @@ const SNAPSHOT_NOT_REBUILT: &str = "The snapshot holds the node's identity and t
      compaction took out of the WAL, so it is not rebuilt from the WAL";
 
 fn missing_snapshot(dir: &Path, segment: &Path) -> Error {
-    Error::MissingPart {
-        dir: dir.to_path_buf(),
-        part: dir.join("snapshot"),
-        absence: &Absence {
+    let part = dir.join("snapshot");
+    // A file in its place is not "missing": say what is there (a trial was told "missing").
+    let absence = if part.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+        &Absence {
+            state: "is not a directory",
+            how: "Something replaced the sled database directory with a file",
+        }
+    } else {
+        &Absence {
             state: "is missing",
             how: "It was deleted or lost",
-        },
+        }
+    };
+    Error::MissingPart {
+        dir: dir.to_path_buf(),
+        part,
+        absence,
         evidence: wal_in_use(segment),
         advice: format!("{SNAPSHOT_NOT_REBUILT}. {RESTORE_OR_START_OVER}."),
     }
