@@ -1096,12 +1096,7 @@ impl Machine {
     /// At most once per suspicion timeout, so two live claimants cannot outbid each other
     /// in a storm (the other one is refused at every door that hears from us).
     fn reclaim(&mut self, from: &NodeId, theirs: Generation) {
-        let quiet = self.swim.suspicion_timeout(0);
-        if theirs < self.me.generation
-            || self
-                .last_reclaim
-                .is_some_and(|t| self.now.saturating_sub(t) < quiet)
-        {
+        if theirs < self.me.generation || self.lately(self.last_reclaim) {
             return;
         }
         self.last_reclaim = Some(self.now);
@@ -1119,17 +1114,19 @@ impl Machine {
     /// corrupt): we go on under the next generation, whose numbers start afresh. At most once
     /// per suspicion timeout, as [`Machine::reclaim`].
     fn outgrow(&mut self, what: &str) {
-        let quiet = self.swim.suspicion_timeout(0);
-        if self
-            .last_reclaim
-            .is_some_and(|t| self.now.saturating_sub(t) < quiet)
-        {
+        if self.lately(self.last_reclaim) {
             return;
         }
         self.last_reclaim = Some(self.now);
         let generation = self.me.generation.saturating_add(1);
         tracing::warn!(what, generation, "peers hold our record at a number no real node reaches (forged?), which we cannot answer from above; going on under a new generation");
         self.renew(generation);
+    }
+
+    /// Whether `at` lies within a suspicion timeout of now: what we do at most that often
+    /// (a new generation, an announcement to a peer that forgot us).
+    fn lately(&self, at: Option<Duration>) -> bool {
+        at.is_some_and(|t| self.now.saturating_sub(t) < self.swim.suspicion_timeout(0))
     }
 
     /// Our record again, with our address and actors, under `generation`.
@@ -1387,11 +1384,7 @@ impl Machine {
             // told it in milliseconds): it reaped us and refuses our records at the
             // incarnation we have. Say alive one higher, at most once per suspicion timeout.
             None if knows_others && self.roster.state_of(from).is_some() && self.settled() => {
-                let quiet = self.swim.suspicion_timeout(0);
-                if self
-                    .last_unknown_bump
-                    .is_some_and(|t| self.now.saturating_sub(t) < quiet)
-                {
+                if self.lately(self.last_unknown_bump) {
                     return;
                 }
                 self.last_unknown_bump = Some(self.now);
