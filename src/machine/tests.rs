@@ -1510,9 +1510,9 @@ fn a_seed_tells_every_member_of_the_joiners_of_one_batch_in_one_frame() {
     let told = |r: &Ready, to: &str| -> Vec<NodeId> {
         frames(r)
             .into_iter()
-            .filter(|(d, f)| d.id.as_ref() == Some(&id(to)) && matches!(f, Frame::Events(_)))
+            .filter(|(d, _)| d.id.as_ref() == Some(&id(to)))
             .flat_map(|(_, f)| match f {
-                Frame::Events(ev) => ev
+                Frame::Events(ev) | Frame::Delta(Delta { events: ev, .. }) => ev
                     .iter()
                     .filter(|e| matches!(e, ClusterEvent::NewNode { .. }))
                     .map(|e| e.node().clone())
@@ -1574,9 +1574,12 @@ fn a_large_announcement_or_cluster_leaves_a_join_to_gossip() {
         let r = s.take_ready();
         let reached = frames(&r)
             .iter()
-            .filter(
-                |(_, f)| matches!(f, Frame::Events(ev) if ev.iter().any(|e| *e.node() == id("j"))),
-            )
+            .filter(|(_, f)| match f {
+                Frame::Events(ev) | Frame::Delta(Delta { events: ev, .. }) => {
+                    ev.iter().any(|e| *e.node() == id("j"))
+                }
+                _ => false,
+            })
             .count();
         assert!(
             reached <= 3,
@@ -1681,4 +1684,41 @@ fn a_claim_on_our_record_at_the_highest_version_is_answered_from_a_new_generatio
     let me = a.roster().record(&id("a")).unwrap();
     assert_eq!(me.addr, "sim://a");
     assert!(!me.actors.contains_key("stolen"));
+}
+
+/// Found by a second trial: a second accusation at the highest incarnation, sent at the new
+/// generation (the old one plus one) within the limit of one new generation per suspicion
+/// timeout, left the node dead on every node, its own view included, until something else
+/// stirred the roster. The new generation it held back is now taken once the limit is over.
+#[test]
+fn a_second_accusation_at_the_highest_incarnation_is_outgrown_once_the_limit_is_over() {
+    let mut a = machine("a");
+    settle(&mut a);
+    a.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
+        .unwrap();
+    a.handle_tick(ms(1_000));
+    settle(&mut a);
+    let accuse = |a: &mut Machine, generation| {
+        let dead = ClusterEvent::NodeDead {
+            node: id("a"),
+            generation,
+            incarnation: plausible::MAX_INCARNATION,
+        };
+        a.handle_frame(&id("b"), Frame::Events(vec![dead])).unwrap();
+        settle(a);
+    };
+    let state = |a: &Machine| {
+        let me = a.roster().record(&id("a")).unwrap();
+        (me.generation, me.liveness.state)
+    };
+    accuse(&mut a, 1);
+    assert_eq!(state(&a), (2, MemberState::Alive));
+    accuse(&mut a, 2);
+    assert_eq!(state(&a), (2, MemberState::Dead), "held back by the limit");
+    a.handle_tick(ms(2_000));
+    settle(&mut a);
+    assert_eq!(state(&a), (2, MemberState::Dead), "still within the limit");
+    a.handle_tick(ms(1_000) + a.swim.suspicion_timeout(0) + ms(1));
+    settle(&mut a);
+    assert_eq!(state(&a), (3, MemberState::Alive));
 }
