@@ -215,13 +215,13 @@ impl Node {
             )));
         }
         if let Some(addr) = &config.advertise {
-            let at = crate::transport::host_port(addr)
-                .map_err(|e| Error::Config(format!("advertise address: {e}")))?;
-            if at.rsplit_once(':').is_some_and(|(_, port)| port == "0") {
+            if addr.ends_with(":0") || addr.ends_with(":0/") {
                 return Err(Error::Config(format!(
                     "advertise address {addr} has port 0, which no peer can dial: give the port others reach this node at"
                 )));
             }
+            crate::transport::host_port(addr)
+                .map_err(|e| Error::Config(format!("advertise address: {e}")))?;
         }
         if config.transport.cluster.is_empty() {
             return Err(Error::Config(

@@ -200,6 +200,12 @@ pub fn host_port(addr: &str) -> Result<&str, TransportError> {
     if rest.is_empty() || !rest.contains(':') || rest.contains('/') {
         return Err(TransportError::BadAddress(addr.to_owned()));
     }
+    // A port no one can dial (0, or not a port at all) is no address of a node: a Hello or
+    // an announcement with one was taken (a trial).
+    let port = rest.rsplit_once(':').map_or("", |(_, p)| p);
+    if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+        return Err(TransportError::BadAddress(addr.to_owned()));
+    }
     Ok(rest)
 }
 
@@ -752,6 +758,8 @@ mod tests {
             (long.as_str(), "ws://h:1", "node id is not valid"),
             ("ok", "http://h:1", "address is not valid"),
             ("ok", "ws://nohost", "address is not valid"),
+            ("ok", "ws://h:0", "address is not valid"),
+            ("ok", "ws://h:99999", "address is not valid"),
         ] {
             let me = Role::Member {
                 id: NodeId::new(id),
@@ -1074,5 +1082,7 @@ mod tests {
         assert_eq!(host_port("ws://127.0.0.1:7000").unwrap(), "127.0.0.1:7000");
         assert!(host_port("http://x:1").is_err());
         assert!(host_port("ws://nohost").is_err());
+        assert!(host_port("ws://127.0.0.1:0").is_err());
+        assert!(host_port("ws://[::1]:7000").is_ok());
     }
 }

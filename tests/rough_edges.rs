@@ -511,7 +511,7 @@ fn settings_that_cannot_work_are_refused_with_their_reason() {
     for (extra, want) in [
         (
             vec!["--advertise", "ws://127.0.0.1:0"],
-            "advertise address ws://127.0.0.1:0 has port 0",
+            "invalid value 'ws://127.0.0.1:0' for '--advertise",
         ),
         (vec!["--cluster", ""], "the cluster name is empty"),
         (
