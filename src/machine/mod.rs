@@ -91,10 +91,7 @@ impl Default for GossipConfig {
             fanout: 3,
             retransmit_mult: 3,
             anti_entropy_interval: Duration::from_millis(500),
-            join_to_all_upto: std::env::var("TMP_JOIN_TO_ALL")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(64),
+            join_to_all_upto: 64,
         }
     }
 }
