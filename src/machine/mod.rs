@@ -1552,10 +1552,9 @@ impl Machine {
 
     /// The joins noted in this batch of inputs, in one frame to every live member (a joiner
     /// gets the others). A `Delta`, which is applied and not passed on: every member got it
-    /// from us, and relays of it by all of them kept two cores busy just after a cold start
-    /// (a value set then took 10-15 ms to reach 20 nodes in one process, 4-6 ms a second
-    /// later). What this misses, our own gossip of the join (queued as news) and
-    /// anti-entropy bring.
+    /// from us, so each one's relays (its whole retransmit budget) would only repeat it.
+    /// What this misses, our own gossip of the join (queued as news) and anti-entropy
+    /// bring.
     fn tell_joins(&mut self) {
         if self.joins_to_tell.is_empty() {
             return;
