@@ -442,7 +442,6 @@ fn one_line(e: &anyhow::Error) -> String {
 /// them go down to 1.
 const TEST_LIMITS_ENV: &str = "GOSSIP_ROSTER_TEST_LIMITS";
 
-/// A number of at least `min` (at least 1 under [`TEST_LIMITS_ENV`]).
 /// Upper bounds of the time flags: far beyond any useful setting, low enough that the
 /// timeouts computed from them (a suspicion is interval x mult x max-mult) cannot overflow.
 const MINUTE_MS: u64 = 60_000;
@@ -450,7 +449,7 @@ const HOUR_MS: u64 = 3_600_000;
 const DAY_S: u64 = 86_400;
 const YEAR_S: u64 = 366 * DAY_S;
 
-/// A number in `min..=max`; the minimum is 1 under the test limits.
+/// A number in `min..=max`; the minimum is 1 under [`TEST_LIMITS_ENV`].
 fn within(
     min: u64,
     max: u64,
