@@ -1485,21 +1485,26 @@ fn a_large_record_sent_to_a_peer_is_not_sent_to_it_again_for_a_while() {
     );
 }
 
+/// `m`, settled, knowing `peers` (each announced by itself) as of 1 s.
+fn knowing(mut m: Machine, peers: &[&str]) -> Machine {
+    settle(&mut m);
+    for p in peers {
+        m.handle_frame(&id(p), Frame::Events(vec![peer_announcement(p)]))
+            .unwrap();
+    }
+    m.handle_tick(ms(1_000));
+    settle(&mut m);
+    m
+}
+
 /// A seed's news of a joiner went to 3 random members (fanout) and spread from them in
 /// `log N` rounds: 16 simulated ms for a cold start of 20 nodes, 18 of 50, where one hop
 /// takes 1 to 5. Now every live member hears of it from the seed in the batch that learnt of
 /// it: joiners of that batch get the others' announcements, not their own.
 #[test]
 fn a_seed_tells_every_member_of_the_joiners_of_one_batch_in_one_frame() {
-    let mut s = machine("s");
-    settle(&mut s);
     let members = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"];
-    for p in members {
-        s.handle_frame(&id(p), Frame::Events(vec![peer_announcement(p)]))
-            .unwrap();
-    }
-    s.handle_tick(ms(1_000));
-    settle(&mut s);
+    let mut s = knowing(machine("s"), &members);
     for j in ["j1", "j2"] {
         let delta = Delta {
             events: vec![peer_announcement(j)],
@@ -1551,14 +1556,11 @@ fn a_large_announcement_or_cluster_leaves_a_join_to_gossip() {
     for (upto, actors) in [(4, 0), (64, 200)] {
         let mut cfg = config("s", &[]);
         cfg.gossip.join_to_all_upto = upto;
-        let mut s = Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap();
-        settle(&mut s);
-        for p in ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"] {
-            s.handle_frame(&id(p), Frame::Events(vec![peer_announcement(p)]))
-                .unwrap();
-        }
-        s.handle_tick(ms(1_000));
-        settle(&mut s);
+        let members = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"];
+        let mut s = knowing(
+            Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap(),
+            &members,
+        );
         let joiner = ClusterEvent::NewNode {
             node: id("j"),
             generation: 1,
@@ -1594,11 +1596,7 @@ fn a_large_announcement_or_cluster_leaves_a_join_to_gossip() {
 /// the highest ones accepted are answered from a new generation.
 #[test]
 fn numbers_no_node_can_reach_are_dropped_at_the_door() {
-    let mut s = machine("s");
-    settle(&mut s);
-    s.handle_frame(&id("c"), Frame::Events(vec![peer_announcement("c")]))
-        .unwrap();
-    settle(&mut s);
+    let mut s = knowing(machine("s"), &["c"]);
     let forged = vec![
         ClusterEvent::NodeDead {
             node: id("c"),
@@ -1642,11 +1640,7 @@ fn numbers_no_node_can_reach_are_dropped_at_the_door() {
 
 #[test]
 fn accused_at_the_highest_incarnation_a_node_goes_on_under_a_new_generation() {
-    let mut a = machine("a");
-    settle(&mut a);
-    a.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
-        .unwrap();
-    settle(&mut a);
+    let mut a = knowing(machine("a"), &["b"]);
     let dead = ClusterEvent::NodeDead {
         node: id("a"),
         generation: 1,
@@ -1665,11 +1659,7 @@ fn accused_at_the_highest_incarnation_a_node_goes_on_under_a_new_generation() {
 
 #[test]
 fn a_claim_on_our_record_at_the_highest_version_is_answered_from_a_new_generation() {
-    let mut a = machine("a");
-    settle(&mut a);
-    a.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
-        .unwrap();
-    settle(&mut a);
+    let mut a = knowing(machine("a"), &["b"]);
     let stolen = ClusterEvent::NewNode {
         node: id("a"),
         generation: 1,
@@ -1692,12 +1682,7 @@ fn a_claim_on_our_record_at_the_highest_version_is_answered_from_a_new_generatio
 /// stirred the roster. The new generation it held back is now taken once the limit is over.
 #[test]
 fn a_second_accusation_at_the_highest_incarnation_is_outgrown_once_the_limit_is_over() {
-    let mut a = machine("a");
-    settle(&mut a);
-    a.handle_frame(&id("b"), Frame::Events(vec![peer_announcement("b")]))
-        .unwrap();
-    a.handle_tick(ms(1_000));
-    settle(&mut a);
+    let mut a = knowing(machine("a"), &["b"]);
     let accuse = |a: &mut Machine, generation| {
         let dead = ClusterEvent::NodeDead {
             node: id("a"),
