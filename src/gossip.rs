@@ -74,9 +74,11 @@ pub const DATA_NEWS_BURST: usize = 64 * 1024;
 /// See [`DATA_NEWS_BURST`].
 pub const DATA_NEWS_PER_S: usize = 64 * 1024;
 
-/// Largest announcement a seed tells every member at once (`Machine::note_join`): an
-/// address and a few actors.
-pub const JOIN_TO_ALL_MAX_BYTES: usize = 1024;
+/// Most news a node tells every member at once (a joiner's announcement, `Machine::note_join`;
+/// a round of its own news, `Machine::flush`): an address and a few actors. Beyond, news is
+/// gossiped (a node starting with thousands of actors would send its record N - 1 times
+/// where the news' budget is `3 x ceil(log2(N + 1))` sends).
+pub const TELL_ALL_MAX_BYTES: usize = 1024;
 
 /// Framing overhead allowed for per frame on top of the encoded events.
 pub const FRAME_OVERHEAD: usize = 64;
@@ -260,6 +262,12 @@ impl Broadcasts {
             slot.left = budget;
             self.order.insert((Reverse(budget), slot.seq), e);
         }
+    }
+
+    /// The size ([`encoded_len`]) of the event the next round takes first.
+    pub fn next_bytes(&self) -> Option<usize> {
+        let (_, e) = self.order.first_key_value()?;
+        Some(self.slots[e].bytes)
     }
 
     /// Events for one round to `targets` peers, at most `max_bytes` once encoded in one

@@ -1550,12 +1550,12 @@ fn a_seed_tells_every_member_of_the_joiners_of_one_batch_in_one_frame() {
     assert!(reached <= 3, "a relay reached {reached} members");
 }
 
-/// Beyond `join_to_all_upto` live members, or for a large announcement, a join is gossip.
+/// Beyond `tell_all_upto` live members, or for a large announcement, a join is gossip.
 #[test]
 fn a_large_announcement_or_cluster_leaves_a_join_to_gossip() {
     for (upto, actors) in [(4, 0), (64, 200)] {
         let mut cfg = config("s", &[]);
-        cfg.gossip.join_to_all_upto = upto;
+        cfg.gossip.tell_all_upto = upto;
         let members = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"];
         let mut s = knowing(
             Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap(),
@@ -1588,6 +1588,59 @@ fn a_large_announcement_or_cluster_leaves_a_join_to_gossip() {
             "upto {upto}, {actors} actors: {reached} frames"
         );
     }
+}
+
+/// Our own news went to 3 random members and spread from them in `log N` hops (a
+/// registration seen by all of 20 in the simulation: 8 to 12 ms, where one hop takes 1 to
+/// 5). Now its first round goes to every member, in a cluster of up to `tell_all_upto`;
+/// its retransmissions, others' news relayed, and larger clusters keep the fanout.
+#[test]
+fn own_news_goes_to_every_member_in_its_first_round() {
+    let members = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8"];
+    let carrying = |r: &Ready, what: &dyn Fn(&ClusterEvent) -> bool| {
+        frames(r)
+            .iter()
+            .filter(|(_, f)| matches!(f, Frame::Events(ev) if ev.iter().any(what)))
+            .count()
+    };
+    let billing = |e: &ClusterEvent| matches!(e, ClusterEvent::ActorAdded { actor, .. } if actor == "billing");
+    for (upto, first_round) in [(64, members.len()), (4, 3)] {
+        let mut cfg = config("s", &[]);
+        cfg.gossip.tell_all_upto = upto;
+        let mut s = knowing(
+            Machine::new(cfg, Roster::new(), 0, 7, ms(0)).unwrap(),
+            &members,
+        );
+        s.handle_command(1, Command::AddActors(vec!["billing".into()]));
+        let r = settle(&mut s);
+        assert_eq!(carrying(&r, &billing), first_round, "upto {upto}");
+        s.handle_tick(ms(1_010));
+        let r = s.take_ready();
+        assert_eq!(carrying(&r, &billing), 3, "upto {upto}: a retransmission");
+    }
+    let mut s = knowing(machine("s"), &members);
+    s.handle_frame(&id("m1"), Frame::Events(vec![peer_announcement("j")]))
+        .unwrap();
+    let relayed = carrying(&s.take_ready(), &|e: &ClusterEvent| *e.node() == id("j"));
+    assert!(relayed <= 3, "a relay went to {relayed} members");
+
+    // A bulk change: its first kilobyte goes to all (the members and j), the rest to the
+    // fanout.
+    let names: Vec<String> = (0..100).map(|k| format!("bulk-{k}")).collect();
+    s.handle_command(2, Command::AddActors(names.clone()));
+    let mut r = settle(&mut s);
+    let to_all_round = r.send.len();
+    r.send.extend(s.take_ready().send);
+    assert!(r.send.len() > to_all_round, "the rest waits for no window");
+    let reached = |actor: &str| {
+        carrying(
+            &r,
+            &|e: &ClusterEvent| matches!(e, ClusterEvent::ActorAdded { actor: a, .. } if a == actor),
+        )
+    };
+    let to_all = names.iter().filter(|a| reached(a) > members.len()).count();
+    assert!(to_all > 0 && to_all < 50, "{to_all} of 100 went to all");
+    assert!(names.iter().all(|a| reached(a) >= 3));
 }
 
 /// A black-box trial forged numbers at `u64::MAX` (anyone can connect without a secret): a
