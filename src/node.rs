@@ -1111,6 +1111,7 @@ impl Driver {
             .unwrap_or_default();
         if let Some(a) = &dialed_addr {
             self.backoff.remove(a);
+            self.machine.handle_dialed(a, &peer);
         }
         let preferred = std::cmp::min(self.machine.id(), &peer).clone();
         let keep_existing = self

@@ -187,3 +187,35 @@ fn an_http_port_in_use_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// A node seeded with an address its seed does not advertise (a Kubernetes Service, a
+/// proxy, NAT; here 127.0.0.2 for a node that listens on every address and advertises
+/// 127.0.0.1) dialed it anew at every seed check, every 2 s for good, each time replacing its
+/// connection to that member (black-box trial, 2026-12-04). Once a dial reached a member,
+/// the seed is met: no more handshakes.
+#[test]
+fn a_seed_dialed_at_another_address_is_not_dialed_again_once_met() {
+    let dirs: Vec<TempDir> = (0..2).map(|_| TempDir::new().unwrap()).collect();
+    let port = free_port();
+    let listen = format!("0.0.0.0:{port}");
+    let advertise = format!("ws://127.0.0.1:{port}");
+    let a = start(&dirs[0], &["--listen", &listen, "--advertise", &advertise]);
+    let alias = format!("ws://127.0.0.2:{port}");
+    let b = start(&dirs[1], &["--seed", &alias]);
+    for n in [&a, &b] {
+        eventually("both alive everywhere", || alive_count(n) == 2);
+    }
+    let handshakes = || {
+        value(
+            &scrape(&a),
+            "gossip_frames_received_total",
+            &[("kind", "handshake")],
+        )
+    };
+    // Past the first seed checks (0.2 s doubling), then three of the 2 s ones.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let settled = handshakes();
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    assert_eq!(handshakes(), settled, "handshakes with a after b met it");
+    drop(b);
+}

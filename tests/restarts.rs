@@ -15,15 +15,6 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A loopback port that was free a moment ago (so a node can be restarted on the same one).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts a node with `args` (which include `--listen`); retries for a while if the port is
 /// still held (a restart right after the previous process on that port exited).
 fn start(dir: &Path, args: &[&str]) -> NodeProc {

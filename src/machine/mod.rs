@@ -322,6 +322,9 @@ pub struct Machine {
     next_seed_check: Duration,
     /// Seed checks so far that found a seed unmet (the wait doubles with each).
     seed_checks: u32,
+    /// Seeds a dial reached at an address their node does not advertise (a proxy, a
+    /// Kubernetes Service, NAT), with the member that answered there ([`Machine::handle_dialed`]).
+    seed_aliases: BTreeMap<String, NodeId>,
     /// Earliest time of the next gossip round (rounds are spaced by the window).
     next_round: Duration,
     /// When each member last sent us anything: a claim on a live id is refused.
@@ -461,6 +464,7 @@ impl Machine {
             invalid_ids_said: None,
             next_seed_check: Duration::ZERO,
             seed_checks: 0,
+            seed_aliases: BTreeMap::new(),
             next_round: now,
             last_heard: FastMap::default(),
             reaped: VecDeque::new(),
@@ -879,6 +883,8 @@ impl Machine {
         seeds.dedup();
         let changed = seeds != self.seeds;
         self.seeds = seeds;
+        let seeds = &self.seeds;
+        self.seed_aliases.retain(|a, _| seeds.contains(a));
         if only_us && !self.joined && self.seeds.is_empty() && self.remembered.is_empty() {
             tracing::info!("the seeds resolve to this node only: it starts a new cluster");
             self.joined = true;
@@ -888,6 +894,17 @@ impl Machine {
             self.next_join = self.now;
             self.join_delay = JOIN_RETRY_FIRST;
             self.join_tick();
+        }
+    }
+
+    /// A dial of `addr` reached `peer`. A seed at an address its node does not advertise (a
+    /// proxy, a Kubernetes Service, NAT) is met while the member that answered there is one:
+    /// by its address alone it stayed unmet for good, and every seed check (each 2 s) dialed
+    /// it anew, replacing the connection to the member behind it (black-box trial,
+    /// 2026-12-04).
+    pub fn handle_dialed(&mut self, addr: &str, peer: &NodeId) {
+        if self.seeds.iter().any(|s| s == addr) {
+            self.seed_aliases.insert(addr.to_owned(), peer.clone());
         }
     }
 
@@ -2081,7 +2098,8 @@ impl Machine {
         }
     }
 
-    /// A seed at whose address no record of ours lives. A node whose seeds were down at its
+    /// A seed at whose address no record of ours lives (nor the member a dial of it reached:
+    /// [`Machine::handle_dialed`]). A node whose seeds were down at its
     /// start and that another new node dialed meanwhile is joined (with that node) and stops
     /// the join retries; without this it would never reach its seeds once they are up, and
     /// stay a cluster apart for good (black-box trial, 2026-12-02). A seed in our cluster
@@ -2091,11 +2109,17 @@ impl Machine {
         if self.seeds.is_empty() {
             return None;
         }
-        let roster = &self.roster;
+        let (roster, aliases) = (&self.roster, &self.seed_aliases);
+        let met_behind = |a: &String| {
+            aliases
+                .get(a)
+                .and_then(|id| roster.state_of(id))
+                .is_some_and(|s| !s.is_tombstone())
+        };
         let unmet: Vec<&String> = self
             .seeds
             .iter()
-            .filter(|a| !roster.iter_records().any(|(_, r)| &r.addr == *a))
+            .filter(|a| !roster.iter_records().any(|(_, r)| &r.addr == *a) && !met_behind(a))
             .collect();
         gossip::choose_peers(&mut self.rng, &unmet, 1)
             .pop()

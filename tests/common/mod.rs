@@ -261,6 +261,16 @@ pub fn http_get(at: &str, path: &str) -> Option<(u16, String)> {
     }
 }
 
+/// A loopback port that was free a moment ago (for a node restarted on the same port, or
+/// one that listens on every address and advertises its loopback one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The value of `name` in a Prometheus text body, for the one sample whose labels include
 /// all of `labels` (a histogram gives its count); `None` if there is not exactly one.
 pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
