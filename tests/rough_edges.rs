@@ -465,6 +465,26 @@ fn admin_output_into_a_closed_pipe_ends_quietly() {
     assert_eq!(node.stop(), 0);
 }
 
+/// A node whose log reader went away (`gossip-node ... 2>&1 | head`, a log shipper that
+/// died) panicked at its next log line: the logger reported the failed write with
+/// `eprintln!` into the same closed pipe. It runs on (its log lines lost) and stops cleanly.
+#[test]
+fn a_node_whose_log_pipe_closes_runs_on() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut a = NodeProc::start_net(dirs[0].path(), &[]).unwrap();
+    a.close_log();
+    let alive_at_a = |want: usize| {
+        members(&a.addr, &[])
+            .is_some_and(|m| id_states(&m).iter().filter(|(_, s)| s == "alive").count() == want)
+    };
+    // A joins and a leave: lines a logs into the closed pipe.
+    let b = NodeProc::start_net(dirs[1].path(), &["--seed", &a.addr]).unwrap();
+    eventually("a lists b alive", || alive_at_a(2));
+    assert_eq!(b.stop(), 0);
+    eventually("a lists b gone", || alive_at_a(1));
+    assert_eq!(a.stop(), 0);
+}
+
 #[test]
 fn a_peer_refusing_us_is_warned_about_once_per_while() {
     let dir = tempfile::tempdir().unwrap();

@@ -119,7 +119,7 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("gossip-log: {e:#}");
+            logging::say(format_args!("gossip-log: {e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -149,7 +149,7 @@ fn timestamp(unix_ms: u64) -> String {
 fn open_offline(dir: &Path) -> Result<Offline, Error> {
     let offline = Offline::open(dir)?;
     if let Some(note) = offline.read_only_note() {
-        eprintln!("gossip-log: {note}");
+        logging::say(format_args!("gossip-log: {note}"));
     }
     Ok(offline)
 }
@@ -218,13 +218,13 @@ fn dump(dir: &Path, json: bool, from: Option<Lsn>, to: Option<Lsn>) -> Result<Ex
         return Err(e.into());
     }
     if let Some(torn) = scan.map_err(|e| cannot_read(dir, e))?.torn {
-        eprintln!(
+        logging::say(format_args!(
             "gossip-log: torn tail in {} at offset {} (LSN {}): {}; the node will cut it on start",
             torn.path.display(),
             torn.valid_len,
             torn.lsn,
             torn.reason
-        );
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -355,7 +355,10 @@ fn replay(dir: &Path, json: bool, upto: Option<Lsn>) -> Result<ExitCode> {
     let (roster, last, _) = result.map_err(|e| cannot_read(dir, e))?;
     members::print(&roster.members(), json, true)?;
     if !json {
-        eprintln!("({} members, as of LSN {last})", roster.members().len());
+        logging::say(format_args!(
+            "({} members, as of LSN {last})",
+            roster.members().len()
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -364,12 +367,12 @@ fn compact(dir: &Path, json: bool) -> Result<ExitCode> {
     let (store, recovered) =
         Store::open_existing(dir, StoreConfig::default()).map_err(|e| cannot("compact", dir, e))?;
     if let Some((torn, copy)) = &recovered.repaired {
-        eprintln!(
+        logging::say(format_args!(
             "gossip-log: cut a torn tail of {} at offset {} (copy kept at {})",
             torn.path.display(),
             torn.valid_len,
             copy.display()
-        );
+        ));
     }
     let report = store.compact(|| recovered.roster.clone())?;
     store.close()?;

@@ -575,7 +575,7 @@ fn main() -> ExitCode {
     let parsed = match parse() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("gossip-node: {}", one_line(&e));
+            logging::say(format_args!("gossip-node: {}", one_line(&e)));
             return ExitCode::from(2);
         }
     };
@@ -598,7 +598,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("gossip-node: cannot start the runtime: {e}");
+            logging::say(format_args!("gossip-node: cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -620,7 +620,7 @@ fn finish(result: Result<()>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("gossip-node: {}", one_line(&e));
+            logging::say(format_args!("gossip-node: {}", one_line(&e)));
             ExitCode::FAILURE
         }
     }

@@ -140,6 +140,12 @@ impl NodeProc {
         assert!(status.success());
     }
 
+    /// Stops reading the node's stderr: the pipe closes at the next line the node writes,
+    /// as when the reader of `gossip-node ... 2>&1 | head` is gone.
+    pub fn close_log(&mut self) {
+        self.stderr = mpsc::channel().1;
+    }
+
     /// SIGTERM, then the exit code.
     pub fn stop(mut self) -> i32 {
         self.signal("TERM");
