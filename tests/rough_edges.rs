@@ -292,6 +292,32 @@ fn a_graceful_stop_keeps_quiet_about_the_majority_and_the_first_majority_is_not_
     );
 }
 
+/// A node restarted ahead of its members (here the whole cluster crashed and one came
+/// back) is out of the majority until they answer: expected, said at INFO. It was a WARN
+/// "NOT in the majority" on every such start (black-box trial).
+#[test]
+fn a_node_restarted_before_its_members_waits_for_them_without_a_warning() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = NodeProc::start_net(d1.path(), &["--node-id", "a"]).unwrap();
+    let seed = ["--node-id", "b", "--seed", a.addr.as_str()];
+    let b = NodeProc::start_net(d2.path(), &seed).unwrap();
+    eventually("a and b see each other", || {
+        members(&b.addr, &[]).is_some_and(|m| m.as_array().unwrap().len() == 2)
+    });
+    a.signal("KILL");
+    b.signal("KILL");
+    drop((a, b));
+    let mut a = NodeProc::start_net(d1.path(), &["--node-id", "a"]).unwrap();
+    a.wait_for("not in the majority while rejoining").unwrap();
+    assert!(
+        !a.log_so_far()
+            .iter()
+            .any(|l| l.contains("NOT in the majority")),
+        "{:?}",
+        a.log_so_far()
+    );
+}
+
 #[test]
 fn text_status_shows_quorum_health_and_stability() {
     let dir = tempfile::tempdir().unwrap();

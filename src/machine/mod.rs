@@ -58,6 +58,9 @@ pub const MIN_FRAME_BYTES: usize = 64 * 1024;
 /// The start of a `Reject` reason that means "your node id is held by a live member": the
 /// dialer stops instead of retrying.
 pub const ID_IN_USE: &str = "node id in use: ";
+/// See [`Machine::minority_tick`].
+const MINORITY_SAID_AFTER_JOIN: Duration = Duration::from_secs(2);
+
 /// How long a large part of a record sent to a peer is not sent to it again (unless the
 /// record changed): see [`Machine::skip_recent_resends`].
 const RESEND_AFTER: Duration = Duration::from_secs(2);
@@ -136,6 +139,14 @@ fn dialable(ours: &str, addr: &str) -> bool {
     } else {
         !addr.is_empty()
     }
+}
+
+fn warn_minority(q: Quorum) {
+    tracing::warn!(
+        alive = q.alive,
+        largest = q.largest,
+        "NOT in the majority: this node sees too few members to speak for the cluster"
+    );
 }
 
 /// Refuses timings whose products overflow a `Duration` (a suspicion lasts up to probe
@@ -308,6 +319,8 @@ pub struct Machine {
     follow_up_round: Option<Duration>,
     /// Announcements of joiners to tell every member with this batch's round.
     joins_to_tell: Vec<ClusterEvent>,
+    /// Out of the majority since before we joined, not yet warned of ([`Machine::minority_tick`]).
+    minority_unsaid: bool,
     /// Our own news was queued since the last round: the next goes to every member
     /// ([`Machine::flush`]).
     own_news: bool,
@@ -459,6 +472,7 @@ impl Machine {
             follow_up_round: None,
             joins_to_tell: Vec::new(),
             own_news: false,
+            minority_unsaid: false,
             outgrow_due: None,
             joined_via: None,
             invalid_ids_said: None,
@@ -654,6 +668,7 @@ impl Machine {
         self.anti_entropy_tick();
         self.seed_check_tick();
         self.outgrow_tick();
+        self.minority_tick();
     }
 
     /// The WAL is durable up to `lsn`: what waited for it goes out.
@@ -1923,6 +1938,23 @@ impl Machine {
         self.last_heard.insert(from.clone(), self.now);
     }
 
+    /// A minority that began before the join (a node restarted ahead of its members) is
+    /// expected and logged at INFO; once joined, it is warned of if it lasts
+    /// [`MINORITY_SAID_AFTER_JOIN`] (the members heard from since need that long to be
+    /// counted alive again: refutations, the others' own restarts). It was a WARN at once,
+    /// on every node restarted before a majority of the cluster was up (black-box trial).
+    fn minority_tick(&mut self) {
+        let due = self
+            .joined_at
+            .is_some_and(|t| self.now >= t + MINORITY_SAID_AFTER_JOIN);
+        if self.minority_unsaid && self.joined && due {
+            self.minority_unsaid = false;
+            if !self.quorum.in_majority && !self.left {
+                warn_minority(self.quorum);
+            }
+        }
+    }
+
     /// Recomputes the quorum after a change: `left` members left gracefully (the cluster
     /// shrank on purpose), `reaped` a dead member was forgotten (a shrink only while we are
     /// in the majority: a minority must not talk itself into being the whole).
@@ -1939,6 +1971,7 @@ impl Machine {
             .is_some_and(|r| r.liveness.state == MemberState::Left);
         if new.in_majority != old.in_majority && !leaving {
             if new.in_majority {
+                self.minority_unsaid = false;
                 let again = if self.been_in_majority { " again" } else { "" };
                 self.been_in_majority = true;
                 tracing::info!(
@@ -1953,12 +1986,17 @@ impl Machine {
                     largest = new.largest,
                     "left the majority by leaving"
                 );
-            } else {
-                tracing::warn!(
+            } else if !self.joined {
+                // Restarted, its members not heard from yet (the whole cluster restarting):
+                // expected; warned of if it outlasts the join (`minority_tick`).
+                self.minority_unsaid = true;
+                tracing::info!(
                     alive = new.alive,
                     largest = new.largest,
-                    "NOT in the majority: this node sees too few members to speak for the cluster"
+                    "not in the majority while rejoining: waiting for members to answer"
                 );
+            } else {
+                warn_minority(new);
             }
         }
         if new != old {
