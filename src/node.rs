@@ -1111,7 +1111,8 @@ impl Driver {
             .unwrap_or_default();
         if let Some(a) = &dialed_addr {
             self.backoff.remove(a);
-            self.machine.handle_dialed(a, &peer);
+            let meant = waiting.iter().find_map(|o| o.to.id.as_ref());
+            self.machine.handle_dialed(a, &peer, meant);
         }
         let preferred = std::cmp::min(self.machine.id(), &peer).clone();
         let keep_existing = self

@@ -334,7 +334,7 @@ pub(crate) async fn dial(ctx: Arc<Ctx>, addr: String) {
                     crate::machine::ID_IN_USE
                 )),
                 Role::Member { .. } => {
-                    tracing::info!(%addr, "a seed is this node itself; not dialing it again");
+                    tracing::info!(%addr, "this address reaches this node itself; not dialing it again");
                     let _ = ctx
                         .control
                         .send(Input::DialFailed {
@@ -442,8 +442,13 @@ async fn run_member(
     match kept.await {
         Ok(Ok(true)) => {}
         Ok(Err(reason)) => {
-            let addr = admit.map(|(_, addr)| addr).unwrap_or_default();
-            tracing::warn!(%peer, %addr, %reason, "refused a member");
+            let (generation, addr) = admit.unwrap_or_default();
+            if peer == *ctx.me() && Some(generation) == ctx.generation() {
+                // Our own dial of an address that reaches us (the dialing side says so).
+                tracing::debug!(%addr, "refused a connection from this node itself");
+            } else {
+                tracing::warn!(%peer, %addr, %reason, "refused a member");
+            }
             let _ = transport::send(&mut ws, &Frame::Reject { reason }).await;
             let _ = ws.close(None).await;
             return;

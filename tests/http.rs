@@ -219,3 +219,70 @@ fn a_seed_dialed_at_another_address_is_not_dialed_again_once_met() {
     assert_eq!(handshakes(), settled, "handshakes with a after b met it");
     drop(b);
 }
+
+/// A dead member's address given to a new node (a pod's IP reused; here C listens on every
+/// address, so the dead A's 127.0.0.1 reaches it): B dialed it now and then to reconnect
+/// with A and reached C instead, and C dialed it and reached itself, warning "refused a
+/// member" each time: about a handshake a second for as long as A was remembered (black-box
+/// trial, 2026-12-04). Now a dial meant for A that another node answers is not made again.
+#[test]
+fn a_dead_members_address_taken_by_a_new_node_is_not_dialed_for_it_again() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().unwrap()).collect();
+    let port = free_port();
+    let listen = format!("0.0.0.0:{port}");
+    let a = start(
+        &dirs[0],
+        &[
+            "--listen",
+            &listen,
+            "--advertise",
+            &format!("ws://127.0.0.1:{port}"),
+        ],
+    );
+    let mut b = start(&dirs[1], &["--seed", &a.addr]);
+    eventually("b sees a", || alive_count(&b) == 2);
+    a.signal("KILL");
+    drop(a);
+    eventually("b declares a dead", || {
+        members(&b.addr, &[]).is_some_and(|m| id_states(&m).iter().any(|(_, s)| s == "dead"))
+    });
+    let c_advertise = format!("ws://127.0.0.3:{port}");
+    let mut c = start(
+        &dirs[2],
+        &[
+            "--listen",
+            &listen,
+            "--advertise",
+            &c_advertise,
+            "--seed",
+            &b.addr,
+        ],
+    );
+    for n in [&b, &c] {
+        eventually("b and c alive everywhere", || alive_count(n) == 2);
+    }
+    // One dial each tells (reconnect tries come one anti-entropy round in four).
+    b.wait_for("a dead member's address answers as another node")
+        .unwrap();
+    c.wait_for("this address reaches this node itself").unwrap();
+    let handshakes = || {
+        value(
+            &scrape(&c),
+            "gossip_frames_received_total",
+            &[("kind", "handshake")],
+        )
+    };
+    let settled = handshakes();
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    assert_eq!(
+        handshakes(),
+        settled,
+        "handshakes at c, 8 s after it joined"
+    );
+    let warned: Vec<&String> = c
+        .log_so_far()
+        .iter()
+        .filter(|l| l.contains("refused a member"))
+        .collect();
+    assert!(warned.is_empty(), "{warned:?}");
+}

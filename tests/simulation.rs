@@ -198,7 +198,7 @@ struct Sim {
     count_kinds: bool,
     /// Frames and bytes delivered by kind.
     kinds: BTreeMap<String, (u64, u64)>,
-    /// Connections opened by a dial of an address, per address.
+    /// Dials of an address (whether a connection came of it), per address.
     dials: HashMap<String, u64>,
 }
 
@@ -507,13 +507,19 @@ impl Sim {
                 let Some(t) = self.by_addr.get(dialed).copied() else {
                     return;
                 };
-                if t == from || !self.connect(from, t) {
+                *self.dials.entry(dialed.clone()).or_default() += 1;
+                if t == from {
+                    // The address reaches the dialer itself (as the real driver finds out).
+                    let fp = self.slots[from].proc.as_mut().expect("running");
+                    fp.machine.handle_own_address(dialed);
                     return;
                 }
-                *self.dials.entry(dialed.clone()).or_default() += 1;
+                if !self.connect(from, t) {
+                    return;
+                }
                 let tid = self.slots[t].id.clone();
                 let fp = self.slots[from].proc.as_mut().expect("running");
-                fp.machine.handle_dialed(dialed, &tid);
+                fp.machine.handle_dialed(dialed, &tid, to.id.as_ref());
                 t
             }
         };
@@ -2185,6 +2191,39 @@ fn a_seed_behind_an_address_it_does_not_advertise_is_met_through_whoever_answers
     assert_eq!(
         later, 0,
         "{later} dials of the service address after the join"
+    );
+}
+
+/// A dead member's address given to a new node (a pod's IP reused): every member dialed it
+/// now and then to reconnect with the dead one, and each dial reached the new node instead
+/// (replacing a connection to it), or the new node itself, for as long as the dead member
+/// was remembered (black-box trial, 2026-12-04: about one handshake a second, for an
+/// hour). Once a dial meant for it reached another node, it is not dialed there again.
+#[test]
+fn a_dead_members_address_taken_by_a_new_node_is_not_dialed_for_it_again() {
+    let n = 5;
+    let mut sim = Sim::with_absent(n + 1, n, 9, 0.0);
+    sim.run_until(1_000, |_| false);
+    sim.crash(0, false);
+    let t = sim.now + 5_000;
+    sim.run_until(t, |_| false);
+    assert!((1..n).all(|o| sim.seen(o, 0) == Some(MemberState::Dead)));
+    // The new node listens at its own address and at the dead one's.
+    let old = addr(0);
+    sim.by_addr.insert(old.clone(), n);
+    sim.slots[n].seeds = vec![addr(1)];
+    sim.start(n);
+    let t = sim.now + 2_000;
+    sim.run_until(t, |_| false);
+    assert!((1..=n).all(|o| sim.seen(o, n) == Some(MemberState::Alive)));
+    let before = sim.dials.get(&old).copied().unwrap_or(0);
+    let t = sim.now + 30_000;
+    sim.run_until(t, |_| false);
+    let later = sim.dials.get(&old).copied().unwrap_or(0) - before;
+    // Each of the 5 learns it once at most (and the new node that it is its own).
+    assert!(
+        later <= 5,
+        "{later} dials of the dead member's address in 30 s"
     );
 }
 

@@ -279,6 +279,8 @@ const JOIN_RECORD_ENTRIES: usize = 64;
 const JOIN_RECORD_BYTES: usize = 16 * 1024;
 /// Most other addresses of our own remembered.
 const MAX_OWN_ADDRS: usize = 16;
+/// Most members remembered as moved away from their address ([`Machine::handle_dialed`]).
+const MAX_MOVED: usize = 1024;
 /// Most peers of the data dir's roster kept as join candidates: a random sample. A join
 /// asks a few of them at a time, and members the roster holds alive are asked too, so a
 /// sample loses nothing; keeping every address would cost a string per member per node
@@ -350,6 +352,10 @@ pub struct Machine {
     /// Members reaped while dead, newest last, with their address: tried now and then
     /// for [`RECONNECT_WINDOW`], in case they were only on the other side of a partition.
     reconnect: VecDeque<(Duration, NodeId, String)>,
+    /// Dead or reaped members whose address another node answered at (a new node given a
+    /// dead one's IP, as Kubernetes does), with that address: not dialed to reconnect while
+    /// it holds ([`Machine::handle_dialed`]).
+    moved: BTreeMap<NodeId, String>,
     left: bool,
     /// Health TTLs of our actors: not durable, not gossiped (only their lapses are).
     ttls: BTreeMap<String, Ttl>,
@@ -484,6 +490,7 @@ impl Machine {
             reaped: VecDeque::new(),
             sent_lately: FastMap::default(),
             reconnect: VecDeque::new(),
+            moved: BTreeMap::new(),
             left: false,
             ttls: BTreeMap::new(),
             joined_at: None,
@@ -917,10 +924,35 @@ impl Machine {
     /// by its address alone it stayed unmet for good, and every seed check (each 2 s) dialed
     /// it anew, replacing the connection to the member behind it (black-box trial,
     /// 2026-12-04).
-    pub fn handle_dialed(&mut self, addr: &str, peer: &NodeId) {
+    ///
+    /// A dial meant for a dead or reaped member (`meant`) that another node answered means
+    /// the address was given to someone else: it is not dialed for that member again while
+    /// its record keeps that address. Dialed every few seconds to reconnect, each dial
+    /// replaced a connection to the new node (black-box trial, 2026-12-04).
+    pub fn handle_dialed(&mut self, addr: &str, peer: &NodeId, meant: Option<&NodeId>) {
         if self.seeds.iter().any(|s| s == addr) {
             self.seed_aliases.insert(addr.to_owned(), peer.clone());
         }
+        let Some(meant) = meant.filter(|m| *m != peer) else {
+            return;
+        };
+        let gone = match self.roster.record(meant) {
+            Some(r) => r.liveness.state.is_tombstone() && r.addr == addr,
+            None => self
+                .reconnect
+                .iter()
+                .any(|(_, id, a)| id == meant && a == addr),
+        };
+        if gone && self.moved.len() < MAX_MOVED {
+            tracing::info!(member = %meant, %addr, answered = %peer, "a dead member's address answers as another node; not dialing it there again");
+            self.moved.insert(meant.clone(), addr.to_owned());
+        }
+    }
+
+    /// Whether `id` at `addr` is not worth a dial to reconnect: the address is ours, or
+    /// another node answered there.
+    fn moved_on(&self, id: &NodeId, addr: &str) -> bool {
+        self.is_own_addr(addr) || self.moved.get(id).is_some_and(|a| a == addr)
     }
 
     /// A dial of `addr` reached this very node: `addr` is ours too (a seed name lists us
@@ -1913,7 +1945,8 @@ impl Machine {
     }
 
     /// Reaped members are remembered one more TTL (so peers that reap later cannot bring
-    /// them back to us), and never more than [`MAX_FORGOTTEN`].
+    /// them back to us), and never more than [`MAX_FORGOTTEN`]. A member noted as moved off
+    /// its address is no longer once its record changes or it is no longer tried.
     fn prune_forgotten(&mut self) {
         let ttl = self.config.swim.tombstone_ttl;
         while let Some((at, id)) = self.reaped.front() {
@@ -1923,6 +1956,11 @@ impl Machine {
             self.roster.unforget(id);
             self.reaped.pop_front();
         }
+        let (roster, reconnect) = (&self.roster, &self.reconnect);
+        self.moved.retain(|id, addr| match roster.record(id) {
+            Some(r) => r.liveness.state.is_tombstone() && r.addr == *addr,
+            None => reconnect.iter().any(|(_, i, _)| i == id),
+        });
     }
 
     fn heard(&mut self, from: &NodeId) {
@@ -2096,6 +2134,7 @@ impl Machine {
         // for two intervals).
         let reconnect = if self.rng.gen_ratio(1, gossip::RECONNECT_ONE_IN) {
             let dead = self.pick(1, |s| s == MemberState::Dead).pop();
+            let dead = dead.filter(|(id, addr)| !self.moved_on(id, addr));
             dead.or_else(|| self.reconnect_target()).map(member)
         } else {
             None
@@ -2189,10 +2228,16 @@ impl Machine {
         self.reconnect.retain(|(at, id, _)| {
             now.saturating_sub(*at) < RECONNECT_WINDOW && roster.record(id).is_none()
         });
-        if self.reconnect.is_empty() || !self.rng.gen_ratio(1, gossip::RECONNECT_ONE_IN) {
+        let worth: Vec<usize> = (0..self.reconnect.len())
+            .filter(|&i| {
+                let (_, id, addr) = &self.reconnect[i];
+                !self.moved_on(id, addr)
+            })
+            .collect();
+        if worth.is_empty() || !self.rng.gen_ratio(1, gossip::RECONNECT_ONE_IN) {
             return None;
         }
-        let i = self.rng.gen_range(0..self.reconnect.len());
+        let i = worth[self.rng.gen_range(0..worth.len())];
         let (_, id, addr) = &self.reconnect[i];
         Some((id.clone(), addr.clone()))
     }
