@@ -293,7 +293,7 @@ pub(crate) async fn accept_loop(ctx: Arc<Ctx>, listener: tokio::net::TcpListener
 fn failure_kind(e: &TransportError) -> &'static str {
     match e {
         TransportError::Io(_) => "io",
-        TransportError::Ws(_) => "websocket",
+        TransportError::Ws(_) | TransportError::NotWebSocket(_) => "websocket",
         TransportError::Timeout(_) => "timeout",
         TransportError::Rejected(_) => "rejected",
         TransportError::Refused(_) => "refused",

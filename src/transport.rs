@@ -180,12 +180,19 @@ pub enum TransportError {
     Closed,
     #[error("bad address {0:?}: expected ws://HOST:PORT (or wss:// with TLS)")]
     BadAddress(String),
+    /// A dial answered with a plain HTTP response: someone else's port, or a node's
+    /// `--http-listen` one (trial: `websocket: HTTP error: 200 OK`).
+    #[error("answered HTTP {0} instead of a WebSocket upgrade: not a node's --listen port (a node's --http-listen port serves only HTTP)")]
+    NotWebSocket(u16),
     #[error("{0}")]
     Tls(String),
 }
 
 impl From<tokio_tungstenite::tungstenite::Error> for TransportError {
     fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        if let tokio_tungstenite::tungstenite::Error::Http(response) = &e {
+            return TransportError::NotWebSocket(response.status().as_u16());
+        }
         TransportError::Ws(Box::new(e))
     }
 }

@@ -98,6 +98,13 @@ fn a_second_node_on_the_same_dir_is_refused_at_once() {
         "{}",
         stderr(&out)
     );
+    // `verify --json` answers in JSON even when it cannot check (it printed nothing).
+    let out = gossip_log(&["verify", "--json"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let verdict: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(verdict["status"], "unchecked", "{verdict}");
+    let reason = verdict["reason"].as_str().unwrap();
+    assert!(reason.contains("in use by another process"), "{reason}");
     assert_eq!(first.stop(), 0);
 }
 

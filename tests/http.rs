@@ -286,3 +286,20 @@ fn a_dead_members_address_taken_by_a_new_node_is_not_dialed_for_it_again() {
         .collect();
     assert!(warned.is_empty(), "{warned:?}");
 }
+
+/// An admin command pointed at a node's HTTP port said "websocket: HTTP error: 200 OK"
+/// (black-box trial): it now says what it reached.
+#[test]
+fn an_admin_command_at_the_http_port_says_it_is_not_the_listen_port() {
+    let dir = TempDir::new().unwrap();
+    let a = start(&dir, &[]);
+    let out = admin(&["members", "--connect", &a.http]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "answered HTTP 200 instead of a WebSocket upgrade: not a node's --listen port"
+        ),
+        "{err}"
+    );
+}
