@@ -1728,14 +1728,17 @@ impl Machine {
                         incarnation,
                         by: Some(self.me.id.clone()),
                     };
-                    tracing::info!(%node, incarnation, "no answer to probes; suspecting");
                     let budget = self.budget();
                     if self.roster.apply(&event) == Applied::Changed {
+                        tracing::info!(%node, incarnation, "no answer to probes; suspecting");
                         self.queue.push(event.clone(), budget);
                         self.record_changes(vec![event]);
                     } else {
-                        // Already suspected by someone else: our own suspicion confirms it
-                        // (it shortens everyone's timeout), though it changes nothing here.
+                        // Already suspected (by someone else, or by us at an earlier failed
+                        // probe: said once, a trial saw it logged three times): our own
+                        // suspicion confirms it (it shortens everyone's timeout), though it
+                        // changes nothing here.
+                        tracing::debug!(%node, incarnation, "no answer to probes; confirming the suspicion");
                         self.queue.push(event, budget);
                     }
                 }
