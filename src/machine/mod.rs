@@ -1949,7 +1949,8 @@ impl Machine {
 
     /// Reaped members are remembered one more TTL (so peers that reap later cannot bring
     /// them back to us), and never more than [`MAX_FORGOTTEN`]. A member noted as moved off
-    /// its address is no longer once its record changes or it is no longer tried.
+    /// its address ([`Machine::handle_dialed`]) is dropped from that note once its record
+    /// changes or it is no longer tried.
     fn prune_forgotten(&mut self) {
         let ttl = self.config.swim.tombstone_ttl;
         while let Some((at, id)) = self.reaped.front() {
@@ -2179,10 +2180,10 @@ impl Machine {
     }
 
     /// A seed at whose address no record of ours lives (nor the member a dial of it reached:
-    /// [`Machine::handle_dialed`]). A node whose seeds were down at its
-    /// start and that another new node dialed meanwhile is joined (with that node) and stops
-    /// the join retries; without this it would never reach its seeds once they are up, and
-    /// stay a cluster apart for good (black-box trial, 2026-12-02). A seed in our cluster
+    /// [`Machine::handle_dialed`]). A node whose seeds were down at its start and that
+    /// another new node dialed meanwhile is joined (with that node) and stops the join
+    /// retries; without this it would never reach its seeds once they are up, and stay a
+    /// cluster apart for good (black-box trial, 2026-12-02). A seed in our cluster
     /// answers an equal fingerprint with nothing; one in another cluster opens the digest
     /// exchange that merges the two.
     fn unmet_seed(&mut self) -> Option<String> {
