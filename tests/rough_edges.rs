@@ -365,7 +365,10 @@ fn an_unreachable_or_foreign_seed_is_warned_about_once_per_while() {
     let mut node = NodeProc::spawn(cmd).unwrap();
     for (seed, reason) in [
         (format!("ws://{closed}"), "Connection refused"),
-        (format!("ws://{foreign_addr}"), "websocket"),
+        (
+            format!("ws://{foreign_addr}"),
+            "answered HTTP 404 instead of a WebSocket upgrade",
+        ),
     ] {
         let needle = format!("seed={seed}");
         let line = match node.lines.iter().find(|l| l.contains(&needle)) {

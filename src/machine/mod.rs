@@ -1980,21 +1980,26 @@ impl Machine {
         self.last_heard.insert(from.clone(), self.now);
     }
 
-    /// A minority that began before the join (a node restarted ahead of its members) is
-    /// expected and logged at INFO; once joined, it is warned of if it lasts
-    /// [`MINORITY_SAID_AFTER_JOIN`] (the members heard from since need that long to be
-    /// counted alive again: refutations, the others' own restarts). It was a WARN at once,
-    /// on every node restarted before a majority of the cluster was up (black-box trial).
+    /// A minority that began before the join (a node restarted ahead of its members) or
+    /// within [`MINORITY_SAID_AFTER_JOIN`] of it is expected and logged at INFO; it is
+    /// warned of if it lasts that long after the join (the members heard from since need
+    /// that long to be counted alive again: refutations, the others' own restarts). It was
+    /// a WARN at once, on every node restarted before a majority of the cluster was up, and
+    /// on nodes that joined and then heard members they held dead alive again 1 to 100 ms
+    /// later (black-box trials).
     fn minority_tick(&mut self) {
-        let due = self
-            .joined_at
-            .is_some_and(|t| self.now >= t + MINORITY_SAID_AFTER_JOIN);
-        if self.minority_unsaid && self.joined && due {
+        if self.minority_unsaid && self.joined && !self.just_joined() {
             self.minority_unsaid = false;
             if !self.quorum.in_majority && !self.left {
                 warn_minority(self.quorum);
             }
         }
+    }
+
+    /// Joined less than [`MINORITY_SAID_AFTER_JOIN`] ago.
+    fn just_joined(&self) -> bool {
+        self.joined_at
+            .is_some_and(|t| self.now < t + MINORITY_SAID_AFTER_JOIN)
     }
 
     /// Recomputes the quorum after a change: `left` members left gracefully (the cluster
@@ -2028,8 +2033,9 @@ impl Machine {
                     largest = new.largest,
                     "left the majority by leaving"
                 );
-            } else if !self.joined {
-                // Restarted, its members not heard from yet (the whole cluster restarting):
+            } else if !self.joined || self.just_joined() {
+                // Restarted, its members not heard from yet (the whole cluster restarting),
+                // or just joined, with members we held dead not yet heard alive again:
                 // expected; warned of if it outlasts the join (`minority_tick`).
                 self.minority_unsaid = true;
                 tracing::info!(

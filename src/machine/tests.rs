@@ -923,6 +923,45 @@ fn a_refuted_suspicion_of_us_leaves_us_in_the_majority() {
     assert_eq!((q.alive, q.largest, q.in_majority), (2, 2, true), "{q:?}");
 }
 
+/// A node that just joined and holds members dead that it will hear alive a moment later
+/// (a restart of a crashed cluster) warned "NOT in the majority" between its "joined" line
+/// and "in the majority again" 1 to 100 ms later (black-box trial). Within 2 s of the join
+/// a minority is noted, and warned of only if it still holds then.
+#[test]
+fn a_minority_right_after_the_join_is_warned_of_only_if_it_lasts() {
+    for comes_back in [true, false] {
+        let mut m = machine("a");
+        settle(&mut m);
+        for p in ["b", "c"] {
+            m.handle_frame(&id(p), Frame::Events(vec![peer_announcement(p)]))
+                .unwrap();
+        }
+        settle(&mut m);
+        assert!(m.quorum().in_majority);
+        hear_dead(&mut m, "b", "c");
+        hear_dead(&mut m, "c", "b");
+        assert!(!m.quorum().in_majority);
+        assert!(m.minority_unsaid, "noted, not warned, right after the join");
+        if comes_back {
+            let alive = ClusterEvent::NodeAlive {
+                node: id("b"),
+                generation: 1,
+                incarnation: 1,
+            };
+            m.handle_frame(&id("b"), Frame::Events(vec![alive]))
+                .unwrap();
+            settle(&mut m);
+        }
+        m.handle_tick(ms(2_500));
+        settle(&mut m);
+        assert_eq!(m.quorum().in_majority, comes_back);
+        assert!(
+            !m.minority_unsaid,
+            "said (or over) once the join is 2 s old"
+        );
+    }
+}
+
 #[test]
 fn a_member_reaped_while_dead_is_still_tried_now_and_then() {
     // Two sides of a partition longer than the tombstone TTL reap each other; without a
