@@ -930,13 +930,7 @@ fn a_refuted_suspicion_of_us_leaves_us_in_the_majority() {
 #[test]
 fn a_minority_right_after_the_join_is_warned_of_only_if_it_lasts() {
     for comes_back in [true, false] {
-        let mut m = machine("a");
-        settle(&mut m);
-        for p in ["b", "c"] {
-            m.handle_frame(&id(p), Frame::Events(vec![peer_announcement(p)]))
-                .unwrap();
-        }
-        settle(&mut m);
+        let mut m = knowing(machine("a"), &["b", "c"]);
         assert!(m.quorum().in_majority);
         hear_dead(&mut m, "b", "c");
         hear_dead(&mut m, "c", "b");

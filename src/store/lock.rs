@@ -141,7 +141,7 @@ mod tests {
         let shared = lock._file.as_ref().unwrap().try_clone().unwrap();
         drop(lock);
         let child = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::sleep(std::time::Duration::from_millis(10));
             drop(shared);
         });
         DirLock::acquire(dir.path()).unwrap();
